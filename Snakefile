@@ -1,0 +1,24 @@
+"""Zephyr: the ZEPHYR study as a workflow. See README.md; `snakemake -n` shows what would run."""
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+# A --configfile replaces the default instead of being merged into it key by key, so that
+# `--configfile config/paper.yaml` runs exactly the paper's experiment.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/datasets.smk"
+include: "rules/records.smk"
+include: "rules/mixtures.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        all_mixtures(),

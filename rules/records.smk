@@ -1,0 +1,21 @@
+rule format_records:
+    """Turn a raw dataset into unified records (sft, preference, mcqa or an evaluation kind)."""
+    input:
+        data="resources/datasets/{dataset}/data.parquet",
+    output:
+        "results/records/{dataset}.jsonl",
+    params:
+        formatter=lambda wc: DATASETS[wc.dataset]["format"],
+        options=lambda wc: DATASETS[wc.dataset]["options"],
+    log:
+        "logs/format_records/{dataset}.log",
+    benchmark:
+        "benchmarks/format_records/{dataset}.tsv"
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../scripts/format_records.py"

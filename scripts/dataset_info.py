@@ -1,0 +1,6 @@
+"""Snakemake glue for zephyr.mixtures.dataset_info."""
+
+from zephyr import files, logs, mixtures
+
+logs.setup(snakemake.log[0])
+files.write_json(snakemake.output[0], mixtures.dataset_info(snakemake.params.tasks))

@@ -1,0 +1,12 @@
+"""Snakemake glue for zephyr.mixtures.draw_files (call that function directly outside Snakemake)."""
+
+from zephyr import logs, mixtures
+
+logs.setup(snakemake.log[0])
+mixtures.draw_files(
+    snakemake.wildcards.mixture,
+    snakemake.params.spec,
+    records=snakemake.input.records,
+    exclude=snakemake.input.exclude,
+    out=dict(snakemake.output.items()),
+)

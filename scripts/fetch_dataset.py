@@ -1,0 +1,13 @@
+"""Snakemake glue for zephyr.sources.fetch_dataset (call that function directly outside Snakemake)."""
+
+from pathlib import Path
+
+from zephyr import logs, sources
+
+logs.setup(snakemake.log[0])
+sources.fetch_dataset(
+    snakemake.wildcards.dataset,
+    snakemake.params.source,
+    Path(snakemake.output.manifest).parent,
+    expected_rows=snakemake.params.rows,
+)

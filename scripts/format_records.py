@@ -1,0 +1,14 @@
+"""Snakemake glue for zephyr.records.format_dataset (call that function directly outside Snakemake)."""
+
+from pathlib import Path
+
+from zephyr import logs, records
+
+logs.setup(snakemake.log[0])
+records.format_dataset(
+    snakemake.wildcards.dataset,
+    Path(snakemake.input.data).parent,
+    snakemake.output[0],
+    snakemake.params.formatter,
+    snakemake.params.options,
+)

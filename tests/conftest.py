@@ -1,0 +1,46 @@
+"""Shared fixtures. The hub is unreachable here: make any stray hub call fail at once."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+SNAKEMAKE = Path(sys.executable).with_name("snakemake")
+
+
+def load_yaml(path):
+    with open(path, encoding="utf-8") as handle:
+        return yaml.safe_load(handle)
+
+
+@pytest.fixture
+def tiny_config(tmp_path):
+    """The tiny workflow config, with its local fixture files copied into a fresh work directory."""
+    config = load_yaml(FIXTURES / "tiny.yaml")
+    (tmp_path / "data").mkdir()
+    shutil.copy(FIXTURES / "datasets" / "epfl.jsonl", tmp_path / "data" / "epfl.jsonl")
+    return config
+
+
+def write_config(directory: Path, config: dict, name: str = "config.test.yaml") -> Path:
+    path = directory / name
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run this checkout's workflow in `workdir` (outputs land there, not in the checkout)."""
+    cmd = [str(SNAKEMAKE), "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir), *args]
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=workdir)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
+    return result

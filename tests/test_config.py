@@ -1,0 +1,72 @@
+"""Config validation: the schema, its defaults, the cross-reference checks, and the paper's planned sizes."""
+
+import copy
+
+import pytest
+
+from conftest import ROOT, load_yaml
+from zephyr import config as zconfig
+from zephyr import mixtures
+
+
+@pytest.fixture
+def default():
+    return load_yaml(ROOT / "config.yaml")
+
+
+def test_both_configs_validate_and_get_defaults():
+    for path in (ROOT / "config.yaml", ROOT / "config" / "paper.yaml"):
+        config = zconfig.load(path)
+        for spec in config["mixtures"].values():
+            assert "exclude" in spec and "validation" in spec
+        for spec in config["datasets"].values():
+            assert "options" in spec and "rows" in spec
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda c: c.update(extra=1), r"'extra' was unexpected"),
+        (lambda c: c["datasets"]["goat"].update(colour="red"), r"'colour' was unexpected"),
+        (lambda c: c["datasets"]["goat"]["source"].update(size="many"), r"datasets.*goat"),
+        (lambda c: c["datasets"]["goat"].update(format="nope"), r"datasets\.goat\.format: unknown formatter 'nope'"),
+        (lambda c: c["datasets"]["goat"]["source"].update(schema="nope"), r"datasets\.goat\.source\.schema: unknown generator schema"),
+        (lambda c: c["mixtures"]["D_S"]["components"].append({"dataset": "missing"}),
+         r"mixtures\.D_S\.components\[3\]\.dataset: 'missing' is not a key of datasets"),
+        (lambda c: c["mixtures"]["D_S"]["components"].append({"dataset": "epfl"}),
+         r"mixtures\.D_S\.components\[3\]\.dataset: 'epfl' is formatted as 'preference' records"),
+        (lambda c: c["mixtures"]["DPO"].update(exclude=["nothing"]), r"mixtures\.DPO\.exclude: 'nothing'"),
+        (lambda c: c["mixtures"]["reward_pairs"].update(exclude=["DPO"]), r"cycle"),
+        (lambda c: c["mixtures"]["D_S"]["components"][0].update(cap=0), r"D_S"),
+    ],
+)
+def test_bad_config_names_the_key(default, edit, message):
+    config = copy.deepcopy(default)
+    edit(config)
+    with pytest.raises(zconfig.ConfigError, match=message):
+        zconfig.validate(config)
+
+
+def test_paper_planned_sizes():
+    paper = zconfig.load(ROOT / "config" / "paper.yaml")
+    assert mixtures.planned_size(paper, "DPO") == 12500 == paper["mixtures"]["DPO"]["reported_size"]
+    assert mixtures.planned_size(paper, "MCQA") == 103212 == paper["mixtures"]["MCQA"]["reported_size"]
+    # The recorded discrepancy: the stated rule gives 109,030, the report says 102,030.
+    assert mixtures.planned_size(paper, "D_S") == 109030
+    assert paper["mixtures"]["D_S"]["reported_size"] == 102030
+    assert "109,030" in paper["mixtures"]["D_S"]["note"]
+    assert mixtures.planned_size(paper, "reward_pairs") == 100
+    assert mixtures.planned_size(paper, "gsm8k_eval") == 200
+
+
+def test_paper_names_every_dataset_of_the_study():
+    paper = load_yaml(ROOT / "config" / "paper.yaml")
+    by_mixture = {m: [c["dataset"] for c in s["components"]] for m, s in paper["mixtures"].items()}
+    assert len(by_mixture["D_S"]) == 10 and len(by_mixture["D_L"]) == 5
+    assert len(by_mixture["DPO"]) == 12  # ten sets, SHP as four subreddits
+    assert {d for d in by_mixture["DPO"] if d.startswith("shp_")} == {
+        "shp_askengineers", "shp_askphysics", "shp_askscience", "shp_explainlikeimfive"}
+    assert set(by_mixture["MCQA"]) == {"arc_easy", "arc_challenge", "mmlu_auxiliary_train"}
+    hub = [d for d, s in paper["datasets"].items() if s["source"]["kind"] == "hub"]
+    assert all(paper["datasets"][d]["source"].get("revision") for d in hub)
+    assert paper["datasets"]["epfl"]["source"]["kind"] == "local"

@@ -1,0 +1,93 @@
+"""Experiment configuration: schema validation (with defaults) and the checks a schema cannot express.
+
+Everything here runs when the Snakefile is parsed, so a bad config fails before any job runs, with an
+error naming the key. The same `load` serves notebooks and scripts run outside Snakemake.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+SCHEMA = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
+
+
+class ConfigError(ValueError):
+    """A config that cannot describe an experiment; the message names the key."""
+
+
+def load(path: str | Path) -> dict:
+    """Read, validate and complete (with the schema's defaults) the config at `path`."""
+    with open(path, encoding="utf-8") as handle:
+        config = yaml.safe_load(handle)
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return validate(config)
+
+
+def validate(config: dict) -> dict:
+    """Validate `config` in place against the schema and the cross-references; returns it."""
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate as schema_validate
+
+    try:
+        schema_validate(config, str(SCHEMA), set_default=True)
+    except WorkflowError as err:
+        raise ConfigError(_schema_message(err)) from None
+    check(config)
+    return config
+
+
+def _schema_message(err: Exception) -> str:
+    """jsonschema's first lines say what and where (as a dotted key); drop the schema dump that follows."""
+    text = str(err)
+    what = re.search(r"ValidationError: (.*)", text)
+    where = re.search(r"On instance((?:\[[^\]]*\])*):", text)
+    if not (what and where):
+        return f"invalid config: {text}"
+    key = ".".join(re.findall(r"\[['\"]?([^\]'\"]*)['\"]?\]", where[1])) or "(top level)"
+    key = re.sub(r"\.(\d+)(?=\.|$)", r"[\1]", key)
+    return f"invalid config: {key}: {what[1]}"
+
+
+def check(config: dict) -> None:
+    """Cross-reference checks: formatters, generator schemas, mixture components and exclusions."""
+    from . import formats, generators
+
+    datasets = config["datasets"]
+    for name, spec in datasets.items():
+        key = f"datasets.{name}"
+        if spec["format"] not in formats.FORMATTERS:
+            raise ConfigError(f"{key}.format: unknown formatter {spec['format']!r}; known: {', '.join(sorted(formats.FORMATTERS))}")
+        source = spec["source"]
+        if source["kind"] == "generator" and source["schema"] not in generators.SCHEMAS:
+            raise ConfigError(f"{key}.source.schema: unknown generator schema {source['schema']!r}; known: {', '.join(sorted(generators.SCHEMAS))}")
+
+    mixtures = config["mixtures"]
+    for name, spec in mixtures.items():
+        key = f"mixtures.{name}"
+        seen = set()
+        for i, component in enumerate(spec["components"]):
+            dataset = component["dataset"]
+            where = f"{key}.components[{i}].dataset"
+            if dataset not in datasets:
+                raise ConfigError(f"{where}: {dataset!r} is not a key of datasets")
+            if dataset in seen:
+                raise ConfigError(f"{where}: {dataset!r} is listed twice")
+            seen.add(dataset)
+            task = formats.FORMATTERS[datasets[dataset]["format"]].task
+            if task != spec["task"]:
+                raise ConfigError(f"{where}: {dataset!r} is formatted as {task!r} records, the mixture is {spec['task']!r}")
+        for other in spec["exclude"]:
+            if other not in mixtures:
+                raise ConfigError(f"{key}.exclude: {other!r} is not a key of mixtures")
+        _check_acyclic(mixtures, name, [name])
+
+
+def _check_acyclic(mixtures: dict, name: str, path: list[str]) -> None:
+    for other in mixtures[name]["exclude"]:
+        if other in path:
+            raise ConfigError(f"mixtures.{path[0]}.exclude: exclusions form a cycle: {' -> '.join(path + [other])}")
+        _check_acyclic(mixtures, other, path + [other])

@@ -1,0 +1,131 @@
+"""Reading and writing the workflow's files: tabular rows in four formats, JSON(L), atomically.
+
+Every writer goes through `atomic`, so a killed job never leaves a half-written file that looks
+finished: the file appears under its name only once complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+ROW_FORMATS = ("jsonl", "json", "parquet", "csv")
+
+
+class RowError(ValueError):
+    """A malformed row in a user's file: names the file and the line or row."""
+
+
+@contextlib.contextmanager
+def atomic(path: str | os.PathLike, mode: str = "w"):
+    """Open a temporary file beside `path`, and move it onto `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as handle:
+            yield handle
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Deterministic JSON: same object, same bytes."""
+    with atomic(path) as handle:
+        json.dump(obj, handle, ensure_ascii=False, indent=2, sort_keys=False)
+        handle.write("\n")
+
+
+def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> int:
+    n = 0
+    with atomic(path) as handle:
+        for record in records:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+            n += 1
+    return n
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    with open(path, encoding="utf-8") as handle:
+        try:
+            return json.load(handle)
+        except json.JSONDecodeError as err:
+            raise RowError(f"{path}: line {err.lineno}: not valid JSON ({err.msg})") from err
+
+
+def iter_jsonl(path: str | os.PathLike) -> Iterator[dict]:
+    """Rows of a JSON Lines file; blank lines are skipped, a malformed one fails naming its line."""
+    with open(path, encoding="utf-8") as handle:
+        for lineno, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise RowError(f"{path}: line {lineno}: not valid JSON ({err.msg})") from err
+            if not isinstance(row, dict):
+                raise RowError(f"{path}: line {lineno}: expected a JSON object, got {type(row).__name__}")
+            yield row
+
+
+def read_rows(path: str | os.PathLike, fmt: str | None = None) -> list[dict]:
+    """All rows of a tabular file (jsonl, json, parquet or csv; by suffix unless `fmt` says)."""
+    path = Path(path)
+    fmt = fmt or row_format(path)
+    if fmt == "jsonl":
+        return list(iter_jsonl(path))
+    if fmt == "json":
+        data = read_json(path)
+        if isinstance(data, dict) and isinstance(data.get("data"), list):
+            data = data["data"]
+        if not isinstance(data, list):
+            raise RowError(f"{path}: expected a JSON list of objects (or {{'data': [...]}})")
+        for index, row in enumerate(data):
+            if not isinstance(row, dict):
+                raise RowError(f"{path}: item {index}: expected a JSON object, got {type(row).__name__}")
+        return data
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path).to_pylist()
+    if fmt == "csv":
+        import pandas as pd
+
+        try:
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        except pd.errors.ParserError as err:
+            raise RowError(f"{path}: {err}") from err
+        return frame.to_dict(orient="records")
+    raise RowError(f"{path}: unknown row format {fmt!r}; expected one of {ROW_FORMATS}")
+
+
+def row_format(path: Path) -> str:
+    suffix = path.suffix.lower().lstrip(".")
+    if suffix not in ROW_FORMATS:
+        raise RowError(f"{path}: cannot tell the format from the suffix; expected one of {ROW_FORMATS}")
+    return suffix
+
+
+def write_parquet(path: str | os.PathLike, rows: list[dict]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pylist(rows)
+    with atomic(path, "wb") as handle:
+        pq.write_table(table, handle)
+
+
+def sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

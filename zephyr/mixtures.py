@@ -1,0 +1,158 @@
+"""Sampled mixtures: the study's SFT (D_S, D_L), DPO and MCQA sets, and the held-out evaluation sets.
+
+From each component dataset, N_i = min(cap_i, S_i) records are drawn at random without replacement,
+then all are concatenated and shuffled; a validation fraction is split off by group (a question and
+all its answers fall on one side). Every random choice has its own seed derived from the mixture's
+seed and the dataset's name, so adding a component or changing one cap leaves the other draws as
+they were. Records drawn by the mixtures named in `exclude` (say, the held-out reward-accuracy pairs)
+are removed first, by group, so training never sees a held-out question.
+
+The written JSON is the Alpaca / ranking layout that LlamaFactory reads as it is.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable
+
+import pandas as pd
+
+from . import files
+
+log = logging.getLogger(__name__)
+
+#: Tasks whose records are a running text: a cap takes the first rows, in order, and nothing is shuffled.
+ORDERED_TASKS = {"text"}
+
+#: LlamaFactory `dataset_info.json` column maps for the tasks it trains on.
+LLAMAFACTORY_COLUMNS = {
+    "sft": {"prompt": "instruction", "query": "input", "response": "output", "system": "system", "history": "history"},
+    "preference": {"prompt": "instruction", "query": "input", "chosen": "chosen", "rejected": "rejected", "system": "system"},
+}
+
+
+class MixtureError(ValueError):
+    """A mixture that cannot be drawn as configured."""
+
+
+@dataclass
+class ComponentStats:
+    dataset: str
+    available: int
+    excluded: int
+    cap: int | None
+    drawn: int
+    capped: bool
+    train: int = 0
+    validation: int = 0
+
+
+def group_key(record: dict) -> str:
+    """Records sharing a group (one question's several answers) are drawn and split together."""
+    return str(record.get("group") or record["id"])
+
+
+def draw(
+    name: str,
+    spec: dict,
+    records: dict[str, list[dict]],
+    excluded: Iterable[dict] = (),
+) -> tuple[list[dict], list[dict], list[ComponentStats]]:
+    """Draw mixture `name` from `records` (by dataset); returns train, validation and per-dataset stats."""
+    seed = spec["seed"]
+    ordered = spec["task"] in ORDERED_TASKS
+    banned = {group_key(r) for r in excluded}
+    drawn: list[dict] = []
+    stats: list[ComponentStats] = []
+    for component in spec["components"]:
+        dataset, cap = component["dataset"], component.get("cap")
+        pool = [r for r in records[dataset] if group_key(r) not in banned]
+        n = len(pool) if cap is None else min(cap, len(pool))
+        if n == 0:
+            raise MixtureError(f"mixture {name!r}: dataset {dataset!r} has no records left to draw")
+        picked = range(n) if ordered else sorted(random.Random(f"{seed}:draw:{dataset}").sample(range(len(pool)), n))
+        drawn.extend(pool[i] for i in picked)
+        stats.append(ComponentStats(dataset, len(records[dataset]), len(records[dataset]) - len(pool), cap, n,
+                                    capped=cap is not None and cap > len(pool)))
+        if stats[-1].capped:
+            log.warning("%s: cap %d on %s exceeds its %d records: all taken", name, cap, dataset, len(pool))
+    if not ordered:
+        random.Random(f"{seed}:shuffle").shuffle(drawn)
+    train, validation = split(drawn, spec.get("validation", 0.0), seed)
+    for s in stats:
+        s.train = sum(r["source"] == s.dataset for r in train)
+        s.validation = sum(r["source"] == s.dataset for r in validation)
+    log.info("%s: %d train + %d validation records from %d datasets", name, len(train), len(validation), len(stats))
+    return train, validation, stats
+
+
+def split(records: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """Hold out about `fraction` of `records`, whole groups at a time, chosen at random."""
+    if fraction <= 0:
+        return records, []
+    groups = sorted({group_key(r) for r in records})
+    random.Random(f"{seed}:validation").shuffle(groups)
+    target = round(fraction * len(records))
+    sizes: dict[str, int] = {}
+    for r in records:
+        sizes[group_key(r)] = sizes.get(group_key(r), 0) + 1
+    held: set[str] = set()
+    count = 0
+    for g in groups:
+        if count >= target:
+            break
+        held.add(g)
+        count += sizes[g]
+    train = [r for r in records if group_key(r) not in held]
+    if not train:
+        raise MixtureError(f"validation fraction {fraction} leaves no training records")
+    return train, [r for r in records if group_key(r) in held]
+
+
+def draw_files(name: str, spec: dict, records: Iterable[str | Path], exclude: Iterable[str | Path], out: dict) -> None:
+    """Draw mixture `name` from record files (named `{dataset}.jsonl`) and write it to `out`."""
+    by_dataset = {Path(p).stem: list(files.iter_jsonl(p)) for p in records}
+    excluded = [r for p in exclude for r in files.read_json(p)]
+    train, validation, stats = draw(name, spec, by_dataset, excluded)
+    write(out, train, validation, stats)
+    if spec.get("reported_size") is not None:
+        log.info("%s: drew %d records; the paper reports %d", name, len(train) + len(validation), spec["reported_size"])
+
+
+def write(out: dict[str, str | Path], train: list[dict], validation: list[dict], stats: list[ComponentStats]) -> None:
+    """Write the mixture (`train`), its `validation` split and `stats` CSV, each atomically."""
+    files.write_json(out["validation"], validation)
+    frame = pd.DataFrame([asdict(s) for s in stats])
+    with files.atomic(out["stats"]) as handle:
+        frame.to_csv(handle, index=False, lineterminator="\n")
+    files.write_json(out["train"], train)  # last: its presence means the mixture is complete
+
+
+def dataset_info(tasks: dict[str, str]) -> dict:
+    """LlamaFactory's dataset_info.json for the trainable mixtures (and their validation splits)."""
+    info = {}
+    for name, task in tasks.items():
+        columns = LLAMAFACTORY_COLUMNS.get(task)
+        if columns is None:
+            continue
+        for suffix, file_name in (("", f"{name}.json"), ("_validation", f"{name}.validation.json")):
+            entry = {"file_name": file_name, "formatting": "alpaca", "columns": columns}
+            if task == "preference":
+                entry["ranking"] = True
+            info[name + suffix] = entry
+    return info
+
+
+def planned_size(config: dict, name: str) -> int:
+    """The mixture's size by the config's recorded source sizes (`rows`), before validation split."""
+    total = 0
+    for component in config["mixtures"][name]["components"]:
+        rows = config["datasets"][component["dataset"]].get("rows")
+        cap = component.get("cap")
+        if rows is None and cap is None:
+            raise MixtureError(f"mixture {name!r}: {component['dataset']} has neither a cap nor recorded rows")
+        total += min(x for x in (rows, cap) if x is not None)
+    return total

@@ -1,0 +1,140 @@
+"""Raw datasets: fetch one source into `resources/datasets/{dataset}/` with a provenance manifest.
+
+Three kinds of source, one output shape (`data.parquet` + `manifest.json`):
+
+- `hub`: `datasets.load_dataset` at a pinned revision (the manifest records the commit resolved);
+- `local`: a user's jsonl, json, parquet or csv file (the course-internal EPFL pairs come this way);
+- `generator`: seeded offline generators (`zephyr.generators`, built on reasoning-gym).
+
+Nothing falls back: a source that cannot be had is an error naming the dataset and the source.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import os
+from pathlib import Path
+
+from . import files, generators
+
+log = logging.getLogger(__name__)
+
+DATA_FILE = "data.parquet"
+MANIFEST_FILE = "manifest.json"
+
+
+class SourceError(RuntimeError):
+    """A source that cannot be fetched or read."""
+
+
+def fetch_dataset(dataset: str, source: dict, out_dir: str | Path, expected_rows: int | None = None) -> dict:
+    """Fetch `source` into `out_dir` and return its manifest (also written as manifest.json)."""
+    out_dir = Path(out_dir)
+    kind = source["kind"]
+    fetch = {"hub": _fetch_hub, "local": _fetch_local, "generator": _fetch_generator}.get(kind)
+    if fetch is None:
+        raise SourceError(f"dataset {dataset!r}: unknown source kind {kind!r}")
+    data_path = out_dir / DATA_FILE
+    provenance = fetch(dataset, source, data_path)
+    rows, columns = _shape(data_path)
+    if rows == 0:
+        data_path.unlink()
+        raise SourceError(f"dataset {dataset!r}: the source is empty ({_describe(source)})")
+    if expected_rows is not None and rows != expected_rows:
+        log.warning("%s: %d rows fetched, the config records %d", dataset, rows, expected_rows)
+    manifest = {
+        "dataset": dataset,
+        "source": source,
+        **provenance,
+        "rows": rows,
+        "expected_rows": expected_rows,
+        "columns": columns,
+        "files": {DATA_FILE: files.sha256(data_path)},
+    }
+    files.write_json(out_dir / MANIFEST_FILE, manifest)
+    log.info("%s: %d rows, columns %s", dataset, rows, columns)
+    return manifest
+
+
+def load_rows(data_dir: str | Path) -> list[dict]:
+    """The raw rows of a fetched dataset."""
+    return files.read_rows(Path(data_dir) / DATA_FILE)
+
+
+def _shape(path: Path) -> tuple[int, list[str]]:
+    import pyarrow.parquet as pq
+
+    meta = pq.read_metadata(path)
+    return meta.num_rows, list(meta.schema.to_arrow_schema().names)
+
+
+def _describe(source: dict) -> str:
+    keys = ("kind", "id", "config", "split", "revision", "path", "schema")
+    return ", ".join(f"{k}={source[k]}" for k in keys if source.get(k) is not None)
+
+
+def _fetch_hub(dataset: str, source: dict, data_path: Path) -> dict:
+    import datasets
+
+    kwargs = {
+        "path": source["id"],
+        "name": source.get("config"),
+        "split": source["split"],
+        "revision": source.get("revision"),
+        "data_files": source.get("data_files"),
+        "data_dir": source.get("data_dir"),
+    }
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    log.info("%s: load_dataset(%s)", dataset, ", ".join(f"{k}={v!r}" for k, v in kwargs.items()))
+    try:
+        loaded = datasets.load_dataset(**kwargs)
+    except Exception as err:  # the hub client raises many kinds; all mean the same to the user
+        raise SourceError(f"dataset {dataset!r}: cannot load hub dataset ({_describe(source)}): {err}") from err
+    data_path.parent.mkdir(parents=True, exist_ok=True)
+    with files.atomic(data_path, "wb") as handle:
+        loaded.to_parquet(handle)
+    return {"resolved_revision": _resolve_revision(source), "versions": _versions("datasets")}
+
+
+def _resolve_revision(source: dict) -> str | None:
+    """The commit a hub revision pointed at when fetched; None for a local folder or offline."""
+    if os.path.isdir(source["id"]) or os.environ.get("HF_HUB_OFFLINE") == "1":
+        return None
+    from huggingface_hub import HfApi
+
+    try:
+        return HfApi().dataset_info(source["id"], revision=source.get("revision")).sha
+    except Exception as err:  # provenance only: the data is already fetched
+        log.warning("could not resolve the revision of %s: %s", source["id"], err)
+        return None
+
+
+def _fetch_local(dataset: str, source: dict, data_path: Path) -> dict:
+    path = Path(source["path"])
+    if not path.is_file():
+        raise SourceError(f"dataset {dataset!r}: local file {path} not found ({source.get('description') or 'see config'})")
+    rows = files.read_rows(path, source.get("format"))
+    _write(dataset, rows, data_path, str(path))
+    return {"original": {"path": str(path), "sha256": files.sha256(path)}}
+
+
+def _fetch_generator(dataset: str, source: dict, data_path: Path) -> dict:
+    rows = generators.generate(source["schema"], source["size"], source["seed"], **source.get("options", {}))
+    _write(dataset, rows, data_path, f"generator {source['schema']}")
+    return {"versions": {"reasoning-gym": generators.package_version()}}
+
+
+def _write(dataset: str, rows: list[dict], data_path: Path, origin: str) -> None:
+    import pyarrow as pa
+
+    if not rows:
+        raise SourceError(f"dataset {dataset!r}: {origin} holds no rows")
+    try:
+        files.write_parquet(data_path, rows)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
+        raise SourceError(f"dataset {dataset!r}: {origin}: rows do not share one schema: {err}") from err
+
+
+def _versions(*packages: str) -> dict:
+    return {name: importlib.metadata.version(name) for name in packages}
