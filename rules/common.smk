@@ -7,8 +7,11 @@ import sys
 # Scripts import the `zephyr` package from this checkout, in every execution mode
 # (local, SLURM jobs re-parse this file, conda and Apptainer inherit the environment).
 sys.path.insert(0, workflow.basedir)
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (workflow.basedir, os.environ.get("PYTHONPATH")) if p
+# (Set, not required: so no `envvars:` assertion.)
+os.environ.update(
+    PYTHONPATH=os.pathsep.join(
+        p for p in (workflow.basedir, os.getenv("PYTHONPATH")) if p
+    )
 )
 
 from zephyr import config as zconfig
@@ -40,7 +43,9 @@ def local_source_input(wildcards):
 def mixture_inputs(wildcards):
     spec = MIXTURES[wildcards.mixture]
     return {
-        "records": [f"results/records/{c['dataset']}.jsonl" for c in spec["components"]],
+        "records": [
+            f"results/records/{c['dataset']}.jsonl" for c in spec["components"]
+        ],
         "exclude": [f"results/mixtures/{m}.json" for m in spec["exclude"]]
         + [f"results/mixtures/{m}.validation.json" for m in spec["exclude"]],
     }

@@ -5,18 +5,18 @@ rule fetch_dataset:
     output:
         data="resources/datasets/{dataset}/data.parquet",
         manifest="resources/datasets/{dataset}/manifest.json",
-    params:
-        source=lambda wc: DATASETS[wc.dataset]["source"],
-        rows=lambda wc: DATASETS[wc.dataset]["rows"],
     log:
         "logs/fetch_dataset/{dataset}.log",
     benchmark:
         "benchmarks/fetch_dataset/{dataset}.tsv"
+    conda:
+        "../envs/data.yaml"
     threads: 1
     resources:
         mem_mb=8000,
         runtime=120,
-    conda:
-        "../envs/data.yaml"
+    params:
+        source=lambda wc: DATASETS[wc.dataset]["source"],
+        rows=lambda wc: DATASETS[wc.dataset]["rows"],
     script:
         "../scripts/fetch_dataset.py"

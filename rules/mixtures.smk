@@ -6,18 +6,18 @@ rule draw_mixture:
         train="results/mixtures/{mixture}.json",
         validation="results/mixtures/{mixture}.validation.json",
         stats="results/mixtures/{mixture}.stats.csv",
-    params:
-        spec=lambda wc: MIXTURES[wc.mixture],
     log:
         "logs/draw_mixture/{mixture}.log",
     benchmark:
         "benchmarks/draw_mixture/{mixture}.tsv"
+    conda:
+        "../envs/data.yaml"
     threads: 1
     resources:
         mem_mb=8000,
         runtime=30,
-    conda:
-        "../envs/data.yaml"
+    params:
+        spec=lambda wc: MIXTURES[wc.mixture],
     script:
         "../scripts/draw_mixture.py"
 
@@ -28,13 +28,13 @@ rule dataset_info:
         [f"results/mixtures/{m}.json" for m in MIXTURES],
     output:
         "results/mixtures/dataset_info.json",
-    params:
-        tasks={m: spec["task"] for m, spec in MIXTURES.items()},
     log:
         "logs/dataset_info.log",
     benchmark:
         "benchmarks/dataset_info.tsv"
     conda:
         "../envs/data.yaml"
+    params:
+        tasks={m: spec["task"] for m, spec in MIXTURES.items()},
     script:
         "../scripts/dataset_info.py"

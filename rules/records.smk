@@ -4,18 +4,18 @@ rule format_records:
         data="resources/datasets/{dataset}/data.parquet",
     output:
         "results/records/{dataset}.jsonl",
-    params:
-        formatter=lambda wc: DATASETS[wc.dataset]["format"],
-        options=lambda wc: DATASETS[wc.dataset]["options"],
     log:
         "logs/format_records/{dataset}.log",
     benchmark:
         "benchmarks/format_records/{dataset}.tsv"
+    conda:
+        "../envs/data.yaml"
     threads: 1
     resources:
         mem_mb=8000,
         runtime=60,
-    conda:
-        "../envs/data.yaml"
+    params:
+        formatter=lambda wc: DATASETS[wc.dataset]["format"],
+        options=lambda wc: DATASETS[wc.dataset]["options"],
     script:
         "../scripts/format_records.py"

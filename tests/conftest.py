@@ -27,7 +27,7 @@ def tiny_config(tmp_path):
     """The tiny workflow config, with its local fixture files copied into a fresh work directory."""
     config = load_yaml(FIXTURES / "tiny.yaml")
     (tmp_path / "data").mkdir()
-    shutil.copy(FIXTURES / "datasets" / "epfl.jsonl", tmp_path / "data" / "epfl.jsonl")
+    shutil.copy(FIXTURES / "datasets" / "truthy_dpo.jsonl", tmp_path / "data" / "truthy_dpo.jsonl")
     return config
 
 

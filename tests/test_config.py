@@ -70,3 +70,22 @@ def test_paper_names_every_dataset_of_the_study():
     hub = [d for d, s in paper["datasets"].items() if s["source"]["kind"] == "hub"]
     assert all(paper["datasets"][d]["source"].get("revision") for d in hub)
     assert paper["datasets"]["epfl"]["source"]["kind"] == "local"
+
+
+def test_every_paper_dataset_has_a_fixture_through_its_formatter():
+    from test_formats import FIXTURES
+
+    paper = load_yaml(ROOT / "config" / "paper.yaml")
+    assert {name: spec["format"] for name, spec in paper["datasets"].items()} == FIXTURES
+
+
+def test_every_default_generator_feeds_its_formatter():
+    """The default's generated data must pass through the formatters the real data use."""
+    from zephyr import formats, generators
+
+    for name, spec in zconfig.load(ROOT / "config.yaml")["datasets"].items():
+        source = spec["source"]
+        rows = generators.generate(source["schema"], 5, source["seed"], **source.get("options", {}))
+        records = list(formats.format_rows(rows, spec["format"], dataset=name, origin="generator", columns=rows[0].keys(),
+                                           options=spec["options"]))
+        assert records, name

@@ -118,7 +118,9 @@ def write_parquet(path: str | os.PathLike, rows: list[dict]) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pa.Table.from_pylist(rows)
+    # from_pylist takes its columns from the first row alone: use the union, in first-seen order
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    table = pa.Table.from_pylist([{key: row.get(key) for key in columns} for row in rows])
     with atomic(path, "wb") as handle:
         pq.write_table(table, handle)
 

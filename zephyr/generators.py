@@ -13,12 +13,15 @@ do not share problem instances under the same seed.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import inspect
+import operator
 import random
 import re
 from dataclasses import dataclass
 from decimal import Decimal
+from fractions import Fraction
 from importlib import metadata
 from typing import Callable
 
@@ -69,12 +72,24 @@ def _rng(schema_: str, seed: int) -> random.Random:
     return random.Random(_seed(schema_, seed, "choices"))
 
 
-def _items(task: str, size: int, seed: int, schema_: str, **config) -> list[dict]:
-    """`size` items of reasoning-gym task `task` (imported lazily: the DAG can load without it)."""
+def _items(task: str, size: int, seed: int, schema_: str, keep: Callable[[dict], bool] | None = None,
+           key: Callable[[dict], str] | None = None) -> list[dict]:
+    """The first `size` items of reasoning-gym task `task` that pass `keep` and, given `key`, are
+    not repeats (small templates recur). Items are indexed by seed + index, so a longer pool only
+    appends. Imported lazily: the DAG can load without reasoning-gym."""
     import reasoning_gym
 
-    ds = reasoning_gym.create_dataset(task, size=size, seed=_seed(schema_, seed, task), **config)
-    return [ds[i] for i in range(size)]
+    pool = size if keep is None and key is None else size + size // 10 + 10
+    while True:
+        ds = reasoning_gym.create_dataset(task, size=pool, seed=_seed(schema_, seed, task))
+        items, seen = [], set()
+        for item in (ds[i] for i in range(pool)):
+            if (keep is None or keep(item)) and (key is None or key(item) not in seen):
+                items.append(item)
+                seen.add(key(item) if key else None)
+        if len(items) >= size:
+            return items[:size]
+        pool *= 2
 
 
 _SUFFIX = re.compile(r"(?:\s*(?:Give (?:the|your|only)\b[^.?]*\.|Do not include units\.))+\s*$")
@@ -98,8 +113,11 @@ class Problem:
 
 
 def _problems(size: int, seed: int, schema_: str) -> list[Problem]:
+    """`size` distinct gsm_symbolic problems; a few templates give negative results ('-1 years
+    old'), which are left out."""
     out = []
-    for item in _items("gsm_symbolic", size, seed, schema_):
+    items = _items("gsm_symbolic", size, seed, schema_, lambda i: Decimal(i["answer"]) >= 0, lambda i: i["question"])
+    for item in items:
         answer = str(item["answer"]).strip()
         cot = item["metadata"]["answer_cot"].rstrip()
         # The answer_cot mostly ends '#### <answer>', but sometimes '#### 36.0' for '36': rebuild it.
@@ -110,9 +128,28 @@ def _problems(size: int, seed: int, schema_: str) -> list[Problem]:
     return out
 
 
+def _exact(expression: str) -> Fraction:
+    """The exact value of a basic_arithmetic expression (+ - * / parentheses, unary minus)."""
+    ops = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
+
+    def value(node):
+        if isinstance(node, ast.Constant) and isinstance(node.value, int):
+            return Fraction(node.value)
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            return -value(node.operand)
+        if isinstance(node, ast.BinOp) and type(node.op) in ops:
+            return ops[type(node.op)](value(node.left), value(node.right))
+        raise ValueError(f"unexpected arithmetic {ast.dump(node)}")
+
+    return value(ast.parse(expression, mode="eval").body)
+
+
 def _arithmetic(size: int, seed: int, schema_: str) -> list[tuple[str, str]]:
-    """(expression, answer) pairs from basic_arithmetic."""
-    return [(i["metadata"]["expression"], str(i["answer"]).strip()) for i in _items("basic_arithmetic", size, seed, schema_)]
+    """(expression, answer) pairs from basic_arithmetic, keeping only items whose answer is exact:
+    its floor divisions make about 1% of answers wrong (e.g. '758 / -( ... )' answered 0)."""
+    exact = lambda item: _exact(item["metadata"]["expression"]) == int(item["answer"])  # noqa: E731
+    items = _items("basic_arithmetic", size, seed, schema_, exact)
+    return [(i["metadata"]["expression"], str(i["answer"]).strip()) for i in items]
 
 
 def _questions(source: str, size: int, seed: int, schema_: str) -> list[tuple[str, str]]:
@@ -346,7 +383,7 @@ def _wiki(text: str) -> str:
     text = re.sub(r"(?<=\d),(?=\d)", "\0", text)
     text = re.sub(r"(?<=\d)\.(?=\d)", "\1", text)
     text = re.sub(r"(?<=\w)-(?=\w)", "\2", text)
-    text = re.sub(r"([,.;:?!()\"=/+×$€£%])", r" \1 ", text).replace("'s ", " 's ")
+    text = re.sub(r"([,.;:?!()\"=/+*×÷$€£%])", r" \1 ", text).replace("'s ", " 's ")
     text = text.replace("\0", " @,@ ").replace("\1", " @.@ ").replace("\2", " @-@ ")
     return " ".join(text.split())
 
@@ -356,13 +393,10 @@ def wikitext(size: int, seed: int) -> list[dict]:
     """Salesforce/wikitext raw rows: one article per problem, ' = Title = \\n' headings framed by ''
     rows, paragraphs ' ... \\n' back to back within a section. `size` counts rows, as in WikiText."""
     lines: list[str] = []
-    count = 1
-    while len(lines) < size:
-        for p in _problems(count, seed, "wikitext")[count // 2:]:  # doubling batches, each a fresh slice
-            steps = [s if s[-1] in ".?!:" else s + "." for s in _steps(p)] + [f"The answer is {p.answer}."]
-            half = (len(steps) + 1) // 2
-            title = f"{p.name}'s problem" if p.name else "Word problem"
-            lines += ["", f" = {_wiki(title)} = \n", "", f" {_wiki(p.question)} \n", "", " = = Solution = = \n", "",
-                      f" {_wiki(' '.join(steps[:half]))} \n", f" {_wiki(' '.join(steps[half:]))} \n"]
-        count *= 2
+    for p in _problems(-(-size // 9), seed, "wikitext"):  # nine rows an article
+        steps = [s if s[-1] in ".?!:" else s + "." for s in _steps(p)] + [f"The answer is {p.answer}."]
+        half = (len(steps) + 1) // 2
+        title = f"{p.name}'s problem" if p.name else "Word problem"
+        lines += ["", f" = {_wiki(title)} = \n", "", f" {_wiki(p.question)} \n", "", " = = Solution = = \n", "",
+                  f" {_wiki(' '.join(steps[:half]))} \n", f" {_wiki(' '.join(steps[half:]))} \n"]
     return [{"text": line} for line in lines[:size]]
