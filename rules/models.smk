@@ -1,0 +1,20 @@
+rule fetch_model:
+    """Fetch one base model (M0) into an ordinary safetensors folder with its manifest."""
+    output:
+        manifest="resources/models/{model}/manifest.json",
+    log:
+        "logs/fetch_model/{model}.log",
+    benchmark:
+        "benchmarks/fetch_model/{model}.tsv"
+    conda:
+        "../envs/train.yaml"
+    threads: 2
+    resources:
+        mem_mb=16000,
+        runtime=120,
+    params:
+        source=lambda wc: MODELS[wc.model]["source"],
+        chat_template=lambda wc: MODELS[wc.model]["chat_template"],
+        trust_remote_code=lambda wc: MODELS[wc.model]["trust_remote_code"],
+    script:
+        "../scripts/fetch_model.py"

@@ -1,0 +1,52 @@
+rule train_adapter:
+    """LoRA SFT or DPO of a variant on its parent; checkpoints outside the outputs, so a rerun resumes."""
+    input:
+        unpack(train_inputs),
+    output:
+        adapter="results/adapters/{model}/{variant}/adapter_config.json",
+        history="results/adapters/{model}/{variant}/log_history.csv",
+        summary="results/adapters/{model}/{variant}/summary.json",
+    log:
+        "logs/train_adapter/{model}/{variant}.log",
+    benchmark:
+        "benchmarks/train_adapter/{model}/{variant}.tsv"
+    conda:
+        "../envs/train.yaml"
+    threads: 2
+    resources:
+        mem_mb=24000,
+        runtime=lambda wc, attempt: 240 * attempt,
+        gpu=GPUS,
+    params:
+        hyperparameters=lambda wc: HYPERPARAMETERS[
+            VARIANTS[wc.variant]["hyperparameters"]
+        ],
+        seed=lambda wc: VARIANTS[wc.variant]["seed"],
+        qlora=lambda wc: VARIANTS[wc.variant]["qlora"],
+        lora_targets=lambda wc: MODELS[wc.model]["lora_targets"],
+        checkpoints="results/checkpoints/{model}/{variant}",
+    script:
+        "../scripts/train_adapter.py"
+
+
+rule merge_adapter:
+    """Merge a variant's adapter into its parent's weights, with a model card."""
+    input:
+        unpack(merge_inputs),
+    output:
+        manifest="results/models/{model}/{variant}/manifest.json",
+        card="results/models/{model}/{variant}/README.md",
+    log:
+        "logs/merge_adapter/{model}/{variant}.log",
+    benchmark:
+        "benchmarks/merge_adapter/{model}/{variant}.tsv"
+    conda:
+        "../envs/train.yaml"
+    threads: 2
+    resources:
+        mem_mb=16000,
+        runtime=60,
+    params:
+        card=model_card,
+    script:
+        "../scripts/merge_adapter.py"

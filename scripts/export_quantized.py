@@ -1,0 +1,12 @@
+"""Snakemake glue for zephyr.export.quantize (call that function directly outside Snakemake)."""
+
+from pathlib import Path
+
+from zephyr import export, logs
+
+logs.setup(snakemake.log[0])
+export.quantize(
+    Path(snakemake.input[0]).parent,
+    Path(snakemake.output.manifest).parent,
+    snakemake.wildcards.precision,
+)

@@ -1,0 +1,14 @@
+"""Snakemake glue for zephyr.models.fetch_model (call that function directly outside Snakemake)."""
+
+from pathlib import Path
+
+from zephyr import logs, models
+
+logs.setup(snakemake.log[0])
+models.fetch_model(
+    snakemake.wildcards.model,
+    snakemake.params.source,
+    Path(snakemake.output.manifest).parent,
+    chat_template=snakemake.params.chat_template,
+    trust_remote_code=snakemake.params.trust_remote_code,
+)

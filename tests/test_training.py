@@ -1,0 +1,117 @@
+"""LoRA SFT and DPO on tiny models through TRL: learning, the reference model, resume, bad input."""
+
+import json
+
+import pandas as pd
+import pytest
+
+import tinymodels
+from zephyr import training
+
+SFT = {"trainer": "sft", "logging_steps": 1, "learning_rate": 1e-2, "lr_scheduler_type": "constant", "per_device_train_batch_size": 8,
+       "num_train_epochs": 6, "max_length": 64, "eval_steps": 6, "eval_on_start": True, "lora": {"r": 8, "alpha": 16}}
+DPO = {"trainer": "dpo", "beta": 0.5, "learning_rate": 2e-2, "lr_scheduler_type": "constant",
+       "per_device_train_batch_size": 8, "num_train_epochs": 4, "max_length": 64, "eval_steps": 5,
+       "eval_on_start": True, "lora": {"r": 8, "alpha": 16}}
+
+
+def write(path, records):
+    path.write_text(json.dumps(records))
+    return path
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    return tinymodels.qwen2(tmp_path_factory.mktemp("base") / "M0")
+
+
+def sft_records(n, offset=0):
+    """A learnable task: the answer is always the sum, in the same words."""
+    return [{"instruction": f"What is {a} plus {a % 5}?", "input": "", "output": f"The answer is {a + a % 5}."}
+            for a in range(offset, offset + n)]
+
+
+def pair_records(n, offset=0):
+    """A learnable preference: 'Correct' answers over 'wrong' ones."""
+    return [{"instruction": f"What is {a} plus 1?", "input": "", "chosen": f"Correct: {a + 1}.",
+             "rejected": f"wrong no {a + 3}"} for a in range(offset, offset + n)]
+
+
+def evals(history: pd.DataFrame, column: str) -> pd.Series:
+    return history.dropna(subset=[column]).set_index("step")[column]
+
+
+def test_sft_lowers_validation_loss_and_writes_its_records(tmp_path, base):
+    train = write(tmp_path / "train.json", sft_records(48))
+    val = write(tmp_path / "val.json", sft_records(8, offset=100))
+    summary = training.train("t/sft", SFT, base, train, val, tmp_path / "adapter", tmp_path / "ckpt")
+    history = pd.read_csv(tmp_path / "adapter" / "log_history.csv")
+    loss = evals(history, "eval_loss")
+    assert loss.index[0] == 0 and loss.iloc[-1] < loss.iloc[0] - 0.5
+    assert {"step", "epoch", "loss", "learning_rate"} <= set(history.columns)
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").exists()
+    saved = json.loads((tmp_path / "adapter" / "summary.json").read_text())
+    assert saved == summary and summary["tokens_seen"] > 0 and summary["wall_seconds"] > 0
+    assert summary["lora_targets"] and summary["versions"]["trl"] == "1.16.0"
+    assert not (tmp_path / "ckpt").exists() or not any((tmp_path / "ckpt").iterdir())
+
+
+def test_dpo_learns_the_preference_with_the_parent_as_reference(tmp_path, base):
+    train = write(tmp_path / "train.json", pair_records(48))
+    val = write(tmp_path / "val.json", pair_records(16, offset=100))
+    training.train("t/dpo", DPO, base, train, val, tmp_path / "adapter", tmp_path / "ckpt")
+    history = pd.read_csv(tmp_path / "adapter" / "log_history.csv")
+    accuracy = evals(history, "eval_rewards/accuracies")
+    # At the start the policy is its parent: every reward is exactly 0, so the reference is the parent.
+    assert evals(history, "eval_rewards/chosen").iloc[0] == 0 == evals(history, "eval_rewards/rejected").iloc[0]
+    assert accuracy.iloc[-1] > 0.5
+    assert {"rewards/accuracies", "rewards/margins"} <= set(history.columns)
+
+
+class Interrupt(Exception):
+    pass
+
+
+def stop_at(step):
+    from transformers import TrainerCallback
+
+    class Stop(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == step:
+                raise Interrupt
+
+    return Stop()
+
+
+def test_an_interrupted_run_resumes_from_its_checkpoint(tmp_path, base):
+    hyper = {**SFT, "num_train_epochs": 2, "save_steps": 4, "eval_on_start": False}
+    train = write(tmp_path / "train.json", sft_records(48))
+    val = write(tmp_path / "val.json", sft_records(8, offset=100))
+    args = ("t/resume", hyper, base, train, val, tmp_path / "adapter", tmp_path / "ckpt")
+    with pytest.raises(Interrupt):
+        training.train(*args, callbacks=[stop_at(6)])
+    assert not (tmp_path / "adapter").exists()
+    summary = training.train(*args)
+    assert summary["resumed_from"].endswith("checkpoint-4")
+    steps = pd.read_csv(tmp_path / "adapter" / "log_history.csv").dropna(subset=["loss"])["step"].tolist()
+    assert steps == list(range(1, summary["steps"] + 1))  # the log continues, steps 1-4 restored
+
+
+def test_a_changed_run_does_not_resume_a_stale_checkpoint(tmp_path, base):
+    train = write(tmp_path / "train.json", sft_records(16))
+    one = training.fingerprint("r", SFT, 0, None, None, str(base), base / "config.json", train, "")
+    two = training.fingerprint("r", {**SFT, "learning_rate": 1e-3}, 0, None, None, str(base), base / "config.json", train, "")
+    assert one != two
+
+
+def test_unknown_hyperparameter_is_named_before_loading_a_model(tmp_path):
+    with pytest.raises(training.TrainingError, match=r"hyperparameters of run x: warmup_ratio not a field of TRL's SFTConfig"):
+        training.train("x", {**SFT, "warmup_ratio": 0.1}, tmp_path / "nowhere", tmp_path / "t.json", None,
+                       tmp_path / "out", tmp_path / "ckpt")
+
+
+def test_messages_carry_system_history_and_input():
+    record = {"instruction": "Q", "input": "ctx", "system": "S", "history": [["u1", "a1"]]}
+    assert training.messages(record) == [
+        {"role": "system", "content": "S"}, {"role": "user", "content": "u1"},
+        {"role": "assistant", "content": "a1"}, {"role": "user", "content": "Q\n\nctx"}]

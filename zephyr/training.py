@@ -1,0 +1,250 @@
+"""LoRA fine-tuning with TRL: SFT (the paper's Table 2) and DPO (Table 3).
+
+A hyperparameter set is data: every key but `trainer` and `lora` is a field of TRL's SFTConfig or
+DPOConfig, passed as is (an unknown key is an error naming it). Checkpoints go to a directory keyed by
+a fingerprint of everything the run depends on, outside every declared output: a killed job resumes
+from its last checkpoint when rerun, and a changed run never resumes from a stale one.
+
+DPO from a model M is trained on M's merged weights with `ref_model=None`, so TRL scores the
+reference with the adapter disabled: the reference is the parent M itself, as the study needs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import resource
+import shutil
+import sys
+import time
+from importlib.metadata import version
+from pathlib import Path
+from typing import Iterable
+
+import pandas as pd
+
+from . import files
+
+log = logging.getLogger(__name__)
+
+#: Keys of a hyperparameter set that are not TRL config fields.
+OWN_KEYS = {"trainer", "lora"}
+#: Settings Zephyr fixes unless a hyperparameter set overrides them.
+DEFAULTS = {
+    "report_to": "none",
+    "logging_steps": 5,
+    "save_strategy": "steps",
+    "save_steps": 50,
+    "save_total_limit": 2,
+    "eval_steps": 50,
+    "dataloader_num_workers": 0,
+    "include_num_input_tokens_seen": "non_padding",
+}
+
+
+class TrainingError(ValueError):
+    """A run that cannot train as configured; raised before any model is loaded."""
+
+
+def messages(record: dict) -> list[dict]:
+    """The chat prompt of a record: system, earlier turns, then the instruction (and its input)."""
+    turns = [{"role": "system", "content": record["system"]}] if record.get("system") else []
+    for user, assistant in record.get("history") or []:
+        turns += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
+    content = record["instruction"] + (f"\n\n{record['input']}" if record.get("input") else "")
+    return turns + [{"role": "user", "content": content}]
+
+
+def examples(trainer: str, records: Iterable[dict]) -> list[dict]:
+    """Conversational examples: TRL masks the prompt from the SFT loss and scores DPO answers alone."""
+    if trainer == "sft":
+        return [{"prompt": messages(r), "completion": [{"role": "assistant", "content": r["output"]}]} for r in records]
+    return [
+        {
+            "prompt": messages(r),
+            "chosen": [{"role": "assistant", "content": r["chosen"]}],
+            "rejected": [{"role": "assistant", "content": r["rejected"]}],
+        }
+        for r in records
+    ]
+
+
+def config_class(trainer: str):
+    from trl import DPOConfig, SFTConfig
+
+    try:
+        return {"sft": SFTConfig, "dpo": DPOConfig}[trainer]
+    except KeyError:
+        raise TrainingError(f"unknown trainer {trainer!r}; expected 'sft' or 'dpo'") from None
+
+
+def check_hyperparameters(where: str, hyper: dict) -> None:
+    """Fail on a key TRL does not know, naming where the set came from and the key."""
+    cls = config_class(hyper.get("trainer"))
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(hyper) - known - OWN_KEYS)
+    if unknown:
+        raise TrainingError(f"{where}: {', '.join(unknown)} not a field of TRL's {cls.__name__}")
+
+
+def trl_config(hyper: dict, output_dir: str | Path, *, device: str, seed: int, has_eval: bool):
+    cls = config_class(hyper["trainer"])
+    settings = {**DEFAULTS, "eval_strategy": "steps" if has_eval else "no", "seed": seed}
+    settings.update({k: v for k, v in hyper.items() if k not in OWN_KEYS})
+    if device == "cpu":
+        settings.update(use_cpu=True, bf16=False)
+    return cls(output_dir=str(output_dir), **settings)
+
+
+def fingerprint(*parts) -> str:
+    """A short digest of everything a run depends on: its checkpoints are only resumed by the same run."""
+    digest = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, (str, Path)) and Path(part).is_file():
+            digest.update(files.sha256(part).encode())
+        else:
+            digest.update(json.dumps(part, sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:16]
+
+
+class _LogToFile:
+    """Send the trainer's logged metrics to the rule's log (progress bars stay on the terminal)."""
+
+    def __new__(cls):
+        from transformers import TrainerCallback
+
+        class Callback(TrainerCallback):
+            def on_log(self, args, state, control, logs=None, **kwargs):
+                if logs:
+                    log.info("step %d/%d %s", state.global_step, state.max_steps,
+                             " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in logs.items()))
+
+        return Callback()
+
+
+def load_model(model_dir: str | Path, device: str, qlora: str | None = None):
+    """The model to train: dense, or 4-bit NF4 for QLoRA (prepared for k-bit training)."""
+    import torch
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    kwargs = {}
+    if qlora:
+        compute = torch.bfloat16 if device == "cuda" else torch.float32
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=qlora == "nf4-dq",
+            bnb_4bit_compute_dtype=compute,
+        )
+        kwargs["device_map"] = {"": device}
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32 if device == "cpu" else "auto", **kwargs)
+    if qlora:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    return model
+
+
+def train(
+    name: str,
+    hyper: dict,
+    base_dir: str | Path,
+    train_path: str | Path,
+    validation_path: str | Path | None,
+    out_dir: str | Path,
+    checkpoint_root: str | Path,
+    *,
+    seed: int = 0,
+    lora_targets: list[str] | None = None,
+    qlora: str | None = None,
+    callbacks: Iterable = (),
+) -> dict:
+    """Train a LoRA adapter on `base_dir` and write it to `out_dir` with its log history and summary."""
+    import datasets
+    import torch
+    from peft import LoraConfig
+    from transformers import AutoTokenizer
+    from transformers.trainer_utils import get_last_checkpoint
+    from trl import DPOTrainer, SFTTrainer
+
+    from . import export, models
+
+    check_hyperparameters(f"hyperparameters of run {name}", hyper)
+    trainer_kind = hyper["trainer"]
+    device = export.device()
+    train_records = files.read_json(train_path)
+    val_records = files.read_json(validation_path) if validation_path else []
+    run_id = fingerprint(name, hyper, seed, lora_targets, qlora, str(base_dir), Path(base_dir) / "config.json",
+                         train_path, validation_path or "")
+    checkpoint_dir = Path(checkpoint_root) / run_id
+    last = get_last_checkpoint(str(checkpoint_dir)) if checkpoint_dir.is_dir() else None
+    log.info("%s: %s on %s, %d train / %d validation records, device %s%s", name, trainer_kind, base_dir,
+             len(train_records), len(val_records), device, f", resuming from {last}" if last else "")
+
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    model = load_model(base_dir, device, qlora)
+    lora = hyper.get("lora", {})
+    peft_config = LoraConfig(
+        r=lora.get("r", 8), lora_alpha=lora.get("alpha", 16), lora_dropout=lora.get("dropout", 0.05),
+        target_modules=models.lora_targets(model, lora_targets), task_type="CAUSAL_LM",
+    )
+    args = trl_config(hyper, checkpoint_dir, device=device, seed=seed, has_eval=bool(val_records))
+    trainer_cls = SFTTrainer if trainer_kind == "sft" else DPOTrainer
+    trainer = trainer_cls(
+        model=model,
+        args=args,
+        train_dataset=datasets.Dataset.from_list(examples(trainer_kind, train_records)),
+        eval_dataset=datasets.Dataset.from_list(examples(trainer_kind, val_records)) if val_records else None,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=[_LogToFile(), *callbacks],
+    )
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    trainer.train(resume_from_checkpoint=last)
+    evaluated = [e["step"] for e in trainer.state.log_history if "eval_loss" in e]
+    if val_records and evaluated[-1:] != [trainer.state.global_step]:
+        trainer.evaluate()  # the final validation point of the loss curves
+    wall = time.perf_counter() - start
+
+    history = pd.DataFrame(trainer.state.log_history)
+    tokens = int(trainer.state.num_input_tokens_seen or 0)
+    summary = {
+        "run": name,
+        "trainer": trainer_kind,
+        "base": str(base_dir),
+        "qlora": qlora,
+        "hyperparameters": hyper,
+        "lora_targets": list(peft_config.target_modules),
+        "train_records": len(train_records),
+        "validation_records": len(val_records),
+        "steps": trainer.state.global_step,
+        "epochs": trainer.state.epoch,
+        "resumed_from": last,
+        "tokens_seen": tokens,
+        "wall_seconds": round(wall, 2),
+        "tokens_per_second": round(tokens / wall, 1) if wall else None,
+        "peak_memory_mb": _peak_memory_mb(device),
+        "device": device,
+        "versions": {p: version(p) for p in ("torch", "transformers", "trl", "peft", "accelerate", "datasets")},
+    }
+    with export.staged_dir(out_dir) as staged:
+        trainer.model.save_pretrained(staged)
+        tokenizer.save_pretrained(staged)
+        with files.atomic(Path(staged) / "log_history.csv") as handle:
+            history.to_csv(handle, index=False, lineterminator="\n")
+        files.write_json(Path(staged) / "summary.json", summary)
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    log.info("%s: %d steps, %d tokens in %.1f s (%.0f tokens/s)", name, summary["steps"], tokens, wall,
+             summary["tokens_per_second"] or 0)
+    return summary
+
+
+def _peak_memory_mb(device: str) -> float:
+    if device == "cuda":
+        import torch
+
+        return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is bytes on macOS, KiB on Linux
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20, 1)
