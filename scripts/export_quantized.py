@@ -2,9 +2,10 @@
 
 from pathlib import Path
 
-from zephyr import export, logs
+from zephyr import devices, export, logs
 
 logs.setup(snakemake.log[0])
+devices.set_threads(snakemake.threads)
 export.quantize(
     Path(snakemake.input[0]).parent,
     Path(snakemake.output.manifest).parent,

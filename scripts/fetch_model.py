@@ -2,9 +2,10 @@
 
 from pathlib import Path
 
-from zephyr import logs, models
+from zephyr import devices, logs, models
 
 logs.setup(snakemake.log[0])
+devices.set_threads(snakemake.threads)
 models.fetch_model(
     snakemake.wildcards.model,
     snakemake.params.source,

@@ -2,9 +2,10 @@
 
 from pathlib import Path
 
-from zephyr import logs, training
+from zephyr import devices, logs, training
 
 logs.setup(snakemake.log[0])
+devices.set_threads(snakemake.threads)
 training.train(
     f"{snakemake.wildcards.model}/{snakemake.wildcards.variant}",
     snakemake.params.hyperparameters,

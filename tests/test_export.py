@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import tinymodels
-from zephyr import export, files
+from zephyr import devices, export, files
 
 CARD = {
     "model": "tiny",
@@ -252,7 +252,7 @@ def test_cpu_4bit_sizes_are_checked_up_front(work):
     with pytest.raises(export.ExportError, match=r"multiples of 64.*mlp\.gate_proj \(Linear 64 → 100\)"):
         export.check_cpu_4bit(odd)
     export.check_cpu_4bit(work / "resources" / "M0")  # the output head (vocab not a multiple of 64) is not quantized
-    if export.device() == "cpu":
+    if devices.device() == "cpu":
         out = work / "models" / "odd-nf4"
         with pytest.raises(export.ExportError, match=r"mlp\.down_proj \(Linear 100 → 64\)"):
             export.quantize(odd, out, "nf4")
@@ -265,30 +265,30 @@ def test_cpu_4bit_sizes_are_checked_up_front(work):
 def test_staged_dir_replaces_whole_or_not_at_all(tmp_path):
     out = tmp_path / "results" / "model"
     with pytest.raises(RuntimeError):
-        with export.staged_dir(out) as staged:
+        with files.staged_dir(out) as staged:
             (staged / "half.bin").write_bytes(b"x")
             raise RuntimeError("killed halfway")
     assert not out.exists() and not leftovers(out.parent, "model")
 
-    with export.staged_dir(out) as staged:
+    with files.staged_dir(out) as staged:
         (staged / "a.txt").write_text("first")
     assert sorted(p.name for p in out.iterdir()) == ["a.txt"]
     assert stat.S_IMODE(out.stat().st_mode) != 0o700  # follows the umask, not mkdtemp's 0700
 
     with pytest.raises(KeyboardInterrupt):
-        with export.staged_dir(out) as staged:
+        with files.staged_dir(out) as staged:
             (staged / "b.txt").write_text("second")
             raise KeyboardInterrupt
     assert sorted(p.name for p in out.iterdir()) == ["a.txt"]  # the earlier complete folder stays
 
-    with export.staged_dir(out) as staged:
+    with files.staged_dir(out) as staged:
         (staged / "b.txt").write_text("second")
     assert sorted(p.name for p in out.iterdir()) == ["b.txt"]  # replaced whole, not merged
     assert not leftovers(out.parent, "model")
 
 
 def test_device_helpers():
-    assert export.device() in {"cpu", "cuda"}
-    assert export.dtype_for("cpu") == torch.float32
-    assert export.dtype_for() in {torch.float32, torch.bfloat16}
+    assert devices.device() in {"cpu", "cuda"}
+    assert devices.dtype_for("cpu") == torch.float32
+    assert devices.dtype_for() in {torch.float32, torch.bfloat16}
     assert export.weights_size(tinymodels.__file__.rsplit("/", 1)[0] + "/fixtures") == 0

@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.metadata
 import re
 from pathlib import Path
 
@@ -45,6 +47,15 @@ def _read_pins(path: Path) -> dict[str, str]:
             raise ValueError(f"{path}: {line!r} is not an exact pin (name==version)")
         result[match[1]] = match[2]
     return result
+
+
+def installed_versions(*packages: str) -> dict[str, str]:
+    """Versions of the installed `packages` (absent ones left out), for provenance manifests."""
+    versions = {}
+    for name in dict.fromkeys(packages):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            versions[name] = importlib.metadata.version(name)
+    return versions
 
 
 def render(stage: str, versions: dict[str, str] | None = None) -> str:

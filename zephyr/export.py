@@ -8,24 +8,22 @@
   reloads damaged (see STACK-NOTES).
 - `load_quantized` reloads such a copy for evaluation; `weights_size` measures a folder's weights.
 
-Every output folder is written beside its final place and moved in at the end (`staged_dir`), so a
+Every output folder is written beside its final place and moved in at the end (`files.staged_dir`), so a
 failed or killed job never leaves a folder that looks finished.
 """
 
 from __future__ import annotations
 
-import contextlib
-import importlib.metadata
 import json
 import logging
 import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
 from . import files
+from .devices import device, dtype_for
+from .environment import installed_versions
 
 log = logging.getLogger(__name__)
 
@@ -53,46 +51,6 @@ CARD_SECTIONS = ("model", "variant", "description", "parent", "base_source", "da
 
 class ExportError(ValueError):
     """A merge or export that cannot be done as asked; raised before any output is written."""
-
-
-# ---- small helpers others reuse ------------------------------------------------------------------
-
-
-def device() -> str:
-    """"cuda" when a GPU is visible, else "cpu"."""
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def dtype_for(dev: str | None = None):
-    """The compute dtype for a device: bfloat16 on a GPU that supports it, float32 otherwise (CPU included)."""
-    import torch
-
-    dev = str(dev or device())
-    if dev.startswith("cuda") and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float32
-
-
-@contextlib.contextmanager
-def staged_dir(out_dir: str | os.PathLike) -> Iterator[Path]:
-    """Yield an empty temporary folder beside `out_dir`; move it onto `out_dir` only if the block succeeds.
-
-    On failure (any exception, KeyboardInterrupt included) the temporary folder is removed and `out_dir`
-    is left exactly as it was: absent stays absent, an earlier complete folder stays in place.
-    An existing `out_dir` is replaced whole, never merged into.
-    """
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.", suffix=".part"))
-    try:
-        yield tmp
-        tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it 0700; give it the mode mkdir would have
-        _replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def weights_size(model_dir: str | os.PathLike) -> int:
@@ -139,9 +97,9 @@ def merge_adapter(base_dir: str | os.PathLike, adapter_dir: str | os.PathLike, o
         "tokenizer_from": str(tokenizer_dir),
         "hyperparameters": card.get("hyperparameters"),
         "card": card,
-        "versions": _versions("torch", "transformers", "peft", "tokenizers", "safetensors"),
+        "versions": installed_versions("torch", "transformers", "peft", "tokenizers", "safetensors"),
     }
-    with staged_dir(out_dir) as staged:
+    with files.staged_dir(out_dir) as staged:
         with torch.no_grad():
             merged.save_pretrained(staged)
         tokenizer.save_pretrained(staged)
@@ -301,7 +259,7 @@ def quantize(model_dir: str | os.PathLike, out_dir: str | os.PathLike, precision
                                                  dtype="auto")
     tokenizer = _load_tokenizer(model_dir)
     quantized = sorted(n for n, m in model.named_modules() if type(m).__module__.startswith("bitsandbytes"))
-    with staged_dir(out_dir) as staged:
+    with files.staged_dir(out_dir) as staged:
         model.save_pretrained(staged)  # first thing after quantizing: no forward pass before this
         tokenizer.save_pretrained(staged)
         export_bytes = weights_size(staged)
@@ -319,7 +277,7 @@ def quantize(model_dir: str | os.PathLike, out_dir: str | os.PathLike, precision
             "parent_weights_bytes": parent_bytes,
             "weights_bytes": export_bytes,
             "size_ratio": round(export_bytes / parent_bytes, 4) if parent_bytes else None,
-            "versions": _versions("torch", "transformers", "bitsandbytes", "accelerate", "safetensors"),
+            "versions": installed_versions("torch", "transformers", "bitsandbytes", "accelerate", "safetensors"),
         }
         with files.atomic(staged / CARD_FILE) as handle:
             handle.write(_quantized_card(manifest, parent_manifest))
@@ -585,30 +543,3 @@ def _file_hashes(directory: Path) -> dict[str, str]:
 
 def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
-
-
-def _versions(*packages: str) -> dict[str, str]:
-    versions = {}
-    for name in packages:
-        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-            versions[name] = importlib.metadata.version(name)
-    return versions
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _replace_dir(new: Path, out_dir: Path) -> None:
-    """Move `new` onto `out_dir`; an existing folder is moved aside first and removed after."""
-    old = None
-    if out_dir.is_symlink() or out_dir.is_file():
-        raise ExportError(f"{out_dir} exists and is not a folder; not replacing it")
-    if out_dir.exists():
-        old = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.", suffix=".old"))
-        os.replace(out_dir, old)
-    os.replace(new, out_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

@@ -14,17 +14,15 @@ Nothing falls back: a source that cannot be had is an error naming the model and
 
 from __future__ import annotations
 
-import contextlib
 import fnmatch
 import importlib.metadata
 import importlib.util
 import logging
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from . import files
+from .environment import installed_versions
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +136,7 @@ def fetch_model(
     }
     manifest.setdefault("resolved_revision", None)
     packages = manifest.pop("packages", [])
-    manifest["versions"] = _versions("transformers", "torch", "tokenizers", "safetensors", *packages)
+    manifest["versions"] = installed_versions("transformers", "torch", "tokenizers", "safetensors", *packages)
     _save(lm, tokenizer, manifest, out_dir)
     log.info("%s: %s, %d parameters, %s, chat template from %s", model, manifest["architecture"],
              manifest["parameters"], manifest["dtype"], template_source)
@@ -498,33 +496,8 @@ def _is_model_file(name: str) -> bool:
 
 def _save(lm, tokenizer, manifest: dict, out_dir: Path) -> None:
     """Write the whole folder beside `out_dir`, then move it in: a killed job leaves no half folder."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.", suffix=".part"))
-    try:
+    with files.staged_dir(out_dir) as tmp:
         lm.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         manifest["files"] = {p.name: files.sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
         files.write_json(tmp / MANIFEST_FILE, manifest)
-        tmp.chmod(0o755)
-        _replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _replace_dir(new: Path, out_dir: Path) -> None:
-    old = None
-    if out_dir.exists():
-        old = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.", suffix=".old"))
-        os.replace(out_dir, old)
-    os.replace(new, out_dir)
-    if old is not None:
-        shutil.rmtree(old)
-
-
-def _versions(*packages: str) -> dict:
-    versions = {}
-    for name in dict.fromkeys(packages):
-        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-            versions[name] = importlib.metadata.version(name)
-    return versions

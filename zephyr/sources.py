@@ -11,12 +11,12 @@ Nothing falls back: a source that cannot be had is an error naming the dataset a
 
 from __future__ import annotations
 
-import importlib.metadata
 import logging
 import os
 from pathlib import Path
 
 from . import files, generators
+from .environment import installed_versions
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ def _fetch_hub(dataset: str, source: dict, data_path: Path) -> dict:
     data_path.parent.mkdir(parents=True, exist_ok=True)
     with files.atomic(data_path, "wb") as handle:
         loaded.to_parquet(handle)
-    return {"resolved_revision": _resolve_revision(source), "versions": _versions("datasets")}
+    return {"resolved_revision": _resolve_revision(source), "versions": installed_versions("datasets")}
 
 
 def _resolve_revision(source: dict) -> str | None:
@@ -134,7 +134,3 @@ def _write(dataset: str, rows: list[dict], data_path: Path, origin: str) -> None
         files.write_parquet(data_path, rows)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
         raise SourceError(f"dataset {dataset!r}: {origin}: rows do not share one schema: {err}") from err
-
-
-def _versions(*packages: str) -> dict:
-    return {name: importlib.metadata.version(name) for name in packages}

@@ -19,13 +19,13 @@ import resource
 import shutil
 import sys
 import time
-from importlib.metadata import version
 from pathlib import Path
 from typing import Iterable
 
 import pandas as pd
 
 from . import files
+from .environment import installed_versions
 
 log = logging.getLogger(__name__)
 
@@ -167,11 +167,11 @@ def train(
     from transformers.trainer_utils import get_last_checkpoint
     from trl import DPOTrainer, SFTTrainer
 
-    from . import export, models
+    from . import devices, models
 
     check_hyperparameters(f"hyperparameters of run {name}", hyper)
     trainer_kind = hyper["trainer"]
-    device = export.device()
+    device = devices.device()
     train_records = files.read_json(train_path)
     val_records = files.read_json(validation_path) if validation_path else []
     run_id = fingerprint(name, hyper, seed, lora_targets, qlora, str(base_dir), Path(base_dir) / "config.json",
@@ -227,9 +227,9 @@ def train(
         "tokens_per_second": round(tokens / wall, 1) if wall else None,
         "peak_memory_mb": _peak_memory_mb(device),
         "device": device,
-        "versions": {p: version(p) for p in ("torch", "transformers", "trl", "peft", "accelerate", "datasets")},
+        "versions": installed_versions("torch", "transformers", "trl", "peft", "accelerate", "datasets"),
     }
-    with export.staged_dir(out_dir) as staged:
+    with files.staged_dir(out_dir) as staged:
         trainer.model.save_pretrained(staged)
         tokenizer.save_pretrained(staged)
         with files.atomic(Path(staged) / "log_history.csv") as handle:

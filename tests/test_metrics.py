@@ -1,0 +1,208 @@
+"""zephyr.metrics against independent implementations, hand-worked examples and the reference sources."""
+
+import collections
+import math
+from pathlib import Path
+
+import pytest
+
+from zephyr import metrics
+
+
+# --------------------------------------------------------------------------------------------------
+# BLEU: HF evaluate's `bleu` = TF-NMT compute_bleu on Tokenizer13a tokens, max_order 4, no smoothing.
+
+
+def reference_bleu(predictions, references, max_order=4):
+    """A direct implementation of evaluate's definition, x100: n-gram counting on 13a tokens."""
+    from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
+
+    tok = Tokenizer13a()  # evaluate's metrics/bleu/tokenizer_13a.py is a copy of this class (returning .split())
+    matches = [0] * max_order
+    possible = [0] * max_order
+    c = r = 0
+    for pred, ref in zip(predictions, references):
+        p, q = tok(pred).split(), tok(ref).split()
+        c += len(p)
+        r += len(q)
+        for n in range(1, max_order + 1):
+            pc = collections.Counter(tuple(p[i:i + n]) for i in range(len(p) - n + 1))
+            rc = collections.Counter(tuple(q[i:i + n]) for i in range(len(q) - n + 1))
+            matches[n - 1] += sum(min(k, rc[g]) for g, k in pc.items())
+            possible[n - 1] += max(0, len(p) - n + 1)
+    precisions = [m / t if t else 0.0 for m, t in zip(matches, possible)]
+    if min(precisions) == 0:
+        return 0.0
+    if c == 0 or r == 0:
+        return 0.0
+    bp = 1.0 if c > r else math.exp(1 - r / c)
+    return 100 * bp * math.exp(sum(math.log(p) for p in precisions) / max_order)
+
+
+BLEU_CASES = [
+    (["the cat sat on the mat"], ["the cat sat on the mat"]),
+    (["the cat sat on the mat"], ["the cat sat on a mat"]),
+    (["the cat sat on"], ["the cat sat on the mat"]),
+    (["He paid $21.0 per kg, so 7*21.0=147.0 in all.", "It costs 1,000.50 dollars!"],
+     ["So it cost 15+6.0=21.0 per kg and 21.0*7=147.0 in all.", "It costs 1,000.50 dollars."]),
+    (["a b c d e f", "x y"], ["a b c d e f g h i j", "x y z"]),  # corpus-level brevity penalty
+    (["a b c", "d e"], ["a b c", "d e"]),  # no 4-gram anywhere: precision 0 -> 0
+    (["one two three four five", "completely unrelated words here"],
+     ["one two three four six", "nothing in common at all"]),
+    (["Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n#### 72"],
+     ["Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nNatalia sold 48+24 = <<48+24=72>>72 clips.\n#### 72"]),
+    (["w x y z w x y z"], ["w x y z"]),  # clipping: longer candidate repeating the reference
+    (["", "a b c d e"], ["a b c d", "a b c d e"]),  # an empty prediction
+]
+
+
+@pytest.mark.parametrize("predictions, references", BLEU_CASES)
+def test_bleu_matches_direct_implementation(predictions, references):
+    assert metrics.bleu(predictions, references) == pytest.approx(reference_bleu(predictions, references),
+                                                                  rel=1e-12, abs=1e-12)
+
+
+def test_bleu_hand_worked():
+    # "the cat sat on the mat" vs "the cat sat on a mat": clipped precisions 5/6, 3/5, 2/4, 1/3; c = r = 6.
+    assert metrics.bleu(["the cat sat on the mat"], ["the cat sat on a mat"]) == pytest.approx(
+        100 * (5 / 6 * 3 / 5 * 2 / 4 * 1 / 3) ** 0.25)
+    assert 100 * (1 / 12) ** 0.25 == pytest.approx(53.7285, abs=1e-4)
+    # All precisions 1, c = 4 < r = 6: brevity penalty exp(1 - 6/4).
+    assert metrics.bleu(["the cat sat on"], ["the cat sat on the mat"]) == pytest.approx(100 * math.exp(-0.5))
+    # Identical corpus: 100. A missing n-gram order: 0.
+    assert metrics.bleu(["a b c d", "e f g h i"], ["a b c d", "e f g h i"]) == pytest.approx(100.0)
+    assert metrics.bleu(["a b c"], ["a b c"]) == 0.0
+    assert metrics.bleu(["p q r s"], ["w x y z"]) == 0.0
+    # 13a splits punctuation but keeps "21.0" and "1,000" whole (a period or comma between digits).
+    assert metrics.tokenize_13a("It cost $21.0, i.e. 1,000.") == [
+        "It", "cost", "$", "21.0", ",", "i", ".", "e", ".", "1,000", "."]
+
+
+def test_bleu_tokenizes_as_evaluate_not_as_sacrebleu():
+    """sacrebleu rstrips a segment before 13a; evaluate does not, and 13a deletes a "-\\n"."""
+    from sacrebleu.metrics.bleu import BLEU
+
+    pred, ref = ["one two three four five-\n"], ["one two three four five"]
+    assert metrics.tokenize_13a(pred[0]) == ref[0].split()
+    assert metrics.bleu(pred, ref) == pytest.approx(100.0) == pytest.approx(reference_bleu(pred, ref))
+    plain = BLEU(tokenize="13a", smooth_method="none").corpus_score(pred, [ref]).score
+    assert plain < 100.0  # sacrebleu alone sees "five-" here
+
+
+def test_bleu_rejects_bad_input():
+    with pytest.raises(ValueError):
+        metrics.bleu(["a"], ["a", "b"])
+    with pytest.raises(TypeError):
+        metrics.bleu(["a"], [["a", "b"]])
+
+
+# --------------------------------------------------------------------------------------------------
+# ROUGE: rouge_score F-measures, use_stemmer=False (evaluate's default), plain mean, x100.
+
+
+def test_rouge_matches_rouge_score():
+    from rouge_score import rouge_scorer
+
+    preds = ["The cat sat on the mat.", "Hello, World!", "cats are running", "a b c d", ""]
+    refs = ["the cat was sitting on a mat", "hello world", "the cat runs", "d c b a", "nothing"]
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=False)
+    scores = [scorer.score(r, p) for p, r in zip(preds, refs)]
+    expected = {k: 100 * sum(s[k].fmeasure for s in scores) / len(scores) for k in ("rouge1", "rouge2", "rougeL")}
+    got = metrics.rouge(preds, refs)
+    assert got.keys() == expected.keys()
+    for key in expected:
+        assert got[key] == pytest.approx(expected[key], rel=1e-12)
+
+
+def test_rouge_hand_worked():
+    # "the cat sat" vs "the cat sat on the mat": unigrams P = 3/3, R = 3/6 -> F = 2/3; bigrams P = 2/2,
+    # R = 2/5 -> F = 4/7; LCS 3 -> F = 2/3. "Hello, World!" vs "hello world": lowercased, punctuation
+    # dropped -> 1 everywhere. Means of the two pairs, x100.
+    got = metrics.rouge(["the cat sat", "Hello, World!"], ["the cat sat on the mat", "hello world"])
+    assert got["rouge1"] == pytest.approx(100 * (2 / 3 + 1) / 2)
+    assert got["rouge2"] == pytest.approx(100 * (4 / 7 + 1) / 2)
+    assert got["rougeL"] == pytest.approx(100 * (2 / 3 + 1) / 2)
+    # No stemming: "cats" does not match "cat".
+    assert metrics.rouge(["cats"], ["cat"])["rouge1"] == 0.0
+
+
+# --------------------------------------------------------------------------------------------------
+# Multiple choice: lm-evaluation-harness's acc / acc_norm.
+
+
+def test_choice_scores_hand_worked():
+    choices = ["a" * 10, "b" * 4, "c" * 20, "d" * 60]
+    lls = [-10.0, -9.0, -15.0, -30.0]
+    # acc: argmax(lls) = 1. acc_norm: lls / len = -1.0, -2.25, -0.75, -0.5 -> argmax 3.
+    assert metrics.choice_scores(lls, choices, 3) == {"acc": 0.0, "acc_norm": 1.0, "pred": 1, "pred_norm": 3}
+    assert metrics.choice_scores(lls, choices, 1) == {"acc": 1.0, "acc_norm": 0.0, "pred": 1, "pred_norm": 3}
+
+
+def test_choice_scores_divide_by_the_choice_without_the_delimiter():
+    # The harness scores " " + choice but divides by len(choice): -2.0/1 = -2.0 < -4.1/3 = -1.367 -> 1.
+    # Dividing by len(" " + choice) would give -1.0 > -1.025 -> 0.
+    assert metrics.choice_scores([-2.0, -4.1], ["a", "abc"], 1)["acc_norm"] == 1.0
+
+
+def test_choice_scores_ties_go_to_the_first_choice():
+    scores = metrics.choice_scores([-1.0, -1.0], ["xy", "zw"], 0)
+    assert scores == {"acc": 1.0, "acc_norm": 1.0, "pred": 0, "pred_norm": 0}
+
+
+# --------------------------------------------------------------------------------------------------
+# DPO reward accuracy: TRL 1.16's DPOTrainer._compute_loss.
+
+TRL_LINES = [
+    "chosen_logratios = chosen_logps - ref_chosen_logps",
+    "rejected_logratios = rejected_logps - ref_rejected_logps",
+    "chosen_rewards = self.beta * chosen_logratios.detach()",
+    "rejected_rewards = self.beta * rejected_logratios.detach()",
+    "reward_accuracies = (chosen_rewards > rejected_rewards).float()",
+    "margins = chosen_rewards - rejected_rewards",
+]
+
+
+def test_trl_still_computes_rewards_this_way():
+    import trl
+
+    source = (Path(trl.__file__).parent / "trainer" / "dpo_trainer.py").read_text()
+    for line in TRL_LINES:
+        assert line in source, line
+
+
+def test_reward_accuracy_matches_trl():
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps = (
+        -50 * torch.rand(64, generator=g, dtype=torch.float32) for _ in range(4))
+    # a tie (both rewards 0): TRL's strict inequality does not count it
+    chosen_logps[0], ref_chosen_logps[0], rejected_logps[0], ref_rejected_logps[0] = -3.0, -3.0, -5.0, -5.0
+    beta = 0.1
+    # trl/trainer/dpo_trainer.py (1.16), DPOTrainer._compute_loss, the lines listed in TRL_LINES:
+    chosen_logratios = chosen_logps - ref_chosen_logps
+    rejected_logratios = rejected_logps - ref_rejected_logps
+    chosen_rewards = beta * chosen_logratios.detach()
+    rejected_rewards = beta * rejected_logratios.detach()
+    trl_accuracy = (chosen_rewards > rejected_rewards).float().mean().item()
+    trl_margin = (chosen_rewards - rejected_rewards).mean().item()
+
+    got = metrics.reward_accuracy(chosen_logps.tolist(), rejected_logps.tolist(), ref_chosen_logps.tolist(),
+                                  ref_rejected_logps.tolist(), beta)
+    assert got["reward_accuracy"] == pytest.approx(trl_accuracy, abs=1e-12)
+    assert got["reward_margin"] == pytest.approx(trl_margin, rel=1e-5)
+    assert got["reward_chosen"] == pytest.approx(chosen_rewards.mean().item(), rel=1e-5)
+
+
+def test_reward_accuracy_hand_worked():
+    # rewards: chosen 0.1*(-1+3) = 0.2, rejected 0.1*(-2+2) = 0 -> correct; chosen 0, rejected 0 -> tie, not
+    # counted; chosen -0.1, rejected 0.1 -> wrong. Accuracy 1/3, margin (0.2 + 0 - 0.2)/3 = 0.
+    got = metrics.reward_accuracy([-1, -4, -6], [-2, -7, -1], [-3, -4, -5], [-2, -7, -2], beta=0.1)
+    assert got["reward_accuracy"] == pytest.approx(1 / 3)
+    assert got["reward_margin"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_perplexity():
+    assert metrics.perplexity(20.0, 10) == pytest.approx(math.exp(2.0))
+    with pytest.raises(ValueError):
+        metrics.perplexity(1.0, 0)

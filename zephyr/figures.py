@@ -1,0 +1,105 @@
+"""The appendix figures, drawn from the training runs' `log_history.csv` files.
+
+Figure 1: the learning-rate schedules; Figures 2 and 3: SFT train and validation losses per model
+(D_S vs D_L, cosine vs constant); Figure 4: DPO loss and reward accuracy from M0 and from M1;
+plus a quantization figure (size against perplexity).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+STYLE = {"cosine": "-", "constant": "--"}
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def read_history(path: str | Path) -> pd.DataFrame:
+    return pd.read_csv(path)
+
+
+def _series(history: pd.DataFrame, column: str) -> pd.Series:
+    if column not in history:
+        return pd.Series(dtype=float)
+    rows = history.dropna(subset=[column])
+    return rows.groupby("step")[column].last()
+
+
+def learning_rates(runs: dict[str, pd.DataFrame], out: str | Path, title: str = "Learning-rate schedules") -> None:
+    """Figure 1. `runs`: label → log history."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for label, history in runs.items():
+        lr = _series(history, "learning_rate")
+        ax.plot(lr.index, lr.values, label=label)
+    ax.set(xlabel="step", ylabel="learning rate", title=title)
+    ax.legend(fontsize=8)
+    _save(fig, out)
+
+
+def sft_losses(runs: dict[str, pd.DataFrame], out: str | Path, title: str) -> None:
+    """Figures 2 and 3: (a) train and (b) validation loss of one model's SFT runs."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharex=True)
+    for label, history in runs.items():
+        style = next((s for key, s in STYLE.items() if key in label), "-")
+        for ax, column in zip(axes, ("loss", "eval_loss")):
+            series = _series(history, column)
+            ax.plot(series.index, series.values, style, marker="." if column == "eval_loss" else None, label=label)
+    axes[0].set(xlabel="step", ylabel="loss", title="(a) train loss")
+    axes[1].set(xlabel="step", ylabel="loss", title="(b) validation loss")
+    axes[1].legend(fontsize=8)
+    fig.suptitle(title)
+    _save(fig, out)
+
+
+def dpo_dynamics(runs: dict[str, pd.DataFrame], out: str | Path, title: str = "DPO training dynamics") -> None:
+    """Figure 4: DPO loss and reward accuracy (train and validation) per run."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharex=True)
+    for label, history in runs.items():
+        for ax, (train, val) in zip(axes, (("loss", "eval_loss"), ("rewards/accuracies", "eval_rewards/accuracies"))):
+            line = ax.plot(*_xy(_series(history, train)), label=f"{label} train")[0]
+            ax.plot(*_xy(_series(history, val)), "--", marker=".", color=line.get_color(), label=f"{label} validation")
+    axes[0].set(xlabel="step", ylabel="DPO loss", title="(a) loss")
+    axes[1].set(xlabel="step", ylabel="reward accuracy", title="(b) reward accuracy")
+    axes[1].legend(fontsize=8)
+    fig.suptitle(title)
+    _save(fig, out)
+
+
+def quantization(table: pd.DataFrame, out: str | Path) -> None:
+    """Size on disk against perplexity, one marker per precision, one line per model variant."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for (model, variant), rows in table.groupby(["model", "variant"], sort=False):
+        rows = rows.sort_values("size_mb")
+        ax.plot(rows["size_mb"], rows["perplexity"], "o-", label=f"{model} {variant}")
+        for _, row in rows.iterrows():
+            ax.annotate(row["precision"], (row["size_mb"], row["perplexity"]), fontsize=7,
+                        xytext=(3, 3), textcoords="offset points")
+    ax.set(xlabel="size on disk (MB)", ylabel="perplexity", title="Quantization: size against perplexity")
+    ax.legend(fontsize=7)
+    _save(fig, out)
+
+
+def _xy(series: pd.Series):
+    return series.index, series.values
+
+
+def _save(fig, out: str | Path) -> None:
+    from . import files
+
+    fig.tight_layout()
+    with files.atomic(out, "wb") as handle:
+        fig.savefig(handle, format="png", dpi=120)
+    fig.clf()
