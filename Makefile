@@ -3,10 +3,10 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.zephyr-installed
-CORES ?= 1
+CORES ?= 2
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: setup run test dryrun envs lint clean
+.PHONY: setup run test dryrun envs lint clean dag
 
 setup: $(STAMP)
 
@@ -36,3 +36,18 @@ lint: setup
 
 clean:
 	rm -rf results/records results/mixtures resources logs benchmarks/*/ .snakemake
+
+# DAG pictures of any config: `make dag` or `make dag CONFIG=config/paper.yaml` writes results/dag.svg
+# (every job) and results/rulegraph.svg (every rule), with their DOT sources next to them.
+CONFIG ?= config.yaml
+dag: setup
+	@command -v dot >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing graphviz (apt)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends graphviz >/dev/null; \
+	  else echo "make dag needs graphviz's dot: apt-get install graphviz" >&2; exit 1; fi; }
+	mkdir -p results
+	$(BIN)/snakemake --rulegraph dot --configfile $(CONFIG) > results/rulegraph.dot
+	dot -Tsvg results/rulegraph.dot -o results/rulegraph.svg
+	$(BIN)/snakemake --dag dot --configfile $(CONFIG) > results/dag.dot
+	dot -Tsvg results/dag.dot -o results/dag.svg

@@ -5,6 +5,9 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
+report: "report/workflow.rst"
+
+
 # A --configfile replaces the default instead of being merged into it key by key, so that
 # `--configfile config/paper.yaml` runs exactly the paper's experiment.
 if not workflow.overwrite_configfiles:
@@ -19,6 +22,8 @@ include: "rules/mixtures.smk"
 include: "rules/models.smk"
 include: "rules/training.smk"
 include: "rules/export.smk"
+include: "rules/evaluate.smk"
+include: "rules/report.smk"
 
 
 rule all:
@@ -26,3 +31,4 @@ rule all:
     input:
         all_mixtures(),
         all_models(),
+        final_outputs(),

@@ -25,6 +25,8 @@ VARIANTS = config["variants"]
 HYPERPARAMETERS = config["hyperparameters"]
 EXPORTS = config["exports"]
 GPUS = config["compute"]["gpus"]
+EVALUATION = config["evaluation"]
+TABLE1 = config["table1"]
 
 
 def _alternatives(names):
@@ -37,6 +39,8 @@ wildcard_constraints:
     model=_alternatives(MODELS) or "^$",
     variant=_alternatives(["M0", *VARIANTS]),
     precision="nf4-dq|nf4|int8",
+    form="dense|nf4-dq|nf4|int8",
+    task="hellaswag|gsm8k|mcqa|reward",
 
 
 def local_source_input(wildcards):
@@ -120,6 +124,109 @@ def all_models():
         for p in EXPORTS["precisions"]
     ]
     return merged + exported
+
+
+def eval_settings(task):
+    return {"batch_size": EVALUATION["batch_size"], **EVALUATION[task]}
+
+
+def evaluate_inputs(wildcards):
+    """The model, its task's data, and (for reward accuracy) its parent as the reference."""
+    inputs = {
+        "model": f"{model_dir(wildcards.model, wildcards.variant)}/manifest.json",
+        "data": f"results/mixtures/{EVALUATION[wildcards.task]['data']}.json",
+    }
+    if wildcards.task == "reward":
+        if wildcards.variant == "M0":
+            raise ValueError("reward accuracy needs a parent: M0 has none")
+        parent = _variant(wildcards)["parent"]
+        inputs["parent"] = f"{model_dir(wildcards.model, parent)}/manifest.json"
+    return inputs
+
+
+def form_dir(model, variant, form):
+    """A variant's dense folder, or its quantized export."""
+    if form == "dense":
+        return model_dir(model, variant)
+    return f"results/models/{model}/{variant}-{form}"
+
+
+def perplexity_model(wildcards):
+    return (
+        f"{form_dir(wildcards.model, wildcards.variant, wildcards.form)}/manifest.json"
+    )
+
+
+def table1_inputs():
+    return [
+        f"results/metrics/{row['model']}/{row['variant']}/{task}.csv"
+        for row in TABLE1
+        for task in ("hellaswag", "gsm8k", "mcqa", "reward")
+        if not (task == "reward" and row["variant"] == "M0")
+    ]
+
+
+def exported():
+    """(model, variant) pairs with quantized exports."""
+    return [
+        (m, v)
+        for v in EXPORTS["variants"]
+        for m in (MODELS if v == "M0" else VARIANTS[v]["models"])
+    ]
+
+
+def quantization_inputs():
+    forms = ["dense", *EXPORTS["precisions"]]
+    return {
+        "perplexity": [
+            f"results/metrics/{m}/{v}/perplexity-{f}.csv"
+            for m, v in exported()
+            for f in forms
+        ],
+        "models": [
+            f"{form_dir(m, v, f)}/manifest.json" for m, v in exported() for f in forms
+        ],
+    }
+
+
+def histories():
+    """Every trained variant's log history, keyed by "model/variant" for the figures."""
+    return {
+        f"{m}/{v}": f"results/adapters/{m}/{v}/log_history.csv"
+        for v, spec in VARIANTS.items()
+        for m in spec["models"]
+    }
+
+
+def figure_outputs():
+    sft_models = sorted(
+        {
+            m
+            for v, spec in VARIANTS.items()
+            if HYPERPARAMETERS[spec["hyperparameters"]]["trainer"] == "sft"
+            for m in spec["models"]
+        }
+    )
+    outputs = {"learning_rates": "results/figures/figure1_learning_rates.png"}
+    for m in sft_models:
+        outputs[f"sft_{m}"] = f"results/figures/figure_sft_losses_{m}.png"
+    if any(
+        HYPERPARAMETERS[s["hyperparameters"]]["trainer"] == "dpo"
+        for s in VARIANTS.values()
+    ):
+        outputs["dpo"] = "results/figures/figure4_dpo.png"
+    return outputs
+
+
+def final_outputs():
+    outputs = []
+    if TABLE1:
+        outputs.append("results/table1.csv")
+    if EXPORTS["variants"] and EXPORTS["precisions"] and "perplexity" in EVALUATION:
+        outputs.append("results/quantization.csv")
+    if VARIANTS:
+        outputs += list(figure_outputs().values())
+    return outputs
 
 
 def all_mixtures():

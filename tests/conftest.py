@@ -28,6 +28,7 @@ def tiny_config(tmp_path):
     config = load_yaml(FIXTURES / "tiny.yaml")
     (tmp_path / "data").mkdir()
     shutil.copy(FIXTURES / "datasets" / "truthy_dpo.jsonl", tmp_path / "data" / "truthy_dpo.jsonl")
+    shutil.copytree(FIXTURES / "tokenizer", tmp_path / "tokenizer")
     return config
 
 

@@ -115,3 +115,10 @@ def test_messages_carry_system_history_and_input():
     assert training.messages(record) == [
         {"role": "system", "content": "S"}, {"role": "user", "content": "u1"},
         {"role": "assistant", "content": "a1"}, {"role": "user", "content": "Q\n\nctx"}]
+
+
+def test_prompts_longer_than_max_length_are_refused_before_training(tmp_path, base):
+    train = write(tmp_path / "train.json", pair_records(8))
+    with pytest.raises(training.TrainingError, match=r"every prompt is at least max_length=4 tokens"):
+        training.train("t/short", {**DPO, "max_length": 4}, base, train, None, tmp_path / "out", tmp_path / "ckpt")
+    assert not (tmp_path / "out").exists()

@@ -1,9 +1,11 @@
 """The workflow as a user meets it: dry runs of both configs, a tiny end-to-end run, precise reruns."""
 
 import hashlib
+import json
 import re
 import shutil
 
+import pandas as pd
 import pytest
 
 from conftest import ROOT, load_yaml, snakemake, write_config
@@ -25,23 +27,45 @@ def digests(directory):
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(directory.glob("*")) if p.is_file()}
 
 
-def test_default_dry_run_plans_every_stage(tmp_path):
-    config = load_yaml(ROOT / "config.yaml")
-    out = snakemake(tmp_path, "-n", "--quiet", "rules", "--configfile", str(ROOT / "config.yaml")).stdout
-    counts = job_counts(out)
-    assert counts["fetch_dataset"] == counts["format_records"] == len(config["datasets"])
-    assert counts["draw_mixture"] == len(config["mixtures"]) and counts["dataset_info"] == 1
+def expected_jobs(config: dict) -> dict[str, int]:
+    """The jobs a config's whole study needs, counted from the config itself."""
+    trained = sum(len(spec["models"]) for spec in config["variants"].values())
+    exports = config["exports"]
+    exported = sum(len(config["models"]) if v == "M0" else len(config["variants"][v]["models"])
+                   for v in exports["variants"])
+    rows = config["table1"]
+    return {
+        "fetch_dataset": len(config["datasets"]),
+        "format_records": len(config["datasets"]),
+        "draw_mixture": len(config["mixtures"]),
+        "fetch_model": len(config["models"]),
+        "train_adapter": trained,
+        "merge_adapter": trained,
+        "export_quantized": exported * len(exports["precisions"]),
+        "evaluate": len({(r["model"], r["variant"]) for r in rows}) * 4 - sum(r["variant"] == "M0" for r in rows),
+        "evaluate_perplexity": exported * (1 + len(exports["precisions"])),
+        "table1": 1, "quantization": 1, "figures": 1, "dataset_info": 1, "all": 1,
+    }
 
 
-def test_paper_dry_run_lists_the_whole_data_dag(tmp_path):
+@pytest.mark.parametrize("path", ["config.yaml", "config/paper.yaml"])
+def test_dry_run_plans_the_whole_study(tmp_path, path):
+    config = load_yaml(ROOT / path)
+    out = snakemake(tmp_path, "-n", "--quiet", "rules", "--configfile", str(ROOT / path)).stdout
+    assert job_counts(out) == expected_jobs(config)
+
+
+def test_paper_dry_run_names_every_dataset_model_and_output(tmp_path):
     paper = load_yaml(ROOT / "config" / "paper.yaml")
-    out = snakemake(tmp_path, "-n", "--configfile", str(ROOT / "config" / "paper.yaml")).stdout
-    counts = job_counts(snakemake(tmp_path, "-n", "--quiet", "rules", "--configfile",
-                                  str(ROOT / "config" / "paper.yaml")).stdout)
-    assert counts["fetch_dataset"] == counts["format_records"] == len(paper["datasets"]) == 33
-    assert counts["draw_mixture"] == len(paper["mixtures"])
+    out = snakemake(tmp_path, "results/table1.csv", "-n", "--configfile", str(ROOT / "config" / "paper.yaml")).stdout
     for dataset in paper["datasets"]:
         assert f"resources/datasets/{dataset}/manifest.json" in out
+    assert len(paper["datasets"]) == 33
+    for variant, spec in paper["variants"].items():
+        if any(row["variant"] == variant for row in paper["table1"]):
+            for model in spec["models"]:
+                assert f"results/models/{model}/{variant}/manifest.json" in out
+    assert "results/table1.csv" in out
 
 
 def test_a_configfile_replaces_the_default_instead_of_merging(tmp_path, tiny_config):
@@ -53,21 +77,22 @@ def test_a_configfile_replaces_the_default_instead_of_merging(tmp_path, tiny_con
     assert planned == set(tiny_config["datasets"])
 
 
-def test_tiny_experiment_end_to_end_reruns_nothing_and_reproduces_bytes(tmp_path, tiny_config):
+def test_tiny_data_stage_reruns_nothing_and_reproduces_bytes(tmp_path, tiny_config):
     config = write_config(tmp_path, tiny_config)
-    snakemake(tmp_path, "--cores", "2", "--configfile", str(config))
+    target = "results/mixtures/dataset_info.json"
+    snakemake(tmp_path, target, "--cores", "2", "--configfile", str(config))
     mixtures = tmp_path / "results" / "mixtures"
     for name in tiny_config["mixtures"]:
         assert (mixtures / f"{name}.json").exists() and (mixtures / f"{name}.stats.csv").exists()
     assert (tmp_path / "logs" / "fetch_dataset" / "epfl.log").exists()
     first = digests(mixtures)
 
-    again = snakemake(tmp_path, "-n", "--configfile", str(config)).stdout
+    again = snakemake(tmp_path, target, "-n", "--configfile", str(config)).stdout
     assert "Nothing to be done" in again
 
     shutil.rmtree(tmp_path / "results")
     shutil.rmtree(tmp_path / "resources")
-    snakemake(tmp_path, "--cores", "2", "--configfile", str(config))
+    snakemake(tmp_path, target, "--cores", "2", "--configfile", str(config))
     assert digests(mixtures) == first
 
     # a changed cap reruns that mixture (and the index over mixtures), nothing upstream
@@ -75,6 +100,35 @@ def test_tiny_experiment_end_to_end_reruns_nothing_and_reproduces_bytes(tmp_path
     write_config(tmp_path, tiny_config)
     counts = job_counts(snakemake(tmp_path, "-n", "--quiet", "rules", "--configfile", str(config)).stdout)
     assert counts.get("draw_mixture") == 1 and "fetch_dataset" not in counts and "format_records" not in counts
+
+
+def test_tiny_study_end_to_end_to_table1_and_report(tmp_path, tiny_config):
+    config = write_config(tmp_path, tiny_config)
+    snakemake(tmp_path, "--cores", "2", "--configfile", str(config))
+    table1 = pd.read_csv(tmp_path / "results" / "table1.csv")
+    assert table1["Model"].tolist() == [row["label"] for row in tiny_config["table1"]]
+    assert table1.loc[0, "Reward Accuracy"] == "–"
+    numeric = pd.to_numeric(table1.loc[2, ["HellaSwag", "BLEU-4", "ROUGE-L", "Reward Accuracy", "MCQA"]])
+    assert numeric.notna().all() and 0 <= numeric["Reward Accuracy"] <= 1
+    quantization = pd.read_csv(tmp_path / "results" / "quantization.csv")
+    assert set(quantization["precision"]) == {"dense", "nf4"}
+    nf4 = quantization.set_index(["model", "precision"]).loc[("qwen", "nf4")]
+    assert nf4["size_mb"] < quantization.set_index(["model", "precision"]).loc[("qwen", "dense"), "size_mb"]
+    for name in ("figure1_learning_rates", "figure_sft_losses_qwen", "figure_sft_losses_bloom", "figure4_dpo", "quantization"):
+        assert (tmp_path / "results" / "figures" / f"{name}.png").stat().st_size > 5000
+    summary = json.loads((tmp_path / "results" / "adapters" / "qwen" / "M2-DS" / "summary.json").read_text())
+    assert summary["trainer"] == "dpo" and summary["base"].endswith("results/models/qwen/M1-DS-cosine")
+    card = (tmp_path / "results" / "models" / "qwen" / "M2-DS" / "README.md").read_text()
+    assert "M1-DS-cosine" in card and "DPO" in card
+
+    snakemake(tmp_path, "--report", "results/report.html", "--configfile", str(config))
+    assert "table1.csv" in (tmp_path / "results" / "report.html").read_text(errors="replace")
+
+    # A changed DPO beta reruns that training and what depends on it, nothing else.
+    tiny_config["hyperparameters"]["dpo"]["beta"] = 0.2
+    write_config(tmp_path, tiny_config)
+    counts = job_counts(snakemake(tmp_path, "-n", "--quiet", "rules", "--configfile", str(config)).stdout)
+    assert counts == {"train_adapter": 1, "merge_adapter": 1, "evaluate": 4, "table1": 1, "figures": 1, "all": 1}
 
 
 def test_a_malformed_local_file_fails_its_job_naming_file_and_line(tmp_path, tiny_config):

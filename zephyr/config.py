@@ -123,6 +123,48 @@ def _check_variants(config: dict) -> None:
     for variant in config["exports"]["variants"]:
         if variant != "M0" and variant not in variants:
             raise ConfigError(f"exports.variants: {variant!r} is neither M0 nor a key of variants")
+    _check_evaluation(config)
+
+
+#: The mixture task each evaluation reads.
+EVALUATION_TASKS = {"hellaswag": "hellaswag", "gsm8k": "gsm8k", "mcqa": "mcqa", "reward": "preference", "perplexity": "text"}
+
+
+def _check_evaluation(config: dict) -> None:
+    """Evaluation sets exist, hold the right records, and are big enough; Table 1 names built models."""
+    evaluation, mixtures = config["evaluation"], config["mixtures"]
+    for task, spec in evaluation.items():
+        if task not in EVALUATION_TASKS:
+            continue
+        key = f"evaluation.{task}.data"
+        data = spec["data"]
+        if data not in mixtures:
+            raise ConfigError(f"{key}: {data!r} is not a key of mixtures")
+        if mixtures[data]["task"] != EVALUATION_TASKS[task]:
+            raise ConfigError(f"{key}: {data!r} holds {mixtures[data]['task']!r} records, {task} needs {EVALUATION_TASKS[task]!r}")
+        for i, component in enumerate(mixtures[data]["components"]):
+            available = _known_rows(config["datasets"][component["dataset"]])
+            if component["cap"] is not None and available is not None and component["cap"] > available:
+                raise ConfigError(f"mixtures.{data}.components[{i}].cap: {task} asks for {component['cap']} items "
+                                  f"but {component['dataset']} has {available}")
+    needed = [t for t in ("hellaswag", "gsm8k", "mcqa", "reward") if t not in evaluation]
+    for i, row in enumerate(config["table1"]):
+        key = f"table1[{i}]"
+        if needed:
+            raise ConfigError(f"{key}: Table 1 needs evaluation settings for {', '.join(needed)}")
+        if row["model"] not in config["models"]:
+            raise ConfigError(f"{key}.model: {row['model']!r} is not a key of models")
+        variant = row["variant"]
+        if variant != "M0" and (variant not in config["variants"] or row["model"] not in config["variants"][variant]["models"]):
+            raise ConfigError(f"{key}.variant: {variant!r} is not built for model {row['model']!r}")
+
+
+def _known_rows(dataset: dict) -> int | None:
+    """Rows a source is known to hold before it is fetched: recorded, or a generator's size."""
+    if dataset["rows"] is not None:
+        return dataset["rows"]
+    source = dataset["source"]
+    return source["size"] if source["kind"] == "generator" else None
 
 
 def _check_variant_cycles(variants: dict) -> None:

@@ -507,3 +507,47 @@ def perplexity(model, tokenizer, texts: Sequence[str], window: int, batch_size: 
     nll = -sum(scores)
     return {"perplexity": metrics.perplexity(nll, predicted), "tokens": predicted, "windows": len(parts),
             "window": window, "text_tokens": len(ids), "nll": nll}
+
+
+# ---- one evaluation task, file to file (what a workflow job runs) ------------------------------------
+
+TASKS = ("hellaswag", "gsm8k", "mcqa", "reward", "perplexity")
+
+
+def evaluate_files(task: str, model_dir: str | Path, data_path: str | Path, out_csv: str | Path,
+                   items_path: str | Path, *, model: str, variant: str, settings: dict,
+                   parent_dir: str | Path | None = None) -> dict:
+    """Evaluate one model on one task; write the tidy metric CSV and the per-item JSONL beside it.
+
+    `settings`: batch_size, and per task max_new_tokens (gsm8k), beta and max_length (reward),
+    window (perplexity). Reward accuracy scores the model against `parent_dir`, its reference.
+    """
+    from . import files, table
+
+    if task not in TASKS:
+        raise ValueError(f"unknown evaluation task {task!r}; known: {', '.join(TASKS)}")
+    records = files.read_json(data_path)
+    policy, tokenizer = load_model(model_dir)
+    batch = settings.get("batch_size", 8)
+    log.info("%s %s: %s on %d records from %s", model, variant, task, len(records), data_path)
+    if task == "hellaswag":
+        rows, summary = hellaswag(policy, tokenizer, records, batch)
+    elif task == "mcqa":
+        rows, summary = mcqa(policy, tokenizer, records, batch)
+    elif task == "gsm8k":
+        rows, summary = gsm8k_overlap(policy, tokenizer, records, settings["max_new_tokens"], batch)
+    elif task == "reward":
+        if parent_dir is None:
+            raise ValueError(f"{model} {variant}: reward accuracy needs the parent model as reference")
+        reference, _ = load_model(parent_dir)
+        rows, summary = reward_accuracy(policy, reference, tokenizer, records, settings["beta"], batch,
+                                        settings.get("max_length"))
+    else:
+        summary = perplexity(policy, tokenizer, [r["text"] for r in records], settings["window"], batch)
+        summary["n"] = summary["windows"]
+        rows = []
+    files.write_jsonl(items_path, rows)
+    table.write_metrics(out_csv, model, variant, task, summary)
+    log.info("%s %s %s: %s", model, variant, task,
+             ", ".join(f"{k}={v:.4g}" for k, v in summary.items() if isinstance(v, float)))
+    return summary

@@ -103,3 +103,26 @@ def _save(fig, out: str | Path) -> None:
     with files.atomic(out, "wb") as handle:
         fig.savefig(handle, format="png", dpi=120)
     fig.clf()
+
+
+def appendix(histories: dict[str, str | Path], variants: dict, hyperparameters: dict, outputs: dict) -> None:
+    """Draw the configured appendix figures. `histories`: "model/variant" → log_history.csv;
+    `outputs`: learning_rates, sft_<model> and dpo → PNG paths (as the workflow declares them)."""
+    runs = {label: read_history(path) for label, path in histories.items()}
+
+    def trainer(label):
+        return hyperparameters[variants[label.split("/", 1)[1]]["hyperparameters"]]["trainer"]
+
+    sft = {label: h for label, h in runs.items() if trainer(label) == "sft"}
+    if "learning_rates" in outputs:
+        first = sorted({label.split("/")[0] for label in sft})[0]
+        learning_rates({k: v for k, v in sft.items() if k.startswith(first + "/")}, outputs["learning_rates"],
+                       f"Figure 1: learning-rate schedules ({first})")
+    for key, path in outputs.items():
+        if key.startswith("sft_"):
+            model = key.removeprefix("sft_")
+            sft_losses({k.split("/", 1)[1]: v for k, v in sft.items() if k.startswith(model + "/")}, path,
+                       f"SFT losses of {model} (D_S and D_L, cosine and constant)")
+    if "dpo" in outputs:
+        dpo_dynamics({k: v for k, v in runs.items() if trainer(k) == "dpo"}, outputs["dpo"],
+                     "Figure 4: DPO training dynamics")

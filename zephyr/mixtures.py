@@ -71,6 +71,8 @@ def draw(
         dataset, cap = component["dataset"], component.get("cap")
         pool = [r for r in records[dataset] if group_key(r) not in banned]
         n = len(pool) if cap is None else min(cap, len(pool))
+        if spec.get("exact") and cap is not None and cap > len(pool):
+            raise MixtureError(f"mixture {name!r}: asks for {cap} records of {dataset!r}, which has {len(pool)}")
         if n == 0:
             raise MixtureError(f"mixture {name!r}: dataset {dataset!r} has no records left to draw")
         picked = range(n) if ordered else sorted(random.Random(f"{seed}:draw:{dataset}").sample(range(len(pool)), n))

@@ -71,6 +71,20 @@ def examples(trainer: str, records: Iterable[dict]) -> list[dict]:
     ]
 
 
+def check_prompt_lengths(name: str, tokenizer, rows: list[dict], max_length: int | None) -> None:
+    """TRL's DPO drops, and SFT truncates to nothing, examples whose prompt fills `max_length`:
+    say how many before training, and refuse a run that would have nothing left."""
+    if max_length is None:
+        return
+    texts = [tokenizer.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=False) for r in rows]
+    too_long = sum(len(ids) >= max_length for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
+    if too_long == len(rows):
+        raise TrainingError(f"run {name}: every prompt is at least max_length={max_length} tokens long; raise max_length")
+    if too_long:
+        log.warning("run %s: %d of %d prompts are at least max_length=%d tokens and will be dropped or cut",
+                    name, too_long, len(rows), max_length)
+
+
 def config_class(trainer: str):
     from trl import DPOConfig, SFTConfig
 
@@ -182,6 +196,8 @@ def train(
              len(train_records), len(val_records), device, f", resuming from {last}" if last else "")
 
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    train_examples = examples(trainer_kind, train_records)
+    check_prompt_lengths(name, tokenizer, train_examples, hyper.get("max_length", 1024))
     model = load_model(base_dir, device, qlora)
     lora = hyper.get("lora", {})
     peft_config = LoraConfig(
@@ -193,7 +209,7 @@ def train(
     trainer = trainer_cls(
         model=model,
         args=args,
-        train_dataset=datasets.Dataset.from_list(examples(trainer_kind, train_records)),
+        train_dataset=datasets.Dataset.from_list(train_examples),
         eval_dataset=datasets.Dataset.from_list(examples(trainer_kind, val_records)) if val_records else None,
         processing_class=tokenizer,
         peft_config=peft_config,

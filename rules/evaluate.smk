@@ -1,0 +1,48 @@
+rule evaluate:
+    """One evaluation of one model variant: HellaSwag, GSM8K overlap, MCQA or reward accuracy."""
+    input:
+        unpack(evaluate_inputs),
+    output:
+        metrics="results/metrics/{model}/{variant}/{task}.csv",
+        records="results/metrics/{model}/{variant}/{task}.jsonl",
+    log:
+        "logs/evaluate/{model}/{variant}/{task}.log",
+    benchmark:
+        "benchmarks/evaluate/{model}/{variant}/{task}.tsv"
+    conda:
+        "../envs/train.yaml"
+    threads: 2
+    resources:
+        mem_mb=16000,
+        runtime=120,
+        gpu=GPUS,
+    params:
+        settings=lambda wc: eval_settings(wc.task),
+    script:
+        "../scripts/evaluate.py"
+
+
+rule evaluate_perplexity:
+    """Perplexity of a variant, dense or quantized, over the same fixed windows."""
+    input:
+        model=perplexity_model,
+        data=lambda wc: f"results/mixtures/{EVALUATION['perplexity']['data']}.json",
+    output:
+        metrics="results/metrics/{model}/{variant}/perplexity-{form}.csv",
+        records="results/metrics/{model}/{variant}/perplexity-{form}.jsonl",
+    log:
+        "logs/evaluate/{model}/{variant}/perplexity-{form}.log",
+    benchmark:
+        "benchmarks/evaluate/{model}/{variant}/perplexity-{form}.tsv"
+    conda:
+        "../envs/train.yaml"
+    threads: 2
+    resources:
+        mem_mb=16000,
+        runtime=120,
+        gpu=GPUS,
+    params:
+        settings=lambda wc: eval_settings("perplexity"),
+        task="perplexity",
+    script:
+        "../scripts/evaluate.py"

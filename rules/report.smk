@@ -1,0 +1,68 @@
+rule table1:
+    """The paper's Table 1, rows and columns as configured."""
+    input:
+        table1_inputs(),
+    output:
+        report(
+            "results/table1.csv",
+            caption="../report/table1.rst",
+            category="Tables",
+        ),
+    log:
+        "logs/table1.log",
+    benchmark:
+        "benchmarks/table1.tsv"
+    conda:
+        "../envs/train.yaml"
+    params:
+        rows=TABLE1,
+    script:
+        "../scripts/table1.py"
+
+
+rule quantization:
+    """Size on disk and perplexity of each exported variant, dense against quantized."""
+    input:
+        **quantization_inputs(),
+    output:
+        table=report(
+            "results/quantization.csv",
+            caption="../report/quantization.rst",
+            category="Tables",
+        ),
+        figure=report(
+            "results/figures/quantization.png",
+            caption="../report/quantization.rst",
+            category="Figures",
+        ),
+    log:
+        "logs/quantization.log",
+    benchmark:
+        "benchmarks/quantization.tsv"
+    conda:
+        "../envs/train.yaml"
+    script:
+        "../scripts/quantization.py"
+
+
+rule figures:
+    """The appendix figures from the training runs' log histories."""
+    input:
+        list(histories().values()),
+    output:
+        **{
+            name: report(path, caption="../report/figures.rst", category="Figures")
+            for name, path in figure_outputs().items()
+        },
+    log:
+        "logs/figures.log",
+    benchmark:
+        "benchmarks/figures.tsv"
+    conda:
+        "../envs/train.yaml"
+    params:
+        runs=list(histories()),
+        variants=VARIANTS,
+        hyperparameters=HYPERPARAMETERS,
+    script:
+        "../scripts/figures.py"

@@ -1,0 +1,7 @@
+"""Snakemake glue for zephyr.table.table1."""
+
+from zephyr import logs, table
+
+logs.setup(snakemake.log[0])
+frame = table.table1(snakemake.params.rows, table.read_metrics(snakemake.input))
+table.write_csv(frame, snakemake.output[0])

@@ -1,0 +1,64 @@
+"""Table 1 and the quantization table from tidy metric CSVs; the appendix figures from log histories."""
+
+import pandas as pd
+import pytest
+
+from zephyr import figures, table
+
+
+@pytest.fixture
+def metrics(tmp_path):
+    paths = [
+        (tmp_path / "a.csv", "qwen", "M0", "hellaswag", {"acc": 0.5, "acc_norm": 0.4498, "n": 100}),
+        (tmp_path / "b.csv", "qwen", "M0", "gsm8k", {"bleu": 28.43, "rouge1": 46.91, "rouge2": 17.02, "rougeL": 25.17, "n": 200}),
+        (tmp_path / "c.csv", "qwen", "M1", "reward", {"reward_accuracy": 0.57, "reward_margin": 0.1, "beta": 0.1, "n": 100}),
+        (tmp_path / "d.csv", "qwen", "M1", "mcqa", {"acc": 0.25, "n": 40}),
+    ]
+    for path, model, variant, task, summary in paths:
+        table.write_metrics(path, model, variant, task, summary)
+    return table.read_metrics([p[0] for p in paths])
+
+
+def test_metric_csvs_are_tidy(metrics):
+    assert list(metrics.columns) == table.METRIC_FIELDS
+    row = metrics.query("task == 'gsm8k' and metric == 'bleu'").iloc[0]
+    assert row["value"] == 28.43 and row["n"] == 200
+
+
+def test_table1_layout_scaling_and_missing_cells(metrics):
+    frame = table.table1([{"label": "Qwen M0", "model": "qwen", "variant": "M0"},
+                          {"label": "Qwen M1 (D_S)", "model": "qwen", "variant": "M1"}], metrics)
+    assert list(frame.columns) == ["Model", "HellaSwag", "BLEU-4", "ROUGE-1", "ROUGE-2", "ROUGE-L", "Reward Accuracy", "MCQA"]
+    first, second = frame.to_dict(orient="records")
+    assert first == {"Model": "Qwen M0", "HellaSwag": 44.98, "BLEU-4": 28.43, "ROUGE-1": 46.91, "ROUGE-2": 17.02,
+                     "ROUGE-L": 25.17, "Reward Accuracy": "–", "MCQA": "–"}
+    assert second["Reward Accuracy"] == 0.57 and second["MCQA"] == 25.0 and second["HellaSwag"] == "–"
+
+
+def test_quantization_table_change_in_percent():
+    rows = [{"model": "q", "variant": v, "task": "perplexity", "metric": "perplexity", "value": p, "n": 3}
+            for v, p in (("M0", 10.0), ("M0-nf4", 11.0), ("M0-int8", 10.1))]
+    sizes = {("q", "M0", "dense"): 4 * 2**20, ("q", "M0", "nf4"): 2**20, ("q", "M0", "int8"): 2 * 2**20}
+    frame = table.quantization(pd.DataFrame(rows), sizes)
+    by = frame.set_index("precision")
+    assert by.loc["nf4", "change_pct"] == 10.0 and by.loc["int8", "change_pct"] == 1.0 and by.loc["dense", "change_pct"] == 0
+    assert by.loc["nf4", "size_mb"] == 1.0 and by.loc["dense", "size_mb"] == 4.0
+
+
+def test_appendix_figures_are_drawn(tmp_path):
+    def history(path, trainer):
+        steps = range(1, 9)
+        frame = pd.DataFrame({"step": steps, "loss": [2 - s / 10 for s in steps], "learning_rate": [1e-4] * 8})
+        if trainer == "dpo":
+            frame["rewards/accuracies"] = [s / 10 for s in steps]
+        frame.loc[len(frame)] = {"step": 8, "eval_loss": 1.5, **({"eval_rewards/accuracies": 0.7} if trainer == "dpo" else {})}
+        frame.to_csv(path, index=False)
+        return path
+
+    variants = {"M1": {"hyperparameters": "sft"}, "M2": {"hyperparameters": "dpo"}}
+    hypers = {"sft": {"trainer": "sft"}, "dpo": {"trainer": "dpo"}}
+    outputs = {"learning_rates": tmp_path / "f1.png", "sft_q": tmp_path / "f2.png", "dpo": tmp_path / "f4.png"}
+    figures.appendix({"q/M1": history(tmp_path / "a.csv", "sft"), "q/M2": history(tmp_path / "b.csv", "dpo")},
+                     variants, hypers, outputs)
+    for path in outputs.values():
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000

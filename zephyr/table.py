@@ -1,0 +1,88 @@
+"""The study's tables from the tidy metric CSVs: Table 1 and the quantization table.
+
+Every evaluation writes `results/metrics/{model}/{variant}/{task}.csv` with one row per metric
+(model, variant, task, metric, value, n); the tables only select and scale.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+import pandas as pd
+
+from . import files
+
+METRIC_FIELDS = ["model", "variant", "task", "metric", "value", "n"]
+MISSING = "–"  # what the paper prints where a metric does not apply (M0 has no reward accuracy)
+
+#: Table 1's columns: (task, metric, scale). Accuracies are reported in percent, as in the paper;
+#: BLEU and ROUGE are already ×100; reward accuracy stays a fraction, as in the paper.
+TABLE1 = {
+    "HellaSwag": ("hellaswag", "acc_norm", 100),
+    "BLEU-4": ("gsm8k", "bleu", 1),
+    "ROUGE-1": ("gsm8k", "rouge1", 1),
+    "ROUGE-2": ("gsm8k", "rouge2", 1),
+    "ROUGE-L": ("gsm8k", "rougeL", 1),
+    "Reward Accuracy": ("reward", "reward_accuracy", 1),
+    "MCQA": ("mcqa", "acc", 100),
+}
+
+
+def write_metrics(path: str | Path, model: str, variant: str, task: str, summary: dict) -> pd.DataFrame:
+    """One tidy CSV per evaluation: a row per numeric metric of `summary` (its `n` goes in every row)."""
+    n = summary.get("n")
+    rows = [
+        {"model": model, "variant": variant, "task": task, "metric": key, "value": float(value), "n": n}
+        for key, value in summary.items()
+        if key != "n" and isinstance(value, (int, float)) and not isinstance(value, bool)
+    ]
+    frame = pd.DataFrame(rows, columns=METRIC_FIELDS)
+    with files.atomic(path) as handle:
+        frame.to_csv(handle, index=False, lineterminator="\n")
+    return frame
+
+
+def read_metrics(paths: Iterable[str | Path]) -> pd.DataFrame:
+    frames = [pd.read_csv(p) for p in paths]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=METRIC_FIELDS)
+
+
+def table1(rows: list[dict], metrics: pd.DataFrame, decimals: int = 2) -> pd.DataFrame:
+    """The paper's Table 1: one row per configured (label, model, variant), MISSING where not measured."""
+    index = metrics.set_index(["model", "variant", "task", "metric"])["value"]
+    out = []
+    for row in rows:
+        line = {"Model": row["label"]}
+        for column, (task, metric, scale) in TABLE1.items():
+            key = (row["model"], row["variant"], task, metric)
+            line[column] = round(float(index[key]) * scale, decimals) if key in index else MISSING
+        out.append(line)
+    return pd.DataFrame(out, columns=["Model", *TABLE1])
+
+
+def quantization(perplexities: pd.DataFrame, sizes: dict[tuple[str, str, str], int]) -> pd.DataFrame:
+    """Variant, precision, size on disk, perplexity and its change against the unquantized model (in %).
+
+    `perplexities` are metric rows whose `variant` is "{variant}" or "{variant}-{precision}";
+    `sizes` maps (model, variant, precision) to bytes of weights.
+    """
+    rows = []
+    for (model, variant, precision), size in sizes.items():
+        name = variant if precision == "dense" else f"{variant}-{precision}"
+        match = (perplexities["model"] == model) & (perplexities["variant"] == name)
+        ppl = perplexities.loc[match & (perplexities["metric"] == "perplexity"), "value"]
+        rows.append({"model": model, "variant": variant, "precision": precision,
+                     "size_mb": round(size / 2**20, 2), "perplexity": float(ppl.iloc[0])})
+    frame = pd.DataFrame(rows)
+    dense = frame[frame["precision"] == "dense"].set_index(["model", "variant"])["perplexity"]
+    frame["change_pct"] = [
+        round(100 * (r.perplexity / dense[(r.model, r.variant)] - 1), 2) for r in frame.itertuples()
+    ]
+    frame["perplexity"] = frame["perplexity"].round(3)
+    return frame
+
+
+def write_csv(frame: pd.DataFrame, path: str | Path) -> None:
+    with files.atomic(path) as handle:
+        frame.to_csv(handle, index=False, lineterminator="\n")
