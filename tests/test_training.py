@@ -122,3 +122,11 @@ def test_prompts_longer_than_max_length_are_refused_before_training(tmp_path, ba
     with pytest.raises(training.TrainingError, match=r"every prompt is at least max_length=4 tokens"):
         training.train("t/short", {**DPO, "max_length": 4}, base, train, None, tmp_path / "out", tmp_path / "ckpt")
     assert not (tmp_path / "out").exists()
+
+
+def test_qlora_trains_an_adapter_on_a_4bit_base(tmp_path, base):
+    train = write(tmp_path / "train.json", sft_records(8))
+    hyper = {**SFT, "num_train_epochs": 1, "eval_on_start": False}
+    summary = training.train("t/qlora", hyper, base, train, None, tmp_path / "adapter", tmp_path / "ckpt", qlora="nf4")
+    assert summary["qlora"] == "nf4" and summary["steps"] == 1
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").exists()
