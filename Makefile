@@ -6,7 +6,7 @@ STAMP := $(VENV)/.zephyr-installed
 CORES ?= 2
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: setup run test dryrun envs lint clean dag
+.PHONY: setup run report test dryrun envs lint clean dag
 
 setup: $(STAMP)
 
@@ -19,6 +19,10 @@ $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 
 run: setup
 	$(BIN)/snakemake --cores $(CORES)
+	$(BIN)/snakemake --report results/report.html
+
+report: setup
+	$(BIN)/snakemake --report results/report.html
 
 test: setup
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest
@@ -34,8 +38,10 @@ lint: setup
 	$(BIN)/snakemake --lint
 	$(BIN)/snakefmt --check Snakefile rules
 
-clean:
-	rm -rf results/records results/mixtures resources logs benchmarks/*/ .snakemake
+clean:  # every output, checkpoints included
+	rm -rf resources logs .snakemake benchmarks/*/ benchmarks/*.tsv results/records results/mixtures \
+	  results/adapters results/checkpoints results/models results/metrics results/figures \
+	  results/*.csv results/*.dot results/*.svg results/report.html
 
 # DAG pictures of any config: `make dag` or `make dag CONFIG=config/paper.yaml` writes results/dag.svg
 # (every job) and results/rulegraph.svg (every rule), with their DOT sources next to them.
