@@ -101,3 +101,13 @@ def test_format_stage_names_dataset_file_and_columns_when_a_column_is_missing(tm
     message = str(err.value)
     assert "'arxiv'" in message and "data.parquet" in message and "question" in message and "prompt" in message
     assert not (tmp_path / "arxiv.jsonl").exists()
+
+
+def test_atomic_writes_get_the_usual_file_mode(tmp_path):
+    import os
+    import stat
+
+    files.write_json(tmp_path / "x.json", {"a": 1})
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "x.json").stat().st_mode) == 0o666 & ~mask
