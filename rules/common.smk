@@ -24,7 +24,8 @@ MODELS = config["models"]
 VARIANTS = config["variants"]
 HYPERPARAMETERS = config["hyperparameters"]
 EXPORTS = config["exports"]
-GPUS = config["compute"]["gpus"]
+GPUS = config["compute"]["gpus"]  # a training job's GPUs: more than one trains data-parallel
+INFERENCE_GPUS = min(GPUS, 1)  # evaluation and export run on one GPU
 EVALUATION = config["evaluation"]
 TABLE1 = config["table1"]
 

@@ -15,7 +15,7 @@ rule evaluate:
     resources:
         mem_mb=16000,
         runtime=120,
-        gpu=GPUS,
+        gpu=INFERENCE_GPUS,
     params:
         settings=lambda wc: eval_settings(wc.task),
     script:
@@ -40,7 +40,7 @@ rule evaluate_perplexity:
     resources:
         mem_mb=16000,
         runtime=120,
-        gpu=GPUS,
+        gpu=INFERENCE_GPUS,
     params:
         settings=lambda wc: eval_settings("perplexity"),
         task="perplexity",

@@ -14,6 +14,6 @@ rule export_quantized:
     resources:
         mem_mb=16000,
         runtime=60,
-        gpu=GPUS,
+        gpu=INFERENCE_GPUS,
     script:
         "../scripts/export_quantized.py"

@@ -5,7 +5,7 @@ from pathlib import Path
 from zephyr import devices, logs, models
 
 logs.setup(snakemake.log[0])
-devices.set_threads(snakemake.threads)
+devices.for_job(snakemake.threads, snakemake.resources.get("gpu", 0))
 models.fetch_model(
     snakemake.wildcards.model,
     snakemake.params.source,

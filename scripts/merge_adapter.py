@@ -5,7 +5,7 @@ from pathlib import Path
 from zephyr import devices, export, logs
 
 logs.setup(snakemake.log[0])
-devices.set_threads(snakemake.threads)
+devices.for_job(snakemake.threads, snakemake.resources.get("gpu", 0))
 export.merge_adapter(
     Path(snakemake.input.base).parent,
     Path(snakemake.input.adapter).parent,

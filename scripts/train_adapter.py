@@ -1,20 +1,21 @@
-"""Snakemake glue for zephyr.training.train (call that function directly outside Snakemake)."""
+"""Snakemake glue for zephyr.training.launch (call zephyr.training.train directly outside Snakemake)."""
 
 from pathlib import Path
 
 from zephyr import devices, logs, training
 
 logs.setup(snakemake.log[0])
-devices.set_threads(snakemake.threads)
-training.train(
-    f"{snakemake.wildcards.model}/{snakemake.wildcards.variant}",
-    snakemake.params.hyperparameters,
-    Path(snakemake.input.base).parent,
-    snakemake.input.train,
-    snakemake.input.validation,
-    Path(snakemake.output.adapter).parent,
-    snakemake.params.checkpoints,
+gpus = devices.for_job(snakemake.threads, snakemake.resources.gpu)
+spec = dict(
+    name=f"{snakemake.wildcards.model}/{snakemake.wildcards.variant}",
+    hyper=snakemake.params.hyperparameters,
+    base_dir=str(Path(snakemake.input.base).parent),
+    train_path=snakemake.input.train,
+    validation_path=snakemake.input.validation,
+    out_dir=str(Path(snakemake.output.adapter).parent),
+    checkpoint_root=snakemake.params.checkpoints,
     seed=snakemake.params.seed,
     lora_targets=snakemake.params.lora_targets,
     qlora=snakemake.params.qlora,
 )
+training.launch(spec, processes=len(gpus), threads=snakemake.threads, log_file=snakemake.log[0])

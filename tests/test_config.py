@@ -47,6 +47,8 @@ def test_both_configs_validate_and_get_defaults():
         (lambda c: c["variants"]["M1-DS-cosine"].update(parent="M2-DS", models=["qwen"]), r"cycle"),
         (lambda c: c["exports"].update(variants=["M7"]), r"exports\.variants: 'M7'"),
         (lambda c: c["exports"].update(precisions=["int4"]), r"exports\.precisions"),
+        (lambda c: c.update(compute={"gpus": 2}),
+         r"hyperparameters\.sft_cosine: gradient_accumulation_steps=1 cannot be split over 2 GPUs"),
     ],
 )
 def test_bad_config_names_the_key(default, edit, message):

@@ -130,3 +130,47 @@ def test_qlora_trains_an_adapter_on_a_4bit_base(tmp_path, base):
     summary = training.train("t/qlora", hyper, base, train, None, tmp_path / "adapter", tmp_path / "ckpt", qlora="nf4")
     assert summary["qlora"] == "nf4" and summary["steps"] == 1
     assert (tmp_path / "adapter" / "adapter_model.safetensors").exists()
+
+
+def test_two_processes_train_data_parallel_with_the_run_s_global_batch(tmp_path, base):
+    """The multi-GPU path on CPU: `accelerate launch` starts two gloo processes; they split the
+    accumulation, so a run sees the same steps and tokens as one process, and one rank writes."""
+    train = write(tmp_path / "train.json", sft_records(16))
+    hyper = {**SFT, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 2, "num_train_epochs": 1,
+             "eval_on_start": False}
+    spec = dict(name="t/ddp", hyper=hyper, base_dir=base, train_path=train, validation_path=None)
+    one = training.launch({**spec, "out_dir": tmp_path / "one", "checkpoint_root": tmp_path / "ckpt1"}, 1)
+    log = tmp_path / "train.log"
+    two = training.launch({**spec, "out_dir": tmp_path / "two", "checkpoint_root": tmp_path / "ckpt2"}, 2,
+                          threads=2, log_file=log)
+    assert (one["processes"], two["processes"]) == (1, 2)
+    assert one["global_batch_size"] == two["global_batch_size"] == 4
+    assert one["steps"] == two["steps"] == 4 and one["tokens_seen"] == two["tokens_seen"] > 0
+    assert json.loads((tmp_path / "two" / "summary.json").read_text()) == two
+    assert (tmp_path / "two" / "adapter_model.safetensors").exists()
+    text = log.read_text()
+    assert "[rank 0] INFO zephyr.training: t/ddp: sft" in text and "x 2 processes" in text
+    assert "[rank 1] INFO" not in text  # the other ranks log warnings only
+    assert not any((tmp_path / "ckpt2").iterdir())  # checkpoints and the launch spec are gone
+
+
+def test_a_failed_process_fails_the_launch_naming_the_log(tmp_path):
+    train = write(tmp_path / "train.json", sft_records(4))
+    log = tmp_path / "train.log"
+    spec = dict(name="t/broken", hyper=SFT, base_dir=tmp_path / "no-model", train_path=train, validation_path=None,
+                out_dir=tmp_path / "out", checkpoint_root=tmp_path / "ckpt")
+    with pytest.raises(training.TrainingError, match="gradient_accumulation_steps=1 cannot be split over 2 GPUs"):
+        training.launch(spec, 2, log_file=log)
+    assert not log.exists()  # refused before any process started
+    spec["hyper"] = {**SFT, "gradient_accumulation_steps": 2}
+    with pytest.raises(training.TrainingError, match=rf"t/broken: the 2 training processes failed .*see {log}"):
+        training.launch(spec, 2, log_file=log)
+    assert "no-model" in log.read_text() and not (tmp_path / "out").exists()
+
+
+def test_gpus_split_the_accumulation_or_are_refused():
+    hyper = {**SFT, "gradient_accumulation_steps": 8}
+    assert training.split_accumulation("h", hyper, 4)["gradient_accumulation_steps"] == 2
+    assert training.split_accumulation("h", hyper, 1) is hyper
+    with pytest.raises(training.TrainingError, match=r"h: gradient_accumulation_steps=8 cannot be split over 3 GPUs"):
+        training.split_accumulation("h", hyper, 3)

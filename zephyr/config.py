@@ -97,6 +97,7 @@ def _check_variants(config: dict) -> None:
     That a hyperparameter set's keys are TRL config fields is checked when a training job starts,
     before any model is loaded: importing TRL here would slow every Snakemake invocation by seconds.
     """
+    from . import training
     models, variants, hypers = config["models"], config["variants"], config["hyperparameters"]
     for name, spec in variants.items():
         key = f"variants.{name}"
@@ -120,6 +121,11 @@ def _check_variants(config: dict) -> None:
             raise ConfigError(f"{key}.data: {data!r} holds {config['mixtures'][data]['task']!r} records; "
                               f"a {trainer} run needs {TRAINER_TASKS[trainer]!r}")
     _check_variant_cycles(variants)
+    for name, hyper in hypers.items():
+        try:
+            training.split_accumulation(f"hyperparameters.{name}", hyper, config["compute"]["gpus"])
+        except training.TrainingError as err:
+            raise ConfigError(str(err)) from None
     for variant in config["exports"]["variants"]:
         if variant != "M0" and variant not in variants:
             raise ConfigError(f"exports.variants: {variant!r} is neither M0 nor a key of variants")

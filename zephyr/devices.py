@@ -1,6 +1,23 @@
-"""Where models run: the device, its compute dtype, and how many CPU threads a job may use."""
+"""Where models run: the device, its compute dtype, the GPUs a job may use and its CPU threads."""
 
 from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+#: Lock files that keep concurrent local jobs on different GPUs (one file per GPU index, machine-wide).
+LOCK_DIR = Path(tempfile.gettempdir()) / "zephyr-gpu-locks"
+_held: list = []  # the claimed GPUs' open lock files: released when the job's process exits
+
+
+class DeviceError(RuntimeError):
+    """A job asked for GPUs that are not there."""
 
 
 def device() -> str:
@@ -27,3 +44,71 @@ def set_threads(threads: int | None) -> None:
         import torch
 
         torch.set_num_threads(int(threads))
+
+
+def _visible_count() -> int:
+    """GPUs this process can see, counted without initialising CUDA (so CUDA_VISIBLE_DEVICES set
+    afterwards still takes effect)."""
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def claim_gpus(count: int, *, available: int | None = None, lock_dir: str | Path = LOCK_DIR,
+               wait_seconds: float = 600) -> list[str]:
+    """Make exactly `count` GPUs visible to this job and return their ids.
+
+    SLURM (or the user) already sets CUDA_VISIBLE_DEVICES to the job's GPUs: they are checked and
+    kept. A local run does not: Snakemake's `--resources gpu=N` only counts GPUs, so every job would
+    land on GPU 0. There, free GPUs are claimed through a lock file each, held until the job ends.
+    `count` 0 hides every GPU, so a job that declared none cannot take one from jobs that did.
+    """
+    if count <= 0:
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+        return []
+    preset = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if preset is not None:
+        ids = [i for i in preset.split(",") if i.strip()]
+        if len(ids) < count:
+            raise DeviceError(f"the job asks for {count} GPU(s) but CUDA_VISIBLE_DEVICES={preset!r} gives it {len(ids)}")
+        return ids[:count]
+    total = _visible_count() if available is None else available
+    if total < count:
+        raise DeviceError(f"the job asks for {count} GPU(s) but this machine has {total}; "
+                          "lower compute.gpus in the config")
+    Path(lock_dir).mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        taken = []
+        for index in range(total):
+            handle = open(Path(lock_dir) / f"gpu{index}.lock", "w")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.close()
+                continue
+            taken.append((str(index), handle))
+            if len(taken) == count:
+                _held.extend(handle for _, handle in taken)
+                ids = [index for index, _ in taken]
+                os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(ids)
+                log.info("GPUs %s claimed (locks in %s)", ",".join(ids), lock_dir)
+                return ids
+        for _, handle in taken:
+            handle.close()
+        if time.monotonic() > deadline:
+            raise DeviceError(f"{count} GPU(s) not free after {wait_seconds:.0f} s: other jobs hold the locks in {lock_dir}")
+        log.info("waiting for %d free GPU(s): other jobs hold the rest", count)
+        time.sleep(5)
+
+
+def release_gpus() -> None:
+    """Give the claimed GPUs back before the process ends (tests; a job just exits)."""
+    while _held:
+        _held.pop().close()
+
+
+def for_job(threads: int | None, gpus: int | None) -> list[str]:
+    """A Snakemake job's share of the machine: its CPU threads and its GPUs."""
+    set_threads(threads)
+    return claim_gpus(int(gpus or 0))

@@ -7,6 +7,10 @@ from its last checkpoint when rerun, and a changed run never resumes from a stal
 
 DPO from a model M is trained on M's merged weights with `ref_model=None`, so TRL scores the
 reference with the adapter disabled: the reference is the parent M itself, as the study needs.
+
+A job given several GPUs trains data-parallel: `launch` starts one process per GPU through
+`accelerate launch`, each running `python -m zephyr.training SPEC`. The global batch stays the
+hyperparameter set's: the processes split its gradient accumulation steps between them.
 """
 
 from __future__ import annotations
@@ -15,19 +19,19 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 import resource
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Iterable
 
-import pandas as pd
-
-from . import files
+from . import files, logs
 from .environment import installed_versions
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("zephyr.training")  # also when run as `python -m zephyr.training`
 
 #: Keys of a hyperparameter set that are not TRL config fields.
 OWN_KEYS = {"trainer", "lora"}
@@ -41,6 +45,7 @@ DEFAULTS = {
     "eval_steps": 50,
     "dataloader_num_workers": 0,
     "include_num_input_tokens_seen": "non_padding",
+    "ddp_find_unused_parameters": False,  # every LoRA weight gets a gradient; the search costs a pass
 }
 
 
@@ -103,6 +108,18 @@ def check_hyperparameters(where: str, hyper: dict) -> None:
         raise TrainingError(f"{where}: {', '.join(unknown)} not a field of TRL's {cls.__name__}")
 
 
+def split_accumulation(where: str, hyper: dict, processes: int) -> dict:
+    """The set for one of `processes` data-parallel processes, with the same global batch
+    (per-device batch x accumulation x processes): a GPU count is not a hyperparameter."""
+    if processes <= 1:
+        return hyper
+    steps = hyper.get("gradient_accumulation_steps", 1)
+    if steps % processes:
+        raise TrainingError(f"{where}: gradient_accumulation_steps={steps} cannot be split over {processes} "
+                            "GPUs; make it a multiple of compute.gpus, so that the global batch stays the same")
+    return {**hyper, "gradient_accumulation_steps": steps // processes}
+
+
 def trl_config(hyper: dict, output_dir: str | Path, *, device: str, seed: int, has_eval: bool):
     cls = config_class(hyper["trainer"])
     settings = {**DEFAULTS, "eval_strategy": "steps" if has_eval else "no", "seed": seed}
@@ -150,7 +167,8 @@ def load_model(model_dir: str | Path, device: str, qlora: str | None = None):
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=qlora == "nf4-dq",
             bnb_4bit_compute_dtype=compute,
         )
-        kwargs["device_map"] = {"": device}
+        local_rank = os.environ.get("LOCAL_RANK")  # each data-parallel process holds its own copy
+        kwargs["device_map"] = {"": f"cuda:{local_rank}" if device == "cuda" and local_rank else device}
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32 if device == "cpu" else "auto", **kwargs)
     if qlora:
         from peft import prepare_model_for_kbit_training
@@ -175,6 +193,7 @@ def train(
 ) -> dict:
     """Train a LoRA adapter on `base_dir` and write it to `out_dir` with its log history and summary."""
     import datasets
+    import pandas as pd
     import torch
     from peft import LoraConfig
     from transformers import AutoTokenizer
@@ -184,16 +203,19 @@ def train(
     from . import devices, models
 
     check_hyperparameters(f"hyperparameters of run {name}", hyper)
+    processes = int(os.environ.get("WORLD_SIZE", 1))
+    run_hyper = split_accumulation(f"hyperparameters of run {name}", hyper, processes)
     trainer_kind = hyper["trainer"]
     device = devices.device()
     train_records = files.read_json(train_path)
     val_records = files.read_json(validation_path) if validation_path else []
     run_id = fingerprint(name, hyper, seed, lora_targets, qlora, str(base_dir), Path(base_dir) / "config.json",
-                         train_path, validation_path or "")
+                         train_path, validation_path or "", processes)
     checkpoint_dir = Path(checkpoint_root) / run_id
     last = get_last_checkpoint(str(checkpoint_dir)) if checkpoint_dir.is_dir() else None
-    log.info("%s: %s on %s, %d train / %d validation records, device %s%s", name, trainer_kind, base_dir,
-             len(train_records), len(val_records), device, f", resuming from {last}" if last else "")
+    log.info("%s: %s on %s, %d train / %d validation records, device %s%s%s", name, trainer_kind, base_dir,
+             len(train_records), len(val_records), device, f" x {processes} processes" if processes > 1 else "",
+             f", resuming from {last}" if last else "")
 
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     train_examples = examples(trainer_kind, train_records)
@@ -204,7 +226,7 @@ def train(
         r=lora.get("r", 8), lora_alpha=lora.get("alpha", 16), lora_dropout=lora.get("dropout", 0.05),
         target_modules=models.lora_targets(model, lora_targets), task_type="CAUSAL_LM",
     )
-    args = trl_config(hyper, checkpoint_dir, device=device, seed=seed, has_eval=bool(val_records))
+    args = trl_config(run_hyper, checkpoint_dir, device=device, seed=seed, has_eval=bool(val_records))
     trainer_cls = SFTTrainer if trainer_kind == "sft" else DPOTrainer
     trainer = trainer_cls(
         model=model,
@@ -224,6 +246,8 @@ def train(
         trainer.evaluate()  # the final validation point of the loss curves
     wall = time.perf_counter() - start
 
+    if not trainer.is_world_process_zero():
+        return {}
     history = pd.DataFrame(trainer.state.log_history)
     tokens = int(trainer.state.num_input_tokens_seen or 0)
     summary = {
@@ -238,6 +262,8 @@ def train(
         "steps": trainer.state.global_step,
         "epochs": trainer.state.epoch,
         "resumed_from": last,
+        "processes": processes,
+        "global_batch_size": args.per_device_train_batch_size * args.gradient_accumulation_steps * processes,
         "tokens_seen": tokens,
         "wall_seconds": round(wall, 2),
         "tokens_per_second": round(tokens / wall, 1) if wall else None,
@@ -264,3 +290,44 @@ def _peak_memory_mb(device: str) -> float:
         return round(torch.cuda.max_memory_allocated() / 2**20, 1)
     scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is bytes on macOS, KiB on Linux
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20, 1)
+
+
+def launch(spec: dict, processes: int = 1, *, threads: int | None = None, log_file: str | Path | None = None) -> dict:
+    """Train with `train(**spec)` here, or in `processes` data-parallel processes (one per GPU;
+    gloo on a machine without one) started by `accelerate launch`, each logging to `log_file`."""
+    if processes <= 1:
+        return train(**spec)
+    split_accumulation(f"hyperparameters of run {spec['name']}", spec["hyper"], processes)  # before any start-up
+    spec_file = Path(spec["checkpoint_root"]) / "launch.json"
+    spec_file.parent.mkdir(parents=True, exist_ok=True)
+    plain = {key: str(value) if isinstance(value, Path) else value for key, value in spec.items()}
+    files.write_json(spec_file, {**plain, "log_file": str(log_file) if log_file else None})
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        "--main_process_port", "0",  # a free port: two jobs on one node do not collide
+        "--num_cpu_threads_per_process", str(max(1, (threads or 1) // processes)),
+        "-m", "zephyr.training", str(spec_file),
+    ]
+    log.info("%s: %d data-parallel processes: %s", spec["name"], processes, " ".join(command))
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    result = subprocess.run(command)
+    if result.returncode:
+        raise TrainingError(f"run {spec['name']}: the {processes} training processes failed (exit {result.returncode}); "
+                            f"see {log_file or 'the output above'}")
+    spec_file.unlink()
+    return files.read_json(Path(spec["out_dir"]) / "summary.json")
+
+
+def main(argv: list[str]) -> None:
+    """One data-parallel process of `launch` (rank from the launcher's environment)."""
+    spec = files.read_json(argv[0])
+    rank = int(os.environ.get("RANK", 0))
+    logs.setup(spec.pop("log_file"), level=logging.INFO if rank == 0 else logging.WARNING, append=True,
+               tag=f"rank {rank}")
+    train(**spec)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
