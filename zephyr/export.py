@@ -6,7 +6,7 @@
 - `quantize` writes a bitsandbytes NF4, NF4 + double quantization, or 8-bit copy of a model folder,
   saved right after quantizing: on CPU a forward pass repacks plain NF4 weights, and a save after it
   reloads damaged (see STACK-NOTES).
-- `load_quantized` reloads such a copy for evaluation; `weights_size` measures a folder's weights.
+- `load_quantized` reloads such a copy for evaluation.
 
 Every output folder is written beside its final place and moved in at the end (`files.staged_dir`), so a
 failed or killed job never leaves a folder that looks finished.
@@ -51,11 +51,6 @@ CARD_SECTIONS = ("model", "variant", "description", "parent", "base_source", "da
 
 class ExportError(ValueError):
     """A merge or export that cannot be done as asked; raised before any output is written."""
-
-
-def weights_size(model_dir: str | os.PathLike) -> int:
-    """Bytes of the weight files (`*.safetensors`) of a model folder."""
-    return sum(p.stat().st_size for p in Path(model_dir).glob("*.safetensors") if p.is_file())
 
 
 # ---- merging ---------------------------------------------------------------------------------------
@@ -109,7 +104,7 @@ def merge_adapter(base_dir: str | os.PathLike, adapter_dir: str | os.PathLike, o
         manifest["files"] = _file_hashes(staged)
         files.write_json(staged / MANIFEST_FILE, manifest)
     log.info("merged %s: %d parameters, %s, %d bytes of weights", out_dir, manifest["parameters"], manifest["dtype"],
-             weights_size(out_dir))
+             files.weights_size(out_dir))
     return manifest
 
 
@@ -252,7 +247,7 @@ def quantize(model_dir: str | os.PathLike, out_dir: str | os.PathLike, precision
     if precision != "int8" and dev == "cpu":
         check_cpu_4bit(model_dir, qconfig)
     parent_manifest = _read_manifest(model_dir)
-    parent_bytes = weights_size(model_dir)
+    parent_bytes = files.weights_size(model_dir)
 
     log.info("quantizing %s to %s on %s → %s", model_dir, precision, dev, out_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, quantization_config=qconfig, device_map={"": dev},
@@ -262,7 +257,7 @@ def quantize(model_dir: str | os.PathLike, out_dir: str | os.PathLike, precision
     with files.staged_dir(out_dir) as staged:
         model.save_pretrained(staged)  # first thing after quantizing: no forward pass before this
         tokenizer.save_pretrained(staged)
-        export_bytes = weights_size(staged)
+        export_bytes = files.weights_size(staged)
         manifest = {
             "kind": "quantized",
             **{k: parent_manifest[k] for k in INHERITED_KEYS if k in parent_manifest},

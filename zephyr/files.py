@@ -171,3 +171,8 @@ def sha256(path: str | os.PathLike) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def weights_size(model_dir: str | os.PathLike) -> int:
+    """Bytes of the weight files (`*.safetensors`) of a model folder."""
+    return sum(p.stat().st_size for p in Path(model_dir).glob("*.safetensors") if p.is_file())

@@ -86,12 +86,11 @@ def quantization(perplexities: pd.DataFrame, sizes: dict[tuple[str, str, str], i
 def quantization_from_files(perplexity_csvs: list[str | Path], model_dirs: list[str | Path]) -> pd.DataFrame:
     """`quantization` from the workflow's files: `results/metrics/{model}/{variant}/perplexity-{form}.csv`
     and, in the same order, the model folder each was measured on (for its size on disk)."""
-    from .export import weights_size
 
     sizes = {}
     for csv, folder in zip(perplexity_csvs, model_dirs, strict=True):
         model, variant, name = Path(csv).parts[-3:]
-        sizes[(model, variant, name.removeprefix("perplexity-").removesuffix(".csv"))] = weights_size(folder)
+        sizes[(model, variant, name.removeprefix("perplexity-").removesuffix(".csv"))] = files.weights_size(folder)
     return quantization(read_metrics(perplexity_csvs), sizes)
 
 
