@@ -15,8 +15,10 @@ os.environ.update(
 )
 
 from zephyr import config as zconfig
+from zephyr import resources as zresources
 
 zconfig.validate(config)
+zresources.check_settings(workflow.resource_settings)
 
 DATASETS = config["datasets"]
 MIXTURES = config["mixtures"]
@@ -24,7 +26,9 @@ MODELS = config["models"]
 VARIANTS = config["variants"]
 HYPERPARAMETERS = config["hyperparameters"]
 EXPORTS = config["exports"]
-GPUS = config["compute"]["gpus"]  # a training job's GPUs: more than one trains data-parallel
+GPUS = config["compute"][
+    "gpus"
+]  # a training job's GPUs: more than one trains data-parallel
 INFERENCE_GPUS = min(GPUS, 1)  # evaluation and export run on one GPU
 EVALUATION = config["evaluation"]
 TABLE1 = config["table1"]

@@ -1,0 +1,45 @@
+"""Resource names a run may set (profiles, --default-resources, --set-resources, --resources).
+
+Snakemake accepts any name and the SLURM executor plugin silently ignores the ones it does not read:
+a profile asking for `gpus: 2` (the plugin reads `gpu`) would submit every job without a GPU. So a
+name that neither reads is an error before anything is submitted.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Iterable, Mapping
+
+#: Snakemake's own resources, and Zephyr's `gpu` (which the SLURM plugin turns into --gpus).
+SNAKEMAKE = {"_cores", "_nodes", "threads", "tmpdir", "mem", "mem_mb", "mem_mib", "disk", "disk_mb", "disk_mib",
+             "runtime", "gpu"}
+#: What snakemake-executor-plugin-slurm 2.8.0 reads from a job's resources.
+SLURM = {"slurm_partition", "slurm_account", "slurm_extra", "slurm_cluster", "cluster", "clusters", "constraint",
+         "qos", "cpus_per_task", "cpus_per_gpu", "mem_mb_per_cpu", "tasks", "tasks_per_gpu", "tasks_per_node",
+         "nodes", "gpu_model", "gres", "mpi"}
+KNOWN = SNAKEMAKE | SLURM
+
+
+class ResourceError(ValueError):
+    """A resource name that nothing reads."""
+
+
+def check(defaults: Iterable[str] = (), per_rule: Mapping[str, Iterable[str]] | None = None,
+          limits: Iterable[str] = ()) -> None:
+    """Refuse resource names that neither Snakemake nor the SLURM plugin reads, saying where each was set."""
+    places = [("default-resources", defaults), ("resources (global limits)", limits)]
+    places += [(f"set-resources {rule}", names) for rule, names in (per_rule or {}).items()]
+    for place, names in places:
+        for name in names:
+            if name not in KNOWN:
+                close = difflib.get_close_matches(name, sorted(KNOWN), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(sorted(KNOWN))}"
+                raise ResourceError(f"{place}: resource {name!r} is read by neither Snakemake nor the SLURM "
+                                    f"executor plugin{hint}")
+
+
+def check_settings(settings) -> None:
+    """`check` on a run's Snakemake ResourceSettings (its profiles and command line, merged)."""
+    check(defaults=(settings.default_resources or {}).keys(),
+          per_rule={rule: names.keys() for rule, names in settings.overwrite_resources.items()},
+          limits=settings.resources.keys())
