@@ -31,6 +31,13 @@ include: "rules/evaluate.smk"
 include: "rules/report.smk"
 
 
+# Fetching needs the network, which many clusters' compute nodes lack: on SLURM these jobs run where
+# snakemake runs (the login node), and every job after them reads local files only.
+localrules:
+    fetch_dataset,
+    fetch_model,
+
+
 rule all:
     default_target: True
     input:

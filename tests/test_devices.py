@@ -41,3 +41,10 @@ def test_more_gpus_than_the_machine_has_is_an_error(tmp_path):
 
 def test_a_job_without_gpus_sees_none(tmp_path):
     assert devices.claim_gpus(0, lock_dir=tmp_path) == [] and os.environ["CUDA_VISIBLE_DEVICES"] == ""
+
+
+def test_a_job_given_fewer_gpus_than_the_config_asks_says_so(monkeypatch, caplog):
+    monkeypatch.setattr(devices, "set_threads", lambda threads: None)  # keep this test process's threads
+    with caplog.at_level("WARNING"):
+        assert devices.for_job(2, 0, asked=2) == []
+    assert "compute.gpus asks for 2 GPU(s) but this run allows 0 (--resources gpu=0)" in caplog.text

@@ -141,12 +141,13 @@ def test_tiny_experiment_runs_every_job_through_slurm(cluster, tmp_path, tiny_co
                           "-n", "--configfile", str(config)], capture_output=True, text=True, cwd=tmp_path)
     assert "Nothing to be done" in dry.stdout + dry.stderr, _tail(dry)
 
-    # Every job but the local `all` was a SLURM job that ran to COMPLETED in the test partition, in the
+    # Every job but the local ones (`all`, and the fetches, which need the network) was a SLURM job that ran to COMPLETED in the test partition, in the
     # work directory, with the rule's threads, runtime and memory, and left its log under its rule.
     log = result.stdout + result.stderr
     jobs = _jobs(log)
     submitted = re.findall(r"Job (\d+) has been submitted with SLURM jobid (\d+) \(log: (\S+)\)", log)
     assert jobs and sorted(job for job, _, _ in submitted) == sorted(jobs), "a job ran outside SLURM"
+    assert set(re.findall(r"^localrule (\w+):", log, flags=re.M)) == {"all", "fetch_dataset", "fetch_model"}
     for job, slurm_id, job_log in submitted:
         rule, resources = jobs[job]
         assert os.path.exists(job_log) and f"/rule_{rule}/" in job_log, job_log
@@ -161,8 +162,8 @@ def test_tiny_experiment_runs_every_job_through_slurm(cluster, tmp_path, tiny_co
 def test_a_job_asking_more_cpus_than_the_node_has_is_rejected_at_submission(cluster, tmp_path, tiny_config):
     """EnforcePartLimits=ALL: sbatch refuses it at once (instead of a job PENDING forever)."""
     config = write_config(tmp_path, tiny_config)
-    target = "resources/datasets/goat/manifest.json"  # before --configfile, which takes several values
-    result, seconds = slurm_snakemake(cluster, tmp_path, target, "--set-resources", "fetch_dataset:cpus_per_task=1024",
+    target = "results/records/goat.jsonl"  # before --configfile, which takes several values
+    result, seconds = slurm_snakemake(cluster, tmp_path, target, "--set-resources", "format_records:cpus_per_task=1024",
                                       "--configfile", str(config))
     assert result.returncode != 0 and seconds < 60, _tail(result)
     log = result.stdout + result.stderr
@@ -174,8 +175,8 @@ def test_a_job_asking_more_cpus_than_the_node_has_is_rejected_at_submission(clus
 def test_the_gpu_resource_becomes_sbatch_gpus(cluster, tmp_path, tiny_config):
     """The rules' `gpu` resource maps to `sbatch --gpus=N` (this node has no GPU, so SLURM refuses it)."""
     config = write_config(tmp_path, tiny_config)
-    target = "resources/datasets/goat/manifest.json"
-    result, _ = slurm_snakemake(cluster, tmp_path, target, "--set-resources", "fetch_dataset:gpu=1",
+    target = "results/records/goat.jsonl"
+    result, _ = slurm_snakemake(cluster, tmp_path, target, "--set-resources", "format_records:gpu=1",
                                 "--configfile", str(config))
     assert result.returncode != 0, _tail(result)
     log = result.stdout + result.stderr

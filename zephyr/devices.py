@@ -108,7 +108,11 @@ def release_gpus() -> None:
         _held.pop().close()
 
 
-def for_job(threads: int | None, gpus: int | None) -> list[str]:
-    """A Snakemake job's share of the machine: its CPU threads and its GPUs."""
+def for_job(threads: int | None, gpus: int | None, asked: int | None = None) -> list[str]:
+    """A Snakemake job's share of the machine: its CPU threads and its GPUs. Snakemake quietly lowers
+    a job's `gpu` to a run's `--resources gpu=N`: say so when that leaves it fewer than `asked`."""
     set_threads(threads)
+    if asked is not None and int(gpus or 0) < asked:
+        log.warning("compute.gpus asks for %d GPU(s) but this run allows %d (--resources gpu=%d): using %d",
+                    asked, int(gpus or 0), int(gpus or 0), int(gpus or 0))
     return claim_gpus(int(gpus or 0))
