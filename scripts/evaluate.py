@@ -5,7 +5,7 @@ from pathlib import Path
 from zephyr import devices, evaluation, logs
 
 logs.setup(snakemake.log[0])
-devices.for_job(snakemake.threads, snakemake.resources.get("gpu", 0))
+devices.for_job(snakemake.threads, snakemake.resources)
 task = snakemake.params.get("task") or snakemake.wildcards.task
 form = snakemake.wildcards.get("form", "dense")
 parent = snakemake.input.get("parent")

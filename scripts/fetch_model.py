@@ -5,7 +5,7 @@ from pathlib import Path
 from zephyr import devices, logs, models
 
 logs.setup(snakemake.log[0])
-devices.for_job(snakemake.threads, snakemake.resources.get("gpu", 0))
+devices.for_job(snakemake.threads, snakemake.resources)
 models.fetch_model(
     snakemake.wildcards.model,
     snakemake.params.source,

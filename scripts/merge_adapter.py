@@ -5,7 +5,7 @@ from pathlib import Path
 from zephyr import devices, export, logs
 
 logs.setup(snakemake.log[0])
-devices.for_job(snakemake.threads, snakemake.resources.get("gpu", 0))
+devices.for_job(snakemake.threads, snakemake.resources)
 export.merge_adapter(
     Path(snakemake.input.base).parent,
     Path(snakemake.input.adapter).parent,

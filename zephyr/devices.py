@@ -8,6 +8,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import Mapping
 
 log = logging.getLogger(__name__)
 
@@ -108,11 +109,24 @@ def release_gpus() -> None:
         _held.pop().close()
 
 
-def for_job(threads: int | None, gpus: int | None, asked: int | None = None) -> list[str]:
+def gpus_of(resources: Mapping) -> int:
+    """GPUs a job was given: its `gpu` resource, or else the count of a GPU GRES (`gpu[:type][:count]`,
+    for clusters that take only --gres; see profiles/slurm)."""
+    gpu = int(resources.get("gpu", 0) or 0)  # (a Snakemake job's resources: a list with .get by name)
+    if gpu:
+        return gpu
+    parts = str(resources.get("gres", "") or "").strip().split(":")
+    if parts[0] != "gpu":
+        return 0
+    return int(parts[-1]) if len(parts) > 1 and parts[-1].isdigit() else 1
+
+
+def for_job(threads: int | None, resources: Mapping, asked: int | None = None) -> list[str]:
     """A Snakemake job's share of the machine: its CPU threads and its GPUs. Snakemake quietly lowers
     a job's `gpu` to a run's `--resources gpu=N`: say so when that leaves it fewer than `asked`."""
     set_threads(threads)
-    if asked is not None and int(gpus or 0) < asked:
-        log.warning("compute.gpus asks for %d GPU(s) but this run allows %d (--resources gpu=%d): using %d",
-                    asked, int(gpus or 0), int(gpus or 0), int(gpus or 0))
-    return claim_gpus(int(gpus or 0))
+    gpus = gpus_of(resources)
+    if asked is not None and gpus < asked:
+        log.warning("compute.gpus asks for %d GPU(s) but this job was given %d (--resources gpu=N lowers it)",
+                    asked, gpus)
+    return claim_gpus(gpus)
