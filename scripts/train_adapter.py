@@ -5,7 +5,7 @@ from pathlib import Path
 from zephyr import devices, logs, training
 
 logs.setup(snakemake.log[0])
-gpus = devices.for_job(snakemake.threads, snakemake.resources, asked=snakemake.config["compute"]["gpus"])
+gpus = devices.for_job(snakemake.threads, snakemake.resources)
 spec = dict(
     name=f"{snakemake.wildcards.model}/{snakemake.wildcards.variant}",
     hyper=snakemake.params.hyperparameters,

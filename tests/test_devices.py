@@ -43,13 +43,6 @@ def test_a_job_without_gpus_sees_none(tmp_path):
     assert devices.claim_gpus(0, lock_dir=tmp_path) == [] and os.environ["CUDA_VISIBLE_DEVICES"] == ""
 
 
-def test_a_job_given_fewer_gpus_than_the_config_asks_says_so(monkeypatch, caplog):
-    monkeypatch.setattr(devices, "set_threads", lambda threads: None)  # keep this test process's threads
-    with caplog.at_level("WARNING"):
-        assert devices.for_job(2, {"gpu": 0}, asked=2) == []
-    assert "compute.gpus asks for 2 GPU(s) but this job was given 0" in caplog.text
-
-
 @pytest.mark.parametrize("resources, gpus", [
     ({"gpu": 2, "gres": "gpu:4"}, 2), ({"gpu": 0, "gres": "gpu:a100:3"}, 3), ({"gres": "gpu:2"}, 2),
     ({"gres": "gpu"}, 1), ({"gres": "gpu:a100"}, 1), ({"gres": "tmpdisk:100"}, 0), ({}, 0),

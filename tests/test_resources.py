@@ -2,7 +2,7 @@
 
 import pytest
 
-from conftest import ROOT, snakemake
+from conftest import ROOT, load_yaml, snakemake, write_config
 from zephyr import resources
 
 
@@ -42,3 +42,18 @@ def test_a_typo_in_the_slurm_profile_stops_the_run_before_submission(tmp_path):
     assert "default-resources: resource 'gpus' is read by neither" in result.stdout + result.stderr
     assert "Submitted" not in result.stdout + result.stderr
     snakemake(tmp_path, "-n", "--quiet", "rules", "--profile", str(ROOT / "profiles" / "slurm"), "--configfile", config)
+
+
+def test_a_gpu_limit_below_what_a_rule_asks_is_refused_not_lowered(tmp_path):
+    """Snakemake would quietly give such a job fewer GPUs than it declares."""
+    config = load_yaml(ROOT / "config.yaml")
+    config["compute"] = {"gpus": 1}
+    path = write_config(tmp_path, config)
+    result = snakemake(tmp_path, "-n", "--configfile", str(path), "--resources", "gpu=0", check=False)
+    assert result.returncode != 0
+    assert "rule train_adapter asks for 1 GPU(s) (compute.gpus or set-resources) but this run allows 0" in (
+        result.stdout + result.stderr)
+    result = snakemake(tmp_path, "-n", "--configfile", str(path), "--resources", "gpu=1",
+                       "--set-resources", "train_adapter:gpu=2", check=False)
+    assert "rule train_adapter asks for 2 GPU(s)" in result.stdout + result.stderr and result.returncode != 0
+    snakemake(tmp_path, "-n", "--quiet", "rules", "--configfile", str(path), "--resources", "gpu=1")

@@ -121,12 +121,7 @@ def gpus_of(resources: Mapping) -> int:
     return int(parts[-1]) if len(parts) > 1 and parts[-1].isdigit() else 1
 
 
-def for_job(threads: int | None, resources: Mapping, asked: int | None = None) -> list[str]:
-    """A Snakemake job's share of the machine: its CPU threads and its GPUs. Snakemake quietly lowers
-    a job's `gpu` to a run's `--resources gpu=N`: say so when that leaves it fewer than `asked`."""
+def for_job(threads: int | None, resources: Mapping) -> list[str]:
+    """A Snakemake job's share of the machine: its CPU threads and its GPUs."""
     set_threads(threads)
-    gpus = gpus_of(resources)
-    if asked is not None and gpus < asked:
-        log.warning("compute.gpus asks for %d GPU(s) but this job was given %d (--resources gpu=N lowers it)",
-                    asked, gpus)
-    return claim_gpus(gpus)
+    return claim_gpus(gpus_of(resources))
