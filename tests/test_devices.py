@@ -10,6 +10,7 @@ from zephyr import devices
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch):
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
     yield
     devices.release_gpus()
 
@@ -27,15 +28,23 @@ def test_concurrent_jobs_claim_disjoint_gpus(tmp_path, monkeypatch):
 
 
 def test_gpus_given_by_slurm_are_kept_and_checked(tmp_path, monkeypatch):
+    monkeypatch.setenv("SLURM_JOB_ID", "42")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5,7")
     assert devices.claim_gpus(2, lock_dir=tmp_path) == ["5", "7"]
     assert not any(tmp_path.iterdir())  # no locks: the scheduler chose
-    with pytest.raises(devices.DeviceError, match=r"asks for 3 GPU\(s\) but CUDA_VISIBLE_DEVICES='5,7' gives it 2"):
+    with pytest.raises(devices.DeviceError, match=r"asks for 3 GPU\(s\) but SLURM gave it 2 \(CUDA_VISIBLE_DEVICES='5,7'\)"):
         devices.claim_gpus(3, lock_dir=tmp_path)
 
 
+def test_a_local_run_s_visible_devices_are_the_pool_jobs_claim_from(tmp_path, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5,7")  # set by the user for the whole run
+    assert devices.claim_gpus(1, lock_dir=tmp_path) == ["5"] and os.environ["CUDA_VISIBLE_DEVICES"] == "5"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5,7")  # the next job starts from the run's setting
+    assert devices.claim_gpus(1, lock_dir=tmp_path) == ["7"]
+
+
 def test_more_gpus_than_the_machine_has_is_an_error(tmp_path):
-    with pytest.raises(devices.DeviceError, match=r"asks for 2 GPU\(s\) but this machine has 1; lower compute.gpus"):
+    with pytest.raises(devices.DeviceError, match=r"asks for 2 GPU\(s\) but this machine shows 1; lower compute.gpus"):
         devices.claim_gpus(2, available=1, lock_dir=tmp_path)
 
 

@@ -57,50 +57,56 @@ def _visible_count() -> int:
 
 def claim_gpus(count: int, *, available: int | None = None, lock_dir: str | Path = LOCK_DIR,
                wait_seconds: float = 600) -> list[str]:
-    """Make exactly `count` GPUs visible to this job and return their ids.
+    """Make exactly `count` GPUs visible to this job (CUDA_VISIBLE_DEVICES) and return their ids.
 
-    SLURM (or the user) already sets CUDA_VISIBLE_DEVICES to the job's GPUs: they are checked and
-    kept. A local run does not: Snakemake's `--resources gpu=N` only counts GPUs, so every job would
-    land on GPU 0. There, free GPUs are claimed through a lock file each, held until the job ends.
-    `count` 0 hides every GPU, so a job that declared none cannot take one from jobs that did.
+    Inside a SLURM job, SLURM has chosen the job's GPUs: they are checked and kept. A local run has
+    no such choice: Snakemake's `--resources gpu=N` only counts GPUs, so every job would land on
+    GPU 0. There, free GPUs (of those visible, or of a CUDA_VISIBLE_DEVICES the user set for the whole
+    run) are claimed through a lock file each, held until the job ends. `count` 0 hides every GPU, so
+    a job that declared none cannot take one from jobs that did.
     """
     if count <= 0:
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
         return []
     preset = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if preset is not None:
-        ids = [i for i in preset.split(",") if i.strip()]
-        if len(ids) < count:
-            raise DeviceError(f"the job asks for {count} GPU(s) but CUDA_VISIBLE_DEVICES={preset!r} gives it {len(ids)}")
-        return ids[:count]
-    total = _visible_count() if available is None else available
-    if total < count:
-        raise DeviceError(f"the job asks for {count} GPU(s) but this machine has {total}; "
+    pool = [i.strip() for i in preset.split(",") if i.strip()] if preset is not None else None
+    if pool is not None and "SLURM_JOB_ID" in os.environ:
+        if len(pool) < count:
+            raise DeviceError(f"the job asks for {count} GPU(s) but SLURM gave it {len(pool)} "
+                              f"(CUDA_VISIBLE_DEVICES={preset!r})")
+        return _use(pool[:count])
+    if pool is None:
+        pool = [str(i) for i in range(_visible_count() if available is None else available)]
+    if len(pool) < count:
+        raise DeviceError(f"the job asks for {count} GPU(s) but this machine shows {len(pool)}; "
                           "lower compute.gpus in the config")
     Path(lock_dir).mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + wait_seconds
     while True:
         taken = []
-        for index in range(total):
-            handle = open(Path(lock_dir) / f"gpu{index}.lock", "w")
+        for gpu in pool:
+            handle = open(Path(lock_dir) / f"gpu{gpu}.lock", "w")
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 handle.close()
                 continue
-            taken.append((str(index), handle))
+            taken.append((gpu, handle))
             if len(taken) == count:
                 _held.extend(handle for _, handle in taken)
-                ids = [index for index, _ in taken]
-                os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(ids)
-                log.info("GPUs %s claimed (locks in %s)", ",".join(ids), lock_dir)
-                return ids
+                log.info("GPUs %s claimed (locks in %s)", ",".join(g for g, _ in taken), lock_dir)
+                return _use([g for g, _ in taken])
         for _, handle in taken:
             handle.close()
         if time.monotonic() > deadline:
             raise DeviceError(f"{count} GPU(s) not free after {wait_seconds:.0f} s: other jobs hold the locks in {lock_dir}")
         log.info("waiting for %d free GPU(s): other jobs hold the rest", count)
         time.sleep(5)
+
+
+def _use(ids: list[str]) -> list[str]:
+    os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(ids)
+    return ids
 
 
 def release_gpus() -> None:
