@@ -133,7 +133,7 @@ def render_apptainer(versions: dict[str, str] | None = None) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--write", action="store_true", help="write envs/<stage>.yaml and containers/zephyr.def")
+    parser.add_argument("--write", action="store_true", help="write envs/<stage>.yaml, envs/<stage>.post-deploy.sh and containers/zephyr.def")
     args = parser.parse_args()
     outputs = {ROOT / "envs" / f"{stage}.yaml": render(stage) for stage in STAGES}
     outputs.update({ROOT / "envs" / f"{stage}.post-deploy.sh": render_post_deploy(stage) for stage in POST_DEPLOY})
