@@ -80,15 +80,17 @@ def _rule_scripts_and_envs():
 
 
 def _imports(path: Path) -> set[str]:
-    """Top-level modules a file imports anywhere (lazy imports inside functions included)."""
+    """Modules a file imports anywhere (lazy imports inside functions included); `from zephyr import a`
+    and `from . import a` as `zephyr.a`."""
     names = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             names |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module != "zephyr":
             names.add(node.module)
-        elif isinstance(node, ast.ImportFrom):  # from . import a, b / from .a import b
-            names |= {f"zephyr.{node.module or alias.name}" for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):  # from zephyr import a / from . import a / from .a import b
+            inner = node.module if node.level else None
+            names |= {f"zephyr.{inner or alias.name}" for alias in node.names}
     return names
 
 
@@ -96,22 +98,14 @@ def _third_party(script: Path) -> set[str]:
     """Distributions a script needs: its imports and those of every zephyr module it reaches."""
     seen, todo, modules = set(), [script], set()
     while todo:
-        path = todo.pop()
-        for name in _imports(path):
-            if name == "zephyr" or name.startswith("zephyr."):
-                parts = name.split(".")
-                targets = [parts[1]] if len(parts) > 1 else []
-                if name == "zephyr":  # from zephyr import a, b
-                    tree = ast.parse(path.read_text())
-                    targets = [a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module == "zephyr"
-                               for a in n.names]
-                for target in targets:
-                    module = ROOT / "zephyr" / f"{target}.py"
-                    if module.exists() and module not in seen:
-                        seen.add(module)
-                        todo.append(module)
-            else:
+        for name in _imports(todo.pop()):
+            if not name.startswith("zephyr."):
                 modules.add(name.split(".")[0])
+                continue
+            module = ROOT / "zephyr" / f"{name.split('.')[1]}.py"
+            if module.exists() and module not in seen:
+                seen.add(module)
+                todo.append(module)
     distributions = importlib.metadata.packages_distributions()
     return {canonicalize_name(d) for m in modules if m not in sys.stdlib_module_names for d in distributions.get(m, [m])}
 
@@ -149,7 +143,7 @@ needs_conda = pytest.mark.skipif(
 
 @needs_conda
 def test_a_conda_dry_run_plans_every_job_in_its_env(tmp_path):
-    result = snakemake(tmp_path, "-n", "--sdm", "conda")
+    result = snakemake(tmp_path, "-n", "--sdm", "conda", "--configfile", str(ROOT / "config.yaml"))
     for stage in environment.STAGES:
         assert re.search(rf"Conda environment \S*envs/{stage}\.yaml will be created", result.stdout + result.stderr)
 
