@@ -38,6 +38,10 @@ localrules:
     fetch_model,
 
 
+# A run's GPU limit below what a rule declares is an error (Snakemake would quietly lower the job's).
+zresources.check_gpu_limit(workflow.resource_settings, workflow.rules)
+
+
 rule all:
     default_target: True
     input:

@@ -29,16 +29,6 @@ EXPORTS = config["exports"]
 # A training job's GPUs (more than one trains data-parallel); evaluation and export run on one.
 GPUS = config["compute"]["gpus"]
 INFERENCE_GPUS = min(GPUS, 1)
-zresources.check_gpu_limit(
-    workflow.resource_settings,
-    {
-        "train_adapter": GPUS,
-        **{
-            r: INFERENCE_GPUS
-            for r in ("evaluate", "evaluate_perplexity", "export_quantized")
-        },
-    },
-)
 EVALUATION = config["evaluation"]
 TABLE1 = config["table1"]
 

@@ -45,17 +45,17 @@ def check_settings(settings) -> None:
           limits=settings.resources.keys())
 
 
-def check_gpu_limit(settings, asked: Mapping[str, int]) -> None:
+def check_gpu_limit(settings, rules) -> None:
     """Snakemake quietly lowers a job's `gpu` to the run's limit (`--resources gpu=N`, or a profile's
     `resources:`): refuse that instead, before any job, naming the rule and both numbers."""
     limit = getattr(settings.resources.get("gpu"), "value", None)
     if limit is None:
         return
-    for rule, gpus in asked.items():
-        override = settings.overwrite_resources.get(rule, {}).get("gpu")
-        gpus = override.value if override is not None else gpus
+    for rule in rules:
+        declared = settings.overwrite_resources.get(rule.name, {}).get("gpu") or rule.resources.get("gpu")
+        gpus = getattr(declared, "value", None)
         if isinstance(gpus, int) and gpus > limit:
             raise ResourceError(
-                f"rule {rule} asks for {gpus} GPU(s) (compute.gpus or set-resources) but this run allows {limit} "
+                f"rule {rule.name} asks for {gpus} GPU(s) (compute.gpus or set-resources) but this run allows {limit} "
                 f"(--resources gpu={limit}, or the profile's resources:); lower compute.gpus (training keeps its "
                 "global batch, so its results do not change) or raise the limit")
