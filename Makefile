@@ -39,7 +39,7 @@ lint: setup
 	$(BIN)/snakefmt --check Snakefile rules
 
 clean:  # every output, checkpoints included
-	rm -rf resources logs .snakemake benchmarks/*/ benchmarks/*.tsv results/records results/mixtures \
+	rm -rf resources logs .snakemake benchmarks results/records results/mixtures \
 	  results/adapters results/checkpoints results/models results/metrics results/figures \
 	  results/*.csv results/*.dot results/*.svg results/report.html
 

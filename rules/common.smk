@@ -16,6 +16,7 @@ os.environ.update(
 
 from zephyr import config as zconfig
 from zephyr import resources as zresources
+from zephyr import study
 
 zconfig.validate(config)
 zresources.check_settings(workflow.resource_settings)
@@ -42,9 +43,9 @@ wildcard_constraints:
     mixture=_alternatives(MIXTURES),
     model=_alternatives(MODELS) or "^$",
     variant=_alternatives(["M0", *VARIANTS]),
-    precision="nf4-dq|nf4|int8",
-    form="dense|nf4-dq|nf4|int8",
-    task="hellaswag|gsm8k|mcqa|reward",
+    precision=_alternatives(study.PRECISIONS),
+    form=_alternatives(study.FORMS),
+    task=_alternatives(t for t, spec in study.TASKS.items() if not spec.per_form),
 
 
 def local_source_input(wildcards):
@@ -121,13 +122,12 @@ def all_models():
         for v, spec in VARIANTS.items()
         for m in spec["models"]
     ]
-    exported = [
-        f"results/models/{m}/{v}-{p}/manifest.json"
-        for v in EXPORTS["variants"]
-        for m in (MODELS if v == "M0" else VARIANTS[v]["models"])
+    quantized = [
+        f"{form_dir(m, v, p)}/manifest.json"
+        for m, v in exported()
         for p in EXPORTS["precisions"]
     ]
-    return merged + exported
+    return merged + quantized
 
 
 def eval_settings(task):
@@ -140,9 +140,9 @@ def evaluate_inputs(wildcards):
         "model": f"{model_dir(wildcards.model, wildcards.variant)}/manifest.json",
         "data": f"results/mixtures/{EVALUATION[wildcards.task]['data']}.json",
     }
-    if wildcards.task == "reward":
+    if study.TASKS[wildcards.task].needs_parent:
         if wildcards.variant == "M0":
-            raise ValueError("reward accuracy needs a parent: M0 has none")
+            raise ValueError(f"{wildcards.task} needs a parent: M0 has none")
         parent = _variant(wildcards)["parent"]
         inputs["parent"] = f"{model_dir(wildcards.model, parent)}/manifest.json"
     return inputs
@@ -152,7 +152,7 @@ def form_dir(model, variant, form):
     """A variant's dense folder, or its quantized export."""
     if form == "dense":
         return model_dir(model, variant)
-    return f"results/models/{model}/{variant}-{form}"
+    return f"results/models/{model}/{study.form_name(variant, form)}"
 
 
 def perplexity_model(wildcards):
@@ -165,8 +165,7 @@ def table1_inputs():
     return [
         f"results/metrics/{row['model']}/{row['variant']}/{task}.csv"
         for row in TABLE1
-        for task in ("hellaswag", "gsm8k", "mcqa", "reward")
-        if not (task == "reward" and row["variant"] == "M0")
+        for task in study.table1_tasks(row["variant"])
     ]
 
 
@@ -203,23 +202,7 @@ def histories():
 
 
 def figure_outputs():
-    sft_models = sorted(
-        {
-            m
-            for v, spec in VARIANTS.items()
-            if HYPERPARAMETERS[spec["hyperparameters"]]["trainer"] == "sft"
-            for m in spec["models"]
-        }
-    )
-    outputs = {"learning_rates": "results/figures/figure1_learning_rates.png"}
-    for m in sft_models:
-        outputs[f"sft_{m}"] = f"results/figures/figure_sft_losses_{m}.png"
-    if any(
-        HYPERPARAMETERS[s["hyperparameters"]]["trainer"] == "dpo"
-        for s in VARIANTS.values()
-    ):
-        outputs["dpo"] = "results/figures/figure4_dpo.png"
-    return outputs
+    return study.figure_outputs(VARIANTS, HYPERPARAMETERS)
 
 
 def final_outputs():

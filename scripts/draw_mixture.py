@@ -1,6 +1,7 @@
-"""Snakemake glue for zephyr.mixtures.draw_files (call that function directly outside Snakemake)."""
+"""Snakemake glue for zephyr.data.mixtures.draw_files (call that function directly outside Snakemake)."""
 
-from zephyr import logs, mixtures
+from zephyr import logs
+from zephyr.data import mixtures
 
 logs.setup(snakemake.log[0])
 mixtures.draw_files(

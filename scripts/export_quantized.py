@@ -1,12 +1,13 @@
-"""Snakemake glue for zephyr.export.quantize (call that function directly outside Snakemake)."""
+"""Snakemake glue for zephyr.model.quantize.quantize (call that function directly outside Snakemake)."""
 
 from pathlib import Path
 
-from zephyr import devices, export, logs
+from zephyr import devices, logs
+from zephyr.model import quantize
 
 logs.setup(snakemake.log[0])
 devices.for_job(snakemake.threads, snakemake.resources)
-export.quantize(
+quantize.quantize(
     Path(snakemake.input[0]).parent,
     Path(snakemake.output.manifest).parent,
     snakemake.wildcards.precision,

@@ -1,8 +1,9 @@
-"""Snakemake glue for zephyr.sources.fetch_dataset (call that function directly outside Snakemake)."""
+"""Snakemake glue for zephyr.data.sources.fetch_dataset (call that function directly outside Snakemake)."""
 
 from pathlib import Path
 
-from zephyr import logs, sources
+from zephyr import logs
+from zephyr.data import sources
 
 logs.setup(snakemake.log[0])
 sources.fetch_dataset(

@@ -1,12 +1,13 @@
-"""Snakemake glue for zephyr.models.fetch_model (call that function directly outside Snakemake)."""
+"""Snakemake glue for zephyr.model.sources.fetch_model (call that function directly outside Snakemake)."""
 
 from pathlib import Path
 
-from zephyr import devices, logs, models
+from zephyr import devices, logs
+from zephyr.model import sources
 
 logs.setup(snakemake.log[0])
 devices.for_job(snakemake.threads, snakemake.resources)
-models.fetch_model(
+sources.fetch_model(
     snakemake.wildcards.model,
     snakemake.params.source,
     Path(snakemake.output.manifest).parent,

@@ -1,6 +1,7 @@
-"""Snakemake glue for zephyr.figures.appendix."""
+"""Snakemake glue for zephyr.report.figures.appendix."""
 
-from zephyr import figures, logs
+from zephyr import logs
+from zephyr.report import figures
 
 logs.setup(snakemake.log[0])
 figures.appendix(

@@ -1,8 +1,9 @@
-"""Snakemake glue for zephyr.records.format_dataset (call that function directly outside Snakemake)."""
+"""Snakemake glue for zephyr.data.records.format_dataset (call that function directly outside Snakemake)."""
 
 from pathlib import Path
 
-from zephyr import logs, records
+from zephyr import logs
+from zephyr.data import records
 
 logs.setup(snakemake.log[0])
 records.format_dataset(

@@ -1,8 +1,9 @@
-"""Snakemake glue for zephyr.table.quantization_from_files and zephyr.figures.quantization."""
+"""Snakemake glue for zephyr.report.table.quantization_from_files and zephyr.report.figures.quantization."""
 
 from pathlib import Path
 
-from zephyr import figures, logs, table
+from zephyr import logs
+from zephyr.report import figures, table
 
 logs.setup(snakemake.log[0])
 frame = table.quantization_from_files(

@@ -1,8 +1,9 @@
-"""Snakemake glue for zephyr.training.launch (call zephyr.training.train directly outside Snakemake)."""
+"""Snakemake glue for zephyr.model.training.launch (call zephyr.model.training.train directly outside Snakemake)."""
 
 from pathlib import Path
 
-from zephyr import devices, logs, training
+from zephyr import devices, logs
+from zephyr.model import training
 
 logs.setup(snakemake.log[0])
 gpus = devices.for_job(snakemake.threads, snakemake.resources)

@@ -6,7 +6,7 @@ import pytest
 
 from conftest import ROOT, load_yaml
 from zephyr import config as zconfig
-from zephyr import mixtures
+from zephyr.data import mixtures
 
 
 @pytest.fixture
@@ -92,7 +92,7 @@ def test_every_paper_dataset_has_a_fixture_through_its_formatter():
 
 def test_every_default_generator_feeds_its_formatter():
     """The default's generated data must pass through the formatters the real data use."""
-    from zephyr import formats, generators
+    from zephyr.data import formats, generators
 
     for name, spec in zconfig.load(ROOT / "config.yaml")["datasets"].items():
         source = spec["source"]
@@ -104,7 +104,7 @@ def test_every_default_generator_feeds_its_formatter():
 
 @pytest.mark.parametrize("path", ["config.yaml", "config/paper.yaml"])
 def test_every_hyperparameter_set_is_trl_configuration(path):
-    from zephyr import training
+    from zephyr.model import training
 
     for name, hyper in zconfig.load(ROOT / path)["hyperparameters"].items():
         training.check_hyperparameters(f"hyperparameters.{name}", hyper)

@@ -80,18 +80,30 @@ def _rule_scripts_and_envs():
 
 
 def _imports(path: Path) -> set[str]:
-    """Modules a file imports anywhere (lazy imports inside functions included); `from zephyr import a`
-    and `from . import a` as `zephyr.a`."""
+    """Modules a file imports anywhere (lazy imports inside functions included), as absolute names;
+    `from pkg import a` also as `pkg.a`, which is a module when `a` is one."""
+    inside = path.is_relative_to(ROOT / "zephyr")
+    package = ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1]) if inside else ""
     names = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             names |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module != "zephyr":
-            names.add(node.module)
-        elif isinstance(node, ast.ImportFrom):  # from zephyr import a / from . import a / from .a import b
-            inner = node.module if node.level else None
-            names |= {f"zephyr.{inner or alias.name}" for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative to the file's package
+                parent = package.split(".")[:len(package.split(".")) - node.level + 1]
+                base = ".".join(parent + ([node.module] if node.module else []))
+            names.add(base)
+            names |= {f"{base}.{alias.name}" for alias in node.names}
     return names
+
+
+def _module_file(name: str) -> Path | None:
+    """The file of a zephyr module (`zephyr.a.b` → zephyr/a/b.py or zephyr/a/b/__init__.py)."""
+    for path in (ROOT.joinpath(*name.split(".")).with_suffix(".py"), ROOT.joinpath(*name.split("."), "__init__.py")):
+        if path.is_file():
+            return path
+    return None
 
 
 def _third_party(script: Path) -> set[str]:
@@ -99,11 +111,11 @@ def _third_party(script: Path) -> set[str]:
     seen, todo, modules = set(), [script], set()
     while todo:
         for name in _imports(todo.pop()):
-            if not name.startswith("zephyr."):
+            if name.split(".")[0] != "zephyr":
                 modules.add(name.split(".")[0])
                 continue
-            module = ROOT / "zephyr" / f"{name.split('.')[1]}.py"
-            if module.exists() and module not in seen:
+            module = _module_file(name)
+            if module is not None and module not in seen:
                 seen.add(module)
                 todo.append(module)
     distributions = importlib.metadata.packages_distributions()

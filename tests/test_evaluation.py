@@ -1,4 +1,5 @@
-"""zephyr.evaluation on tiny offline Qwen2 models: scores equal hand computations, batching changes nothing."""
+"""zephyr.evaluation (scoring engine, tasks) on tiny offline Qwen2 models: scores equal hand computations,
+batching changes nothing."""
 
 import math
 
@@ -6,7 +7,8 @@ import pytest
 import torch
 
 import tinymodels
-from zephyr import evaluation, metrics
+from zephyr.evaluation import metrics, scoring, tasks
+from zephyr.model import modeldir, prompts
 
 QUESTIONS = ["What is 3 plus 4?", "What is 11 plus 2? Correct", "yes", "What is 19 plus 4? The answer is wrong no",
              "What is 0 plus 1?"]
@@ -48,7 +50,7 @@ def lively_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def lm(lively_dir):
-    return evaluation.load_model(lively_dir, "cpu")
+    return modeldir.load(lively_dir, "cpu")
 
 
 def manual_logprob(model, tokens, n):
@@ -64,7 +66,7 @@ def test_encode_requests_as_the_harness(lm):
     def enc(s):
         return tok.encode(s, add_special_tokens=False)
 
-    (whole, n), (whole2, n2), (whole3, n3) = evaluation.encode_requests(tok, REQUESTS[1:4])
+    (whole, n), (whole2, n2), (whole3, n3) = scoring.encode_requests(tok, REQUESTS[1:4])
     assert whole == enc("What is 3 plus 4? The answer") and n == len(whole) - len(enc("What is 3 plus 4?"))
     # a merge across the boundary ("pl" + "us" -> " plus"): the harness reads
     # context_enc + whole_enc[len(context_enc):]
@@ -76,8 +78,8 @@ def test_encode_requests_as_the_harness(lm):
 
 def test_loglikelihood_equals_a_manual_forward(lm):
     model, tok = lm
-    got = evaluation.loglikelihoods(model, tok, REQUESTS, batch_size=3)
-    for (context, continuation), value, (tokens, n) in zip(REQUESTS, got, evaluation.encode_requests(tok, REQUESTS)):
+    got = scoring.loglikelihoods(model, tok, REQUESTS, batch_size=3)
+    for (context, continuation), value, (tokens, n) in zip(REQUESTS, got, scoring.encode_requests(tok, REQUESTS)):
         assert value == pytest.approx(manual_logprob(model, tokens, n), abs=1e-4)
     ctx = tok.encode("What is 3 plus 4?", add_special_tokens=False)
     whole = tok.encode("What is 3 plus 4? The answer is 7.", add_special_tokens=False)
@@ -87,8 +89,8 @@ def test_loglikelihood_equals_a_manual_forward(lm):
 
 def test_batching_does_not_change_loglikelihoods(lm):
     model, tok = lm
-    one = evaluation.loglikelihoods(model, tok, REQUESTS, batch_size=1)
-    four = evaluation.loglikelihoods(model, tok, REQUESTS, batch_size=4)
+    one = scoring.loglikelihoods(model, tok, REQUESTS, batch_size=1)
+    four = scoring.loglikelihoods(model, tok, REQUESTS, batch_size=4)
     assert four == pytest.approx(one, abs=1e-5)
 
 
@@ -100,25 +102,25 @@ SHARED = [  # contexts repeated with continuations of different lengths, one a s
 
 def test_shared_prefix_scoring_equals_plain_scoring(lm):
     model, tok = lm
-    sequences = evaluation.encode_requests(tok, SHARED)
+    sequences = scoring.encode_requests(tok, SHARED)
     assert any(n == 1 for _, n in sequences)
-    plain = evaluation.score_sequences(model, sequences, tok.pad_token_id, 1, share_prefix=False)
+    plain = scoring.score_sequences(model, sequences, tok.pad_token_id, 1, share_prefix=False)
     for (tokens, n), value in zip(sequences, plain):
         assert value == pytest.approx(manual_logprob(model, tokens, n), abs=1e-4)
     for batch_size in (1, 3, 8, 32):
         # sums over up to ~30 tokens: 1e-5 absolute or 1e-6 relative, whichever is larger
-        shared = evaluation.score_sequences(model, sequences, tok.pad_token_id, batch_size, share_prefix=True)
+        shared = scoring.score_sequences(model, sequences, tok.pad_token_id, batch_size, share_prefix=True)
         assert shared == pytest.approx(plain, rel=1e-6, abs=1e-5)
-    assert evaluation.loglikelihoods(model, tok, SHARED, 4) == pytest.approx(plain, rel=1e-6, abs=1e-5)
+    assert scoring.loglikelihoods(model, tok, SHARED, 4) == pytest.approx(plain, rel=1e-6, abs=1e-5)
 
 
 @pytest.mark.parametrize("share_prefix", [False, True])
 def test_score_sequences_without_logits_to_keep(lm, monkeypatch, share_prefix):
     model, tok = lm
-    sequences = evaluation.encode_requests(tok, REQUESTS + SHARED)
-    kept = evaluation.score_sequences(model, sequences, tok.pad_token_id, 4, share_prefix=share_prefix)
-    monkeypatch.setattr(evaluation, "_accepts_logits_to_keep", lambda model: False)
-    assert evaluation.score_sequences(model, sequences, tok.pad_token_id, 4, share_prefix=share_prefix) == (
+    sequences = scoring.encode_requests(tok, REQUESTS + SHARED)
+    kept = scoring.score_sequences(model, sequences, tok.pad_token_id, 4, share_prefix=share_prefix)
+    monkeypatch.setattr(scoring, "_accepts_logits_to_keep", lambda model: False)
+    assert scoring.score_sequences(model, sequences, tok.pad_token_id, 4, share_prefix=share_prefix) == (
         pytest.approx(kept, rel=1e-6, abs=1e-5))
 
 
@@ -130,9 +132,9 @@ def test_hellaswag_scores_choices_as_the_harness(lm):
         {"id": "h1", "query": "Math: What is 1 plus 1?",
          "choices": ["The answer is 2.", "2", "Correct", "no"], "label": 3},
     ]
-    rows, summary = evaluation.hellaswag(model, tok, records, batch_size=3)
+    rows, summary = tasks.hellaswag(model, tok, records, batch_size=3)
     for r, row in zip(records, rows):
-        lls = evaluation.loglikelihoods(model, tok, [(r["query"], " " + c) for c in r["choices"]], 1)
+        lls = scoring.loglikelihoods(model, tok, [(r["query"], " " + c) for c in r["choices"]], 1)
         assert row["loglikelihoods"] == pytest.approx(lls, abs=1e-5)
         expected = metrics.choice_scores(lls, r["choices"], r["label"])
         assert (row["acc"], row["acc_norm"]) == (expected["acc"], expected["acc_norm"])
@@ -142,23 +144,23 @@ def test_hellaswag_scores_choices_as_the_harness(lm):
 def test_mcqa_scores_answer_letters(lm):
     model, tok = lm
     record = {"id": "m0", "question": "What is 3 plus 4?", "choices": ["7", "8", "9"], "answer": 0}
-    prompt = evaluation.mcqa_prompt(record)
+    prompt = prompts.mcqa_prompt(record)
     assert prompt == "Question: What is 3 plus 4?\nA. 7\nB. 8\nC. 9\nAnswer:"
-    rows, summary = evaluation.mcqa(model, tok, [record], batch_size=2)
-    lls = evaluation.loglikelihoods(model, tok, [(prompt, " A"), (prompt, " B"), (prompt, " C")], 1)
+    rows, summary = tasks.mcqa(model, tok, [record], batch_size=2)
+    lls = scoring.loglikelihoods(model, tok, [(prompt, " A"), (prompt, " B"), (prompt, " C")], 1)
     assert rows[0]["loglikelihoods"] == pytest.approx(lls, abs=1e-5)
     assert summary["acc"] == float(max(range(3), key=lambda i: lls[i]) == 0) and summary["n"] == 1
 
 
 def test_generation_is_deterministic_and_left_padding_changes_nothing(lm):
     model, tok = lm
-    one = evaluation.generate(model, tok, QUESTIONS, max_new_tokens=12, batch_size=1)
-    batched = evaluation.generate(model, tok, QUESTIONS, max_new_tokens=12, batch_size=4)
-    again = evaluation.generate(model, tok, QUESTIONS, max_new_tokens=12, batch_size=4)
+    one = scoring.generate(model, tok, QUESTIONS, max_new_tokens=12, batch_size=1)
+    batched = scoring.generate(model, tok, QUESTIONS, max_new_tokens=12, batch_size=4)
+    again = scoring.generate(model, tok, QUESTIONS, max_new_tokens=12, batch_size=4)
     assert one == batched == again
     assert all(one) and len(set(one)) > 1
     # only the new tokens: the output is what greedy decoding appends to the chat prompt
-    ids = evaluation.prompt_ids(tok, [{"role": "user", "content": QUESTIONS[0]}])
+    ids = prompts.prompt_ids(tok, [{"role": "user", "content": QUESTIONS[0]}])
     assert tok.decode(ids) == "<|im_start|>user\nWhat is 3 plus 4?<|im_end|>\n<|im_start|>assistant\n"
     with torch.no_grad():
         out = model.generate(torch.tensor([ids]), max_new_tokens=12, do_sample=False)
@@ -167,21 +169,21 @@ def test_generation_is_deterministic_and_left_padding_changes_nothing(lm):
 
 def test_generation_prompts_are_training_prompts(lm):
     _, tok = lm
-    from zephyr.training import messages
+    from zephyr.model.prompts import messages
 
     record = {"instruction": "What is 3 plus 4?", "input": "Correct", "system": "no"}
-    assert evaluation.chat_messages(record) == messages(record)
-    assert evaluation.chat_messages({"question": "What is 1 plus 2?", "answer": "3", "final": "3"}) == [
+    assert prompts.chat_messages(record) == messages(record)
+    assert prompts.chat_messages({"question": "What is 1 plus 2?", "answer": "3", "final": "3"}) == [
         {"role": "user", "content": "What is 1 plus 2?"}]
-    assert evaluation.chat_messages("yes") == [{"role": "user", "content": "yes"}]
+    assert prompts.chat_messages("yes") == [{"role": "user", "content": "yes"}]
 
 
 def test_gsm8k_overlap(lm):
     model, tok = lm
     records = [{"id": f"g{i}", "question": q, "answer": f"{i} plus {i} is {2 * i}\n#### {2 * i}", "final": str(2 * i)}
                for i, q in enumerate(QUESTIONS[:3])]
-    rows, summary = evaluation.gsm8k_overlap(model, tok, records, max_new_tokens=8, batch_size=2)
-    assert [r["prediction"] for r in rows] == evaluation.generate(model, tok, records, 8, 1)
+    rows, summary = tasks.gsm8k_overlap(model, tok, records, max_new_tokens=8, batch_size=2)
+    assert [r["prediction"] for r in rows] == scoring.generate(model, tok, records, 8, 1)
     assert [r["reference"] for r in rows] == [r["answer"] for r in records]
     preds, refs = [r["prediction"] for r in rows], [r["reference"] for r in rows]
     assert summary == {"bleu": metrics.bleu(preds, refs), **metrics.rouge(preds, refs), "n": 3}
@@ -194,7 +196,7 @@ def test_perplexity_full_window_equals_exp_mean_nll(lm):
     with torch.no_grad():
         logits = model(torch.tensor([ids])).logits[0]
     nll = torch.nn.functional.cross_entropy(logits[:-1], torch.tensor(ids[1:]), reduction="mean").item()
-    got = evaluation.perplexity(model, tok, texts, window=len(ids))
+    got = tasks.perplexity(model, tok, texts, window=len(ids))
     assert got["perplexity"] == pytest.approx(math.exp(nll), rel=1e-4)
     assert (got["tokens"], got["windows"], got["text_tokens"]) == (len(ids) - 1, 1, len(ids))
 
@@ -204,16 +206,16 @@ def test_perplexity_windows_partition_the_tokens(lm):
     texts = ["What is 3 plus 4? The answer is 7."] * 4
     ids = tok.encode("\n\n".join(texts), add_special_tokens=False)
     window = 7
-    parts = evaluation.windows(ids, window)
+    parts = scoring.windows(ids, window)
     assert sum(parts, []) == ids and all(len(p) == window for p in parts[:-1]) and 0 < len(parts[-1]) <= window
     nll = 0.0
     for part in parts:  # each window on its own, no context from the one before
         if len(part) > 1:
             nll -= manual_logprob(model, part, len(part) - 1)
-    got = evaluation.perplexity(model, tok, texts, window=window, batch_size=3)
+    got = tasks.perplexity(model, tok, texts, window=window, batch_size=3)
     assert got["windows"] == len(parts) and got["tokens"] == len(ids) - len(parts)
     assert got["perplexity"] == pytest.approx(math.exp(nll / got["tokens"]), rel=1e-4)
-    assert evaluation.perplexity(model, tok, texts, window=window, batch_size=1)["perplexity"] == pytest.approx(
+    assert tasks.perplexity(model, tok, texts, window=window, batch_size=1)["perplexity"] == pytest.approx(
         got["perplexity"], rel=1e-6)
 
 
@@ -230,9 +232,9 @@ def test_preference_tokenization_matches_trl(lm):
     _, tok = lm
     from trl.data_utils import _tokenize, common_prefix_length
 
-    from zephyr.training import examples
+    from zephyr.model.prompts import examples
 
-    chosen, rejected = evaluation.preference_sequences(tok, PAIRS)
+    chosen, rejected = scoring.preference_sequences(tok, PAIRS)
     for example, (c_tokens, c_n), (r_tokens, r_n) in zip(examples("dpo", PAIRS), chosen, rejected):
         # trl 1.16 trainer/dpo_trainer.py, DPOTrainer._prepare_dataset.tokenize_fn (conversational branch)
         prompt_ids = _tokenize(tok, example["prompt"], add_generation_prompt=True, tools=None)["input_ids"]
@@ -249,27 +251,27 @@ def test_preference_tokenization_matches_trl(lm):
 
 def test_response_logps_equal_manual_forward(lm):
     model, tok = lm
-    chosen, rejected = evaluation.response_logps(model, tok, PAIRS, batch_size=4)
-    seq_c, seq_r = evaluation.preference_sequences(tok, PAIRS)
+    chosen, rejected = scoring.response_logps(model, tok, PAIRS, batch_size=4)
+    seq_c, seq_r = scoring.preference_sequences(tok, PAIRS)
     for value, (tokens, n) in zip(chosen + rejected, seq_c + seq_r):
         assert value == pytest.approx(manual_logprob(model, tokens, n), abs=1e-4)
-    assert evaluation.response_logps(model, tok, PAIRS, batch_size=1) == (
+    assert scoring.response_logps(model, tok, PAIRS, batch_size=1) == (
         pytest.approx(chosen, abs=1e-5), pytest.approx(rejected, abs=1e-5))
 
 
 def test_reward_accuracy_of_a_model_against_itself_is_zero(lm):
     model, tok = lm
-    rows, summary = evaluation.reward_accuracy(model, model, tok, PAIRS, beta=0.1, batch_size=4)
+    rows, summary = tasks.reward_accuracy(model, model, tok, PAIRS, beta=0.1, batch_size=4)
     assert summary["reward_accuracy"] == 0.0 and summary["reward_margin"] == 0.0 and summary["n"] == len(PAIRS)
     assert all(r["chosen_reward"] == 0.0 == r["rejected_reward"] for r in rows)
 
 
 def test_reward_accuracy_against_another_model(lm, tmp_path):
     model, tok = lm
-    ref, _ = evaluation.load_model(tinymodels.qwen2(tmp_path / "ref", seed=1), "cpu")
-    rows, summary = evaluation.reward_accuracy(model, ref, tok, PAIRS, beta=0.5, batch_size=2)
-    pc, pr = evaluation.response_logps(model, tok, PAIRS)
-    rc, rr = evaluation.response_logps(ref, tok, PAIRS)
+    ref, _ = modeldir.load(tinymodels.qwen2(tmp_path / "ref", seed=1), "cpu")
+    rows, summary = tasks.reward_accuracy(model, ref, tok, PAIRS, beta=0.5, batch_size=2)
+    pc, pr = scoring.response_logps(model, tok, PAIRS)
+    rc, rr = scoring.response_logps(ref, tok, PAIRS)
     assert summary == pytest.approx({**metrics.reward_accuracy(pc, pr, rc, rr, 0.5), "beta": 0.5, "n": 3}, abs=1e-5)
 
 
@@ -282,8 +284,8 @@ def test_load_model_reads_a_quantized_folder(lively_dir, tmp_path):
     nf4 = AutoModelForCausalLM.from_pretrained(lively_dir, quantization_config=config, device_map={"": "cpu"})
     nf4.save_pretrained(quantized)  # saved before any forward pass (STACK-NOTES)
     AutoTokenizer.from_pretrained(lively_dir).save_pretrained(quantized)
-    model, tok = evaluation.load_model(quantized, "cpu")
+    model, tok = modeldir.load(quantized, "cpu")
     assert getattr(model, "is_loaded_in_4bit", False)
-    got = evaluation.loglikelihoods(model, tok, REQUESTS[:3], batch_size=2)
-    assert got == pytest.approx(evaluation.loglikelihoods(model, tok, REQUESTS[:3], batch_size=1), abs=1e-4)
+    got = scoring.loglikelihoods(model, tok, REQUESTS[:3], batch_size=2)
+    assert got == pytest.approx(scoring.loglikelihoods(model, tok, REQUESTS[:3], batch_size=1), abs=1e-4)
     assert all(math.isfinite(v) for v in got)

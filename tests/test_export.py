@@ -8,7 +8,10 @@ import pytest
 import torch
 
 import tinymodels
-from zephyr import devices, export, files
+from zephyr import devices, files
+from zephyr.model import merge, modeldir, quantize
+from zephyr.model.modeldir import ModelDirError
+from zephyr.study import PRECISIONS
 
 CARD = {
     "model": "tiny",
@@ -97,7 +100,7 @@ def adapter(work, base):
 @pytest.fixture(scope="module")
 def merged(work, base, adapter):
     out = work / "models" / "tiny" / "M1-DS-cosine"
-    manifest = export.merge_adapter(base, adapter["dir"], out, card=CARD)
+    manifest = merge.merge_adapter(base, adapter["dir"], out, card=CARD)
     return out, manifest
 
 
@@ -155,8 +158,8 @@ def test_merge_refuses_an_adapter_of_another_base_before_loading(work, other_bas
 
     monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", no_heavy_work)
     out = work / "models" / "tiny" / "wrong"
-    with pytest.raises(export.ExportError, match=r"trained on '.*M0', not on base .*other.*'other'"):
-        export.merge_adapter(other_base, adapter["dir"], out, card=CARD)
+    with pytest.raises(ModelDirError, match=r"trained on '.*M0', not on base .*other.*'other'"):
+        merge.merge_adapter(other_base, adapter["dir"], out, card=CARD)
     assert not out.exists() and not leftovers(out.parent, out.name)
 
 
@@ -166,17 +169,17 @@ def test_adapter_check_targets_and_shapes(work, base, other_base, adapter):
     config = files.read_json(broken / "adapter_config.json")
 
     files.write_json(broken / "adapter_config.json", {**config, "target_modules": ["query_key_value"]})
-    with pytest.raises(export.ExportError, match=r"targets \['query_key_value'\].*does not have.*q_proj"):
-        export.check_adapter(base, broken)
+    with pytest.raises(ModelDirError, match=r"targets \['query_key_value'\].*does not have.*q_proj"):
+        merge.check_adapter(base, broken)
 
     # the right module names but another model's sizes (its recorded base rewritten to pass the name check)
     files.write_json(broken / "adapter_config.json", {**config, "base_model_name_or_path": str(other_base)})
-    with pytest.raises(export.ExportError, match=r"does not fit base .*other.*shape \[4, 64\].*Linear\(128"):
-        export.check_adapter(other_base, broken)
+    with pytest.raises(ModelDirError, match=r"does not fit base .*other.*shape \[4, 64\].*Linear\(128"):
+        merge.check_adapter(other_base, broken)
 
     files.write_json(broken / "adapter_config.json", {**config, "base_model_name_or_path": None})
-    with pytest.raises(export.ExportError, match="trained on None"):
-        export.check_adapter(base, broken)
+    with pytest.raises(ModelDirError, match="trained on None"):
+        merge.check_adapter(base, broken)
 
 
 def test_adapter_check_accepts_manifest_name_and_relative_path(work, base, adapter, monkeypatch):
@@ -184,13 +187,13 @@ def test_adapter_check_accepts_manifest_name_and_relative_path(work, base, adapt
     shutil.copytree(adapter["dir"], renamed)
     config = files.read_json(renamed / "adapter_config.json")
     files.write_json(renamed / "adapter_config.json", {**config, "base_model_name_or_path": "tiny"})
-    assert export.check_adapter(base, renamed)["r"] == 4
+    assert merge.check_adapter(base, renamed)["r"] == 4
     files.write_json(renamed / "adapter_config.json", {**config, "base_model_name_or_path": "resources/M0"})
     monkeypatch.chdir(work)  # a relative path means what it meant to from_pretrained: from the working dir
-    assert export.check_adapter("resources/M0", renamed)["r"] == 4
+    assert merge.check_adapter("resources/M0", renamed)["r"] == 4
     monkeypatch.chdir(work / "adapters")
-    with pytest.raises(export.ExportError, match="trained on 'resources/M0'"):
-        export.check_adapter(base, renamed)
+    with pytest.raises(ModelDirError, match="trained on 'resources/M0'"):
+        merge.check_adapter(base, renamed)
 
 
 # ---- quantizing ------------------------------------------------------------------------------------
@@ -199,12 +202,12 @@ def test_adapter_check_accepts_manifest_name_and_relative_path(work, base, adapt
 @pytest.fixture(scope="module")
 def exports(work, merged):
     src, _ = merged
-    return {p: (work / "models" / "tiny" / f"M1-DS-cosine-{p}", export.quantize(src, work / "models" / "tiny" /
+    return {p: (work / "models" / "tiny" / f"M1-DS-cosine-{p}", quantize.quantize(src, work / "models" / "tiny" /
                                                                                 f"M1-DS-cosine-{p}", p))
-            for p in export.PRECISIONS}
+            for p in PRECISIONS}
 
 
-@pytest.mark.parametrize("precision", list(export.PRECISIONS))
+@pytest.mark.parametrize("precision", list(PRECISIONS))
 def test_quantized_exports_reload_smaller_and_close(precision, exports, merged, adapter):
     from transformers import AutoModelForCausalLM
 
@@ -223,7 +226,7 @@ def test_quantized_exports_reload_smaller_and_close(precision, exports, merged, 
         assert qconfig["bnb_4bit_quant_type"] == "nf4"
         assert qconfig["bnb_4bit_use_double_quant"] is (precision == "nf4-dq")
 
-    model = export.load_quantized(out)
+    model = modeldir.load(out)[0]
     assert not model.training
     got = logits(model, adapter["ids"])
     reference = logits(AutoModelForCausalLM.from_pretrained(src).eval(), adapter["ids"])
@@ -240,22 +243,22 @@ def test_quantized_exports_reload_smaller_and_close(precision, exports, merged, 
 def test_quantize_refuses_unknown_and_already_quantized(work, merged, exports):
     src, _ = merged
     out = work / "models" / "tiny" / "bad"
-    with pytest.raises(export.ExportError, match=r"unknown precision 'int4'.*'nf4', 'nf4-dq', 'int8'"):
-        export.quantize(src, out, "int4")
-    with pytest.raises(export.ExportError, match="already quantized"):
-        export.quantize(exports["nf4"][0], out, "int8")
+    with pytest.raises(ModelDirError, match=r"unknown precision 'int4'.*'nf4', 'nf4-dq', 'int8'"):
+        quantize.quantize(src, out, "int4")
+    with pytest.raises(ModelDirError, match="already quantized"):
+        quantize.quantize(exports["nf4"][0], out, "int8")
     assert not out.exists() and not leftovers(out.parent, out.name)
 
 
 def test_cpu_4bit_sizes_are_checked_up_front(work):
     odd = qwen2_sized(work / "resources" / "odd", hidden=64, intermediate=100)
-    with pytest.raises(export.ExportError, match=r"multiples of 64.*mlp\.gate_proj \(Linear 64 → 100\)"):
-        export.check_cpu_4bit(odd)
-    export.check_cpu_4bit(work / "resources" / "M0")  # the output head (vocab not a multiple of 64) is not quantized
+    with pytest.raises(ModelDirError, match=r"multiples of 64.*mlp\.gate_proj \(Linear 64 → 100\)"):
+        quantize.check_cpu_4bit(odd)
+    quantize.check_cpu_4bit(work / "resources" / "M0")  # the output head (vocab not a multiple of 64) is not quantized
     if devices.device() == "cpu":
         out = work / "models" / "odd-nf4"
-        with pytest.raises(export.ExportError, match=r"mlp\.down_proj \(Linear 100 → 64\)"):
-            export.quantize(odd, out, "nf4")
+        with pytest.raises(ModelDirError, match=r"mlp\.down_proj \(Linear 100 → 64\)"):
+            quantize.quantize(odd, out, "nf4")
         assert not out.exists()
 
 

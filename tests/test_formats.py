@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from zephyr.files import iter_jsonl
-from zephyr.formats import FORMATTERS, FormatError, format_rows
+from zephyr.data.formats import FORMATTERS, FormatError, format_rows
 
 DIR = Path(__file__).parent / "fixtures" / "datasets"
 
@@ -115,7 +115,7 @@ def test_fixture_files_match_the_map():
 
 @pytest.mark.parametrize("key", sorted(FIXTURES))
 def test_fixture_keeps_and_drops_the_expected_rows(key, caplog):
-    caplog.set_level(logging.INFO, logger="zephyr.formats")
+    caplog.set_level(logging.INFO, logger="zephyr.data.formats")
     rows = load(key)
     assert 3 <= len(rows) <= 6
     if key != "epfl":  # a real dataset has one set of columns; EPFL's layouts are the point of its fixture
@@ -199,7 +199,7 @@ def test_sft_mapping(record_id):
 
 
 def test_lima_history_and_trailing_turn(caplog):
-    caplog.set_level(logging.INFO, logger="zephyr.formats")
+    caplog.set_level(logging.INFO, logger="zephyr.data.formats")
     records = run("lima")
     assert records["lima:1"]["instruction"] == "Now make it about spring."
     assert records["lima:1"]["output"].startswith("Green buds break the frost\n")
@@ -279,7 +279,7 @@ def test_h4rmony_original_layout():
 
 
 def test_chat_pairs(caplog):
-    caplog.set_level(logging.INFO, logger="zephyr.formats")
+    caplog.set_level(logging.INFO, logger="zephyr.data.formats")
     records = run("dpo_mix_untoxic")
     assert records["dpo_mix_untoxic:1"] == {
         "id": "dpo_mix_untoxic:1", "source": "dpo_mix_untoxic", "instruction": "Something longer, please.",
@@ -305,7 +305,7 @@ SOFTMAX = "Question: What does the softmax function output?\nOptions:\nA. probab
 
 
 def test_epfl_layouts_and_ties(caplog):
-    caplog.set_level(logging.INFO, logger="zephyr.formats")
+    caplog.set_level(logging.INFO, logger="zephyr.data.formats")
     records = run("epfl")
     # LaTeX kept as is
     assert records["epfl:0"]["chosen"] == "$(\\mathbb{Z}, +)$ is a group: it has an identity 0 and inverses."
@@ -320,7 +320,7 @@ def test_epfl_layouts_and_ties(caplog):
 
 
 def test_epfl_tie_break_rescues_only_decided_ties(caplog):
-    caplog.set_level(logging.INFO, logger="zephyr.formats")
+    caplog.set_level(logging.INFO, logger="zephyr.data.formats")
     records = run("epfl", tie_break="correctness")
     assert list(records) == ["epfl:0", "epfl:1", "epfl:2.0", "epfl:2.1"]
     assert (records["epfl:2.1"]["chosen"], records["epfl:2.1"]["rejected"]) == (

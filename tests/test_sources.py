@@ -5,8 +5,9 @@ import time
 
 import pytest
 
-from zephyr import files, records, sources
-from zephyr.formats import FormatError
+from zephyr import files
+from zephyr.data import records, sources
+from zephyr.data.formats import FormatError
 
 
 def write_jsonl(path, rows):

@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from zephyr import figures, table
+from zephyr.report import figures, table
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 import tinymodels
-from zephyr import training
+from zephyr.model import prompts, training
 
 SFT = {"trainer": "sft", "logging_steps": 1, "learning_rate": 1e-2, "lr_scheduler_type": "constant", "per_device_train_batch_size": 8,
        "num_train_epochs": 6, "max_length": 64, "eval_steps": 6, "eval_on_start": True, "lora": {"r": 8, "alpha": 16}}
@@ -112,7 +112,7 @@ def test_unknown_hyperparameter_is_named_before_loading_a_model(tmp_path):
 
 def test_messages_carry_system_history_and_input():
     record = {"instruction": "Q", "input": "ctx", "system": "S", "history": [["u1", "a1"]]}
-    assert training.messages(record) == [
+    assert prompts.messages(record) == [
         {"role": "system", "content": "S"}, {"role": "user", "content": "u1"},
         {"role": "assistant", "content": "a1"}, {"role": "user", "content": "Q\n\nctx"}]
 
@@ -149,7 +149,7 @@ def test_two_processes_train_data_parallel_with_the_run_s_global_batch(tmp_path,
     assert json.loads((tmp_path / "two" / "summary.json").read_text()) == two
     assert (tmp_path / "two" / "adapter_model.safetensors").exists()
     text = log.read_text()
-    assert "[rank 0] INFO zephyr.training: t/ddp: sft" in text and "x 2 processes" in text
+    assert "[rank 0] INFO zephyr.model.training: t/ddp: sft" in text and "x 2 processes" in text
     assert "[rank 1] INFO" not in text  # the other ranks log warnings only
     assert not any((tmp_path / "ckpt2").iterdir())  # checkpoints and the launch spec are gone
 

@@ -1,6 +1,8 @@
 """Zephyr: the logic of the ZEPHYR study workflow, importable without Snakemake.
 
-Modules by stage: sources (raw datasets), formats (raw rows → unified records), records (the format
-stage), generators (offline data in real schemas), mixtures (sampled mixtures and held-out sets),
-config (validation), files (atomic I/O), environment (pinned conda envs), logs.
+In pipeline order: `data` (sources → generators/formats → records → mixtures), `model` (base-model
+sources, the model folder, prompts, training, merge, quantize, cards), `evaluation` (the scoring
+engine, the task runners, the metric definitions) and `report` (tables, figures). `study` holds the
+vocabulary they all share; `config`, `files`, `logs`, `devices`, `resources` and `environment` are
+the plumbing.
 """

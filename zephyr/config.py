@@ -11,6 +11,8 @@ from pathlib import Path
 
 import yaml
 
+from . import study
+
 SCHEMA = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
 
 
@@ -54,7 +56,7 @@ def _schema_message(err: Exception) -> str:
 
 def check(config: dict) -> None:
     """Cross-reference checks: formatters, generator schemas, mixture components and exclusions."""
-    from . import formats, generators
+    from .data import formats, generators
 
     datasets = config["datasets"]
     for name, spec in datasets.items():
@@ -87,17 +89,14 @@ def check(config: dict) -> None:
     _check_variants(config)
 
 
-#: The mixture task each trainer learns from.
-TRAINER_TASKS = {"sft": "sft", "dpo": "preference"}
-
-
 def _check_variants(config: dict) -> None:
     """Variants name known models, parents, mixtures of the right task, and hyperparameter sets.
 
     That a hyperparameter set's keys are TRL config fields is checked when a training job starts,
     before any model is loaded: importing TRL here would slow every Snakemake invocation by seconds.
     """
-    from . import training
+    from .model import training
+
     models, variants, hypers = config["models"], config["variants"], config["hyperparameters"]
     for name, spec in variants.items():
         key = f"variants.{name}"
@@ -117,9 +116,9 @@ def _check_variants(config: dict) -> None:
         data = spec["data"]
         if data not in config["mixtures"]:
             raise ConfigError(f"{key}.data: {data!r} is not a key of mixtures")
-        if config["mixtures"][data]["task"] != TRAINER_TASKS[trainer]:
+        if config["mixtures"][data]["task"] != study.TRAINERS[trainer]:
             raise ConfigError(f"{key}.data: {data!r} holds {config['mixtures'][data]['task']!r} records; "
-                              f"a {trainer} run needs {TRAINER_TASKS[trainer]!r}")
+                              f"a {trainer} run needs {study.TRAINERS[trainer]!r}")
     _check_variant_cycles(variants)
     for name, hyper in hypers.items():
         try:
@@ -132,28 +131,25 @@ def _check_variants(config: dict) -> None:
     _check_evaluation(config)
 
 
-#: The mixture task each evaluation reads.
-EVALUATION_TASKS = {"hellaswag": "hellaswag", "gsm8k": "gsm8k", "mcqa": "mcqa", "reward": "preference", "perplexity": "text"}
-
-
 def _check_evaluation(config: dict) -> None:
     """Evaluation sets exist, hold the right records, and are big enough; Table 1 names built models."""
     evaluation, mixtures = config["evaluation"], config["mixtures"]
     for task, spec in evaluation.items():
-        if task not in EVALUATION_TASKS:
+        if task not in study.TASKS:
             continue
         key = f"evaluation.{task}.data"
         data = spec["data"]
         if data not in mixtures:
             raise ConfigError(f"{key}: {data!r} is not a key of mixtures")
-        if mixtures[data]["task"] != EVALUATION_TASKS[task]:
-            raise ConfigError(f"{key}: {data!r} holds {mixtures[data]['task']!r} records, {task} needs {EVALUATION_TASKS[task]!r}")
+        reads = study.TASKS[task].reads
+        if mixtures[data]["task"] != reads:
+            raise ConfigError(f"{key}: {data!r} holds {mixtures[data]['task']!r} records, {task} needs {reads!r}")
         for i, component in enumerate(mixtures[data]["components"]):
             available = _known_rows(config["datasets"][component["dataset"]])
             if component["cap"] is not None and available is not None and component["cap"] > available:
                 raise ConfigError(f"mixtures.{data}.components[{i}].cap: {task} asks for {component['cap']} items "
                                   f"but {component['dataset']} has {available}")
-    needed = [t for t in ("hellaswag", "gsm8k", "mcqa", "reward") if t not in evaluation]
+    needed = [t for t in study.table1_tasks() if t not in evaluation]
     for i, row in enumerate(config["table1"]):
         key = f"table1[{i}]"
         if needed:

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 ROW_FORMATS = ("jsonl", "json", "parquet", "csv")
+#: The provenance file of every fetched or built folder (datasets and models alike).
+MANIFEST_FILE = "manifest.json"
 
 
 class RowError(ValueError):

@@ -4,7 +4,7 @@ Three kinds of source, one output shape (`data.parquet` + `manifest.json`):
 
 - `hub`: `datasets.load_dataset` at a pinned revision (the manifest records the commit resolved);
 - `local`: a user's jsonl, json, parquet or csv file (the course-internal EPFL pairs come this way);
-- `generator`: seeded offline generators (`zephyr.generators`, built on reasoning-gym).
+- `generator`: seeded offline generators (`zephyr.data.generators`, built on reasoning-gym).
 
 Nothing falls back: a source that cannot be had is an error naming the dataset and the source.
 """
@@ -15,13 +15,13 @@ import logging
 import os
 from pathlib import Path
 
-from . import files, generators
-from .environment import installed_versions
+from .. import files
+from . import generators
+from ..environment import installed_versions
 
 log = logging.getLogger(__name__)
 
 DATA_FILE = "data.parquet"
-MANIFEST_FILE = "manifest.json"
 
 
 class SourceError(RuntimeError):
@@ -52,7 +52,7 @@ def fetch_dataset(dataset: str, source: dict, out_dir: str | Path, expected_rows
         "columns": columns,
         "files": {DATA_FILE: files.sha256(data_path)},
     }
-    files.write_json(out_dir / MANIFEST_FILE, manifest)
+    files.write_json(out_dir / files.MANIFEST_FILE, manifest)
     log.info("%s: %d rows, columns %s", dataset, rows, columns)
     return manifest
 

@@ -1,9 +1,9 @@
 """Training throughput with 1 and more data-parallel processes (the multi-GPU path of a training job).
 
-    .venv/bin/python benchmarks/bench_train.py --model resources/models/qwen --processes 1 2
-    CUDA_VISIBLE_DEVICES=0,1,2,3 .venv/bin/python benchmarks/bench_train.py --processes 1 2 4
+    .venv/bin/python bench/bench_train.py --model resources/models/qwen --processes 1 2
+    CUDA_VISIBLE_DEVICES=0,1,2,3 .venv/bin/python bench/bench_train.py --processes 1 2 4
 
-Each run is `zephyr.training.launch` with the same hyperparameters, hence the same global batch: the
+Each run is `zephyr.model.training.launch` with the same hyperparameters, hence the same global batch: the
 processes split its accumulation steps. On a GPU machine each process takes a GPU; without one they
 are gloo processes on the CPU, where start-up dominates. Not a test: it prints.
 """
@@ -35,7 +35,7 @@ def main(argv=None) -> None:
 
     from bench_eval import records  # the drawn mixture, else generated records through the same formatter
 
-    from zephyr import training
+    from zephyr.model import training
 
     hyper = {"trainer": "sft", "per_device_train_batch_size": args.batch_size,
              "gradient_accumulation_steps": args.accumulation, "max_steps": args.steps,

@@ -2,7 +2,7 @@
 
 No machine here reaches the Hugging Face hub, so the default experiment draws its data from the
 procedural generators of `reasoning-gym`. Each schema below emits rows with the columns of the real
-dataset it stands in for (see shared/paper/datasets.md), so they pass through the same formatters.
+dataset it stands in for (its dataset card on the hub; `config/paper.yaml` names each), so they pass through the same formatters.
 
 Every row is a pure function of (schema, size, seed, options): reasoning-gym items are indexed by a
 seed derived with SHA-256 (never `hash()`), and our own choices come from one `random.Random` per

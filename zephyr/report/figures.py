@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..study import trainer_of
+
 STYLE = {"cosine": "-", "constant": "--"}
 
 
@@ -97,7 +99,7 @@ def _xy(series: pd.Series):
 
 
 def _save(fig, out: str | Path) -> None:
-    from . import files
+    from .. import files
 
     fig.tight_layout()
     with files.atomic(out, "wb") as handle:
@@ -107,11 +109,11 @@ def _save(fig, out: str | Path) -> None:
 
 def appendix(histories: dict[str, str | Path], variants: dict, hyperparameters: dict, outputs: dict) -> None:
     """Draw the configured appendix figures. `histories`: "model/variant" → log_history.csv;
-    `outputs`: learning_rates, sft_<model> and dpo → PNG paths (as the workflow declares them)."""
+    `outputs`: learning_rates, sft_<model> and dpo → PNG paths (`study.figure_outputs`)."""
     runs = {label: read_history(path) for label, path in histories.items()}
 
     def trainer(label):
-        return hyperparameters[variants[label.split("/", 1)[1]]["hyperparameters"]]["trainer"]
+        return trainer_of(variants[label.split("/", 1)[1]], hyperparameters)
 
     sft = {label: h for label, h in runs.items() if trainer(label) == "sft"}
     if "learning_rates" in outputs:

@@ -21,12 +21,12 @@ import logging
 import os
 from pathlib import Path
 
-from . import files
-from .environment import installed_versions
+from .. import files
+from ..environment import installed_versions
+from . import modeldir, prompts
 
 log = logging.getLogger(__name__)
 
-MANIFEST_FILE = "manifest.json"
 # What save_pretrained may write: a folder holding only these is an earlier output, safe to replace.
 MODEL_FILE_PATTERNS = ("*.json", "*.safetensors", "*.jinja", "tokenizer.model", "merges.txt", "vocab.txt", "*.tiktoken")
 DTYPES = ("float32", "bfloat16", "float16")
@@ -36,29 +36,6 @@ SCRATCH_VOCAB_MULTIPLE = 64  # bitsandbytes' CPU kernels want Linear sizes that 
 # was stored in; dequantized GGUF weights and random init stay float32, so nothing is rounded here
 # (training may still load them in bfloat16, which is faster on this CPU).
 DEFAULT_DTYPE = {"hub": "auto", "local": "auto", "gguf": "float32", "scratch": "float32"}
-
-CHAT_TEMPLATES = {
-    # ChatML with no default system message.
-    "chatml": (
-        "{% for message in messages %}"
-        "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}{% endfor %}"
-        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-    ),
-    # Qwen1.5-Chat's own template: ChatML with a default system message.
-    "qwen": (
-        "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
-        "{{ '<|im_start|>system\nYou are a helpful assistant<|im_end|>\n' }}{% endif %}"
-        "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
-        "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-    ),
-    # Zephyr's (HuggingFaceH4/zephyr-7b-beta) template.
-    "zephyr": (
-        "{% for message in messages %}{{ '<|' + message['role'] + '|>\n' + message['content'] + eos_token + '\n' }}"
-        "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"
-    ),
-}
-# Markers a built-in template needs as single tokens; added to a scratch model's tokenizer when missing.
-TEMPLATE_TOKENS = {"chatml": ["<|im_start|>", "<|im_end|>"], "qwen": ["<|im_start|>", "<|im_end|>"], "zephyr": []}
 
 SCRATCH_ARCHITECTURES = {
     "bloom": ("BloomConfig", "BloomForCausalLM"),
@@ -141,14 +118,6 @@ def fetch_model(
     log.info("%s: %s, %d parameters, %s, chat template from %s", model, manifest["architecture"],
              manifest["parameters"], manifest["dtype"], template_source)
     return manifest
-
-
-def load_manifest(model_dir: str | Path) -> dict:
-    """The manifest of a fetched model folder."""
-    path = Path(model_dir) / MANIFEST_FILE
-    if not path.is_file():
-        raise ModelSourceError(f"{model_dir}: no {MANIFEST_FILE}; not a folder written by fetch_model")
-    return files.read_json(path)
 
 
 def lora_targets(model, override: list[str] | None = None) -> list[str]:
@@ -409,17 +378,17 @@ def _ensure_chat_template(model: str, tokenizer, chat_template: str | None, *, a
     if not chat_template:
         raise ModelSourceError(
             f"model {model!r}: the tokenizer has no chat template; set chat_template "
-            f"(a built-in name {list(CHAT_TEMPLATES)} or a Jinja string)"
+            f"(a built-in name {list(prompts.CHAT_TEMPLATES)} or a Jinja string)"
         )
-    if chat_template in CHAT_TEMPLATES:
-        origin, tokenizer.chat_template = f"builtin:{chat_template}", CHAT_TEMPLATES[chat_template]
-        _ensure_template_tokens(model, tokenizer, TEMPLATE_TOKENS[chat_template], add=add_tokens)
+    if chat_template in prompts.CHAT_TEMPLATES:
+        origin, tokenizer.chat_template = f"builtin:{chat_template}", prompts.CHAT_TEMPLATES[chat_template]
+        _ensure_template_tokens(model, tokenizer, prompts.TEMPLATE_TOKENS[chat_template], add=add_tokens)
     elif "{{" in chat_template or "{%" in chat_template:
         origin, tokenizer.chat_template = "config", chat_template
     else:
         raise ModelSourceError(
             f"model {model!r}: chat_template {chat_template!r} is neither a built-in name "
-            f"{list(CHAT_TEMPLATES)} nor a Jinja string"
+            f"{list(prompts.CHAT_TEMPLATES)} nor a Jinja string"
         )
     try:
         tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
@@ -440,12 +409,10 @@ def _ensure_template_tokens(model: str, tokenizer, tokens: list[str], *, add: bo
 
 
 def _ensure_pad_token(model: str, tokenizer) -> str:
-    if tokenizer.pad_token is not None:
-        return "tokenizer"
-    if tokenizer.eos_token is None:
-        raise ModelSourceError(f"model {model!r}: the tokenizer has neither a pad nor an eos token")
-    tokenizer.pad_token = tokenizer.eos_token
-    return "eos"
+    try:
+        return modeldir.ensure_pad_token(tokenizer)
+    except modeldir.ModelDirError:
+        raise ModelSourceError(f"model {model!r}: the tokenizer has neither a pad nor an eos token") from None
 
 
 def _align_special_tokens(lm, tokenizer) -> None:
@@ -499,5 +466,4 @@ def _save(lm, tokenizer, manifest: dict, out_dir: Path) -> None:
     with files.staged_dir(out_dir) as tmp:
         lm.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        manifest["files"] = {p.name: files.sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
-        files.write_json(tmp / MANIFEST_FILE, manifest)
+        modeldir.write_manifest(tmp, manifest)

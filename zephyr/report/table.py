@@ -11,22 +11,11 @@ from typing import Iterable
 
 import pandas as pd
 
-from . import files
+from .. import files
+from ..study import TABLE1, form_name
 
 METRIC_FIELDS = ["model", "variant", "task", "metric", "value", "n"]
 MISSING = "–"  # what the paper prints where a metric does not apply (M0 has no reward accuracy)
-
-#: Table 1's columns: (task, metric, scale). Accuracies are reported in percent, as in the paper;
-#: BLEU and ROUGE are already ×100; reward accuracy stays a fraction, as in the paper.
-TABLE1 = {
-    "HellaSwag": ("hellaswag", "acc_norm", 100),
-    "BLEU-4": ("gsm8k", "bleu", 1),
-    "ROUGE-1": ("gsm8k", "rouge1", 1),
-    "ROUGE-2": ("gsm8k", "rouge2", 1),
-    "ROUGE-L": ("gsm8k", "rougeL", 1),
-    "Reward Accuracy": ("reward", "reward_accuracy", 1),
-    "MCQA": ("mcqa", "acc", 100),
-}
 
 
 def write_metrics(path: str | Path, model: str, variant: str, task: str, summary: dict) -> pd.DataFrame:
@@ -69,8 +58,7 @@ def quantization(perplexities: pd.DataFrame, sizes: dict[tuple[str, str, str], i
     """
     rows = []
     for (model, variant, precision), size in sizes.items():
-        name = variant if precision == "dense" else f"{variant}-{precision}"
-        match = (perplexities["model"] == model) & (perplexities["variant"] == name)
+        match = (perplexities["model"] == model) & (perplexities["variant"] == form_name(variant, precision))
         ppl = perplexities.loc[match & (perplexities["metric"] == "perplexity"), "value"]
         rows.append({"model": model, "variant": variant, "precision": precision,
                      "size_mb": round(size / 2**20, 2), "perplexity": float(ppl.iloc[0])})

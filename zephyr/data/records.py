@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from . import files, formats, sources
+from .. import files
+from . import formats, sources
 
 log = logging.getLogger(__name__)
 
@@ -17,7 +18,3 @@ def format_dataset(dataset: str, raw_dir: str | Path, out_path: str | Path, form
     columns = rows[0].keys() if rows else ()
     records = formats.format_rows(rows, formatter, dataset=dataset, origin=str(data_path), columns=columns, options=options)
     return files.write_jsonl(out_path, records)
-
-
-def load(path: str | Path) -> list[dict]:
-    return list(files.iter_jsonl(path))

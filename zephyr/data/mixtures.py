@@ -20,7 +20,7 @@ from typing import Iterable
 
 import pandas as pd
 
-from . import files
+from .. import files
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Evaluation throughput of one model folder: HellaSwag items/s and greedy generation tokens/s.
 
-    .venv/bin/python benchmarks/bench_eval.py --model resources/models/qwen --items 40
+    .venv/bin/python bench/bench_eval.py --model resources/models/qwen --items 40
 
 Records come from results/mixtures/hellaswag_eval.json and gsm8k_eval.json when the workflow has drawn
 them, else from the seeded generators passed through the same formatters. Not a test: it prints.
@@ -27,7 +27,7 @@ def records(task: str, mixture: str, n: int, seed: int = 0) -> tuple[list[dict],
         rows = json.loads(path.read_text())
         if len(rows) >= n:
             return rows[:n], str(path.relative_to(ROOT))
-    from zephyr import formats, generators
+    from zephyr.data import formats, generators
 
     raw = generators.generate(task, n, seed)
     return list(formats.format_rows(raw, task, dataset=f"{task}_generated", origin="generators")), f"generators.{task}"
@@ -46,22 +46,24 @@ def main(argv=None) -> None:
 
     import torch
 
-    from zephyr import evaluation
+    from zephyr.devices import device
+    from zephyr.evaluation import scoring, tasks
+    from zephyr.model import modeldir
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch threads {torch.get_num_threads()}, device {evaluation.device()}")
+    print(f"torch threads {torch.get_num_threads()}, device {device()}")
     start = time.perf_counter()
-    model, tok = evaluation.load_model(args.model)
+    model, tok = modeldir.load(args.model)
     params = sum(p.numel() for p in model.parameters())
     print(f"model {args.model}: {type(model).__name__}, {params / 1e6:.1f}M parameters, "
           f"loaded in {time.perf_counter() - start:.1f} s")
 
     hs, origin = records("hellaswag", "hellaswag_eval", args.items)
     requests = [(r["query"], " " + c) for r in hs for c in r["choices"]]
-    scored = sum(n for _, n in evaluation.encode_requests(tok, requests))
+    scored = sum(n for _, n in scoring.encode_requests(tok, requests))
     start = time.perf_counter()
-    _, summary = evaluation.hellaswag(model, tok, hs, args.batch_size)
+    _, summary = tasks.hellaswag(model, tok, hs, args.batch_size)
     wall = time.perf_counter() - start
     print(f"hellaswag ({origin}): {len(hs)} items ({len(requests)} requests, {scored} scored tokens) in {wall:.1f} s: "
           f"{len(hs) / wall:.2f} items/s; acc {summary['acc']:.3f} acc_norm {summary['acc_norm']:.3f}")
@@ -69,7 +71,7 @@ def main(argv=None) -> None:
     gs, origin = records("gsm8k", "gsm8k_eval", args.gen_items)
     stats: dict = {}
     start = time.perf_counter()
-    evaluation.generate(model, tok, gs, args.max_new_tokens, args.batch_size, stats=stats)
+    scoring.generate(model, tok, gs, args.max_new_tokens, args.batch_size, stats=stats)
     wall = time.perf_counter() - start
     print(f"generation ({origin}): {len(gs)} prompts ({stats['prompt_tokens']} prompt tokens), "
           f"{stats['new_tokens']} new tokens in {wall:.1f} s: {stats['new_tokens'] / wall:.1f} tokens/s "

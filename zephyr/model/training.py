@@ -9,7 +9,7 @@ DPO from a model M is trained on M's merged weights with `ref_model=None`, so TR
 reference with the adapter disabled: the reference is the parent M itself, as the study needs.
 
 A job given several GPUs trains data-parallel: `launch` starts one process per GPU through
-`accelerate launch`, each running `python -m zephyr.training SPEC`. The global batch stays the
+`accelerate launch`, each running `python -m zephyr.model.training SPEC`. The global batch stays the
 hyperparameter set's: the processes split its gradient accumulation steps between them.
 """
 
@@ -28,10 +28,12 @@ import time
 from pathlib import Path
 from typing import Iterable
 
-from . import files, logs
-from .environment import installed_versions
+from .. import files, logs
+from ..environment import installed_versions
+from . import modeldir
+from .prompts import examples
 
-log = logging.getLogger("zephyr.training")  # also when run as `python -m zephyr.training`
+log = logging.getLogger("zephyr.model.training")  # also when run as `python -m zephyr.model.training`
 
 #: Keys of a hyperparameter set that are not TRL config fields.
 OWN_KEYS = {"trainer", "lora"}
@@ -51,29 +53,6 @@ DEFAULTS = {
 
 class TrainingError(ValueError):
     """A run that cannot train as configured; raised before any model is loaded."""
-
-
-def messages(record: dict) -> list[dict]:
-    """The chat prompt of a record: system, earlier turns, then the instruction (and its input)."""
-    turns = [{"role": "system", "content": record["system"]}] if record.get("system") else []
-    for user, assistant in record.get("history") or []:
-        turns += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
-    content = record["instruction"] + (f"\n\n{record['input']}" if record.get("input") else "")
-    return turns + [{"role": "user", "content": content}]
-
-
-def examples(trainer: str, records: Iterable[dict]) -> list[dict]:
-    """Conversational examples: TRL masks the prompt from the SFT loss and scores DPO answers alone."""
-    if trainer == "sft":
-        return [{"prompt": messages(r), "completion": [{"role": "assistant", "content": r["output"]}]} for r in records]
-    return [
-        {
-            "prompt": messages(r),
-            "chosen": [{"role": "assistant", "content": r["chosen"]}],
-            "rejected": [{"role": "assistant", "content": r["rejected"]}],
-        }
-        for r in records
-    ]
 
 
 def check_prompt_lengths(name: str, tokenizer, rows: list[dict], max_length: int | None) -> None:
@@ -155,28 +134,6 @@ class _LogToFile:
         return Callback()
 
 
-def load_model(model_dir: str | Path, device: str, qlora: str | None = None):
-    """The model to train: dense, or 4-bit NF4 for QLoRA (prepared for k-bit training)."""
-    import torch
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
-
-    kwargs = {}
-    if qlora:
-        compute = torch.bfloat16 if device == "cuda" else torch.float32
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=qlora == "nf4-dq",
-            bnb_4bit_compute_dtype=compute,
-        )
-        local_rank = os.environ.get("LOCAL_RANK")  # each data-parallel process holds its own copy
-        kwargs["device_map"] = {"": f"cuda:{local_rank}" if device == "cuda" and local_rank else device}
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32 if device == "cpu" else "auto", **kwargs)
-    if qlora:
-        from peft import prepare_model_for_kbit_training
-
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-    return model
-
-
 def train(
     name: str,
     hyper: dict,
@@ -196,11 +153,11 @@ def train(
     import pandas as pd
     import torch
     from peft import LoraConfig
-    from transformers import AutoTokenizer
     from transformers.trainer_utils import get_last_checkpoint
     from trl import DPOTrainer, SFTTrainer
 
-    from . import devices, models
+    from .. import devices
+    from .sources import lora_targets as targets_of
 
     check_hyperparameters(f"hyperparameters of run {name}", hyper)
     processes = int(os.environ.get("WORLD_SIZE", 1))
@@ -217,14 +174,14 @@ def train(
              len(train_records), len(val_records), device, f" x {processes} processes" if processes > 1 else "",
              f", resuming from {last}" if last else "")
 
-    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    tokenizer = modeldir.load_tokenizer(base_dir)
     train_examples = examples(trainer_kind, train_records)
     check_prompt_lengths(name, tokenizer, train_examples, hyper.get("max_length", 1024))
-    model = load_model(base_dir, device, qlora)
+    model = modeldir.load_for_training(base_dir, device, qlora)
     lora = hyper.get("lora", {})
     peft_config = LoraConfig(
         r=lora.get("r", 8), lora_alpha=lora.get("alpha", 16), lora_dropout=lora.get("dropout", 0.05),
-        target_modules=models.lora_targets(model, lora_targets), task_type="CAUSAL_LM",
+        target_modules=targets_of(model, lora_targets), task_type="CAUSAL_LM",
     )
     args = trl_config(run_hyper, checkpoint_dir, device=device, seed=seed, has_eval=bool(val_records))
     trainer_cls = SFTTrainer if trainer_kind == "sft" else DPOTrainer
@@ -307,7 +264,7 @@ def launch(spec: dict, processes: int = 1, *, threads: int | None = None, log_fi
         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
         "--main_process_port", "0",  # a free port: two jobs on one node do not collide
         "--num_cpu_threads_per_process", str(max(1, (threads or 1) // processes)),
-        "-m", "zephyr.training", str(spec_file),
+        "-m", "zephyr.model.training", str(spec_file),
     ]
     log.info("%s: %d data-parallel processes: %s", spec["name"], processes, " ".join(command))
     for handler in logging.getLogger().handlers:

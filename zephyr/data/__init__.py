@@ -1,0 +1,1 @@
+"""The data side: raw sources → unified records → sampled mixtures (and held-out sets)."""

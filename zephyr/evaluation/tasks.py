@@ -1,0 +1,159 @@
+"""The evaluation tasks' runners, one per task of the registry (`study.TASKS`, which says what each
+reads and writes): each runs on the scoring engine (`scoring`) and scores with the reference metric
+definitions (`metrics`).
+
+One job evaluates one model on one task (`evaluate_files`): HellaSwag (lm-eval's zero-shot acc and
+acc_norm), MCQA (the answer letter's log-likelihood), GSM8K overlap (greedy answers against the
+reference rationale by BLEU-4 and ROUGE), DPO reward accuracy against the parent, and perplexity.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+from ..model.prompts import LETTERS, mcqa_prompt
+from ..study import TASKS
+from . import metrics
+from .scoring import (context_length, generate, loglikelihoods, pad_token_id, preference_sequences, score_sequences,
+                      windows)
+
+log = logging.getLogger(__name__)
+
+
+def hellaswag(model, tokenizer, records: Sequence[dict], batch_size: int = 8) -> tuple[list[dict], dict]:
+    """lm-eval's zero-shot HellaSwag: rows per item and {acc, acc_norm, n} (fractions)."""
+    requests = [(r["query"], " " + choice) for r in records for choice in r["choices"]]
+    lls = loglikelihoods(model, tokenizer, requests, batch_size)
+    rows, k = [], 0
+    for r in records:
+        item = lls[k:k + len(r["choices"])]
+        k += len(r["choices"])
+        scores = metrics.choice_scores(item, r["choices"], r["label"])
+        rows.append({"id": r.get("id"), "label": r["label"], "pred": scores["pred"], "pred_norm": scores["pred_norm"],
+                     "acc": scores["acc"], "acc_norm": scores["acc_norm"], "loglikelihoods": item})
+    return rows, _mean_summary(rows, ("acc", "acc_norm"))
+
+
+def mcqa(model, tokenizer, records: Sequence[dict], batch_size: int = 8) -> tuple[list[dict], dict]:
+    """Multiple-choice QA by the log-likelihood of the answer letter: rows and {acc, n} (fraction)."""
+    requests = [(mcqa_prompt(r), " " + LETTERS[i]) for r in records for i in range(len(r["choices"]))]
+    lls = loglikelihoods(model, tokenizer, requests, batch_size)
+    rows, k = [], 0
+    for r in records:
+        item = lls[k:k + len(r["choices"])]
+        k += len(r["choices"])
+        scores = metrics.choice_scores(item, LETTERS[:len(item)], r["answer"])
+        rows.append({"id": r.get("id"), "answer": r["answer"], "pred": scores["pred"], "acc": scores["acc"],
+                     "loglikelihoods": item})
+    return rows, _mean_summary(rows, ("acc",))
+
+
+def _mean_summary(rows: list[dict], keys: Iterable[str]) -> dict:
+    if not rows:
+        raise ValueError("no records to evaluate")
+    return {**{k: sum(r[k] for r in rows) / len(rows) for k in keys}, "n": len(rows)}
+
+
+def gsm8k_overlap(model, tokenizer, records: Sequence[dict], max_new_tokens: int = 256,
+                  batch_size: int = 8) -> tuple[list[dict], dict]:
+    """Greedy answers to GSM8K questions scored against the full reference rationale by BLEU and ROUGE."""
+    predictions = generate(model, tokenizer, records, max_new_tokens, batch_size)
+    references = [r["answer"] for r in records]
+    rows = [{"id": r.get("id"), "question": r["question"], "reference": ref, "prediction": pred}
+            for r, ref, pred in zip(records, references, predictions)]
+    summary = {"bleu": metrics.bleu(predictions, references), **metrics.rouge(predictions, references),
+               "n": len(records)}
+    return rows, summary
+
+
+def reward_accuracy(policy, ref, tokenizer, records: Sequence[dict], beta: float, batch_size: int = 8,
+                    max_length: int | None = None) -> tuple[list[dict], dict]:
+    """TRL's DPO reward accuracy of `policy` against `ref` (its parent): rows and a summary.
+
+    Both models share `tokenizer` (a variant keeps its parent's). The summary holds reward_accuracy
+    (a fraction), reward_margin, reward_chosen, reward_rejected, beta and n.
+    """
+    chosen, rejected = preference_sequences(tokenizer, records, max_length)
+    pad = pad_token_id(tokenizer)
+    policy_scores = score_sequences(policy, chosen + rejected, pad, batch_size, desc="policy log-probs")
+    ref_scores = score_sequences(ref, chosen + rejected, pad, batch_size, desc="reference log-probs")
+    n = len(chosen)
+    pc, pr, rc, rr = policy_scores[:n], policy_scores[n:], ref_scores[:n], ref_scores[n:]
+    summary = {**metrics.reward_accuracy(pc, pr, rc, rr, beta), "beta": beta, "n": n}
+    rows = [
+        {"id": r.get("id"), "policy_chosen": a, "policy_rejected": b, "ref_chosen": c, "ref_rejected": d,
+         "chosen_reward": beta * (a - c), "rejected_reward": beta * (b - d)}
+        for r, a, b, c, d in zip(records, pc, pr, rc, rr)
+    ]
+    return rows, summary
+
+
+def perplexity(model, tokenizer, texts: Sequence[str], window: int, batch_size: int = 1) -> dict:
+    """Perplexity of the texts joined by blank lines, over non-overlapping windows of `window` tokens.
+
+    The text is encoded once (no special tokens) and cut into windows; within a window every token but
+    the first is predicted from the tokens before it in that window. perplexity = exp(summed NLL /
+    predicted tokens). Returns {perplexity, tokens (predicted), windows, window, text_tokens}.
+    """
+    text = "\n\n".join(texts)
+    ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+    limit = context_length(model)
+    if limit and window > limit:
+        raise ValueError(f"window {window} is longer than the model's context ({limit})")
+    parts = windows(ids, window)
+    sequences = [(w, len(w) - 1) for w in parts]
+    scores = score_sequences(model, sequences, pad_token_id(tokenizer), batch_size, desc="perplexity", share_prefix=False)
+    predicted = sum(n for _, n in sequences)
+    nll = -sum(scores)
+    return {"perplexity": metrics.perplexity(nll, predicted), "tokens": predicted, "windows": len(parts),
+            "window": window, "text_tokens": len(ids), "nll": nll}
+
+
+# ---- the runners of the registered tasks ------------------------------------------------------
+
+
+def _perplexity(model, tokenizer, records, settings, reference):
+    summary = perplexity(model, tokenizer, [r["text"] for r in records], settings["window"], settings["batch_size"])
+    return [], {**summary, "n": summary["windows"]}
+
+
+#: task name (`study.TASKS`) → run(model, tokenizer, records, settings, reference) → (rows, summary).
+RUNNERS: dict[str, Callable] = {
+    "hellaswag": lambda m, tok, records, s, ref: hellaswag(m, tok, records, s["batch_size"]),
+    "gsm8k": lambda m, tok, records, s, ref: gsm8k_overlap(m, tok, records, s["max_new_tokens"], s["batch_size"]),
+    "mcqa": lambda m, tok, records, s, ref: mcqa(m, tok, records, s["batch_size"]),
+    "reward": lambda m, tok, records, s, ref: reward_accuracy(m, ref, tok, records, s["beta"], s["batch_size"],
+                                                              s.get("max_length")),
+    "perplexity": _perplexity,
+}
+
+
+def evaluate_files(task: str, model_dir: str | Path, data_path: str | Path, out_csv: str | Path,
+                   items_path: str | Path, *, model: str, variant: str, settings: dict,
+                   parent_dir: str | Path | None = None) -> dict:
+    """Evaluate one model on one task; write the tidy metric CSV and the per-item JSONL beside it.
+
+    `settings`: batch_size, and the task's own (max_new_tokens for gsm8k, beta and max_length for
+    reward, window for perplexity). Reward accuracy scores the model against `parent_dir`, its reference.
+    """
+    from .. import files
+    from ..model import modeldir
+    from ..report import table
+
+    if task not in TASKS:
+        raise ValueError(f"unknown evaluation task {task!r}; known: {', '.join(TASKS)}")
+    spec = TASKS[task]
+    if spec.needs_parent and parent_dir is None:
+        raise ValueError(f"{model} {variant}: {task} needs the parent model as reference")
+    records = files.read_json(data_path)
+    policy, tokenizer = modeldir.load(model_dir)
+    reference = modeldir.load(parent_dir)[0] if spec.needs_parent else None
+    log.info("%s %s: %s on %d records from %s", model, variant, task, len(records), data_path)
+    rows, summary = RUNNERS[task](policy, tokenizer, records, {"batch_size": 8, **settings}, reference)
+    files.write_jsonl(items_path, rows)
+    table.write_metrics(out_csv, model, variant, task, summary)
+    log.info("%s %s %s: %s", model, variant, task,
+             ", ".join(f"{k}={v:.4g}" for k, v in summary.items() if isinstance(v, float)))
+    return summary

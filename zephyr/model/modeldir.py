@@ -1,0 +1,169 @@
+"""A model folder: an ordinary Hugging Face folder plus Zephyr's `manifest.json` (provenance and file
+checksums). The one place that reads and writes manifests, checks a folder, builds the bitsandbytes
+config, and loads a folder: for inference (dense or quantized), for training (dense or QLoRA), or as
+stored (merging); each with its tokenizer, pad token ensured.
+
+On the CPU models load in float32 (bf16 compute is emulated, and very slow, on CPUs without
+AVX-512-bf16); on a GPU in their stored dtype, and 4-bit compute in bf16 where the GPU has it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from .. import files
+from ..devices import device as current_device
+from ..devices import dtype_for
+from ..study import PRECISIONS
+
+CONFIG_FILE = "config.json"
+#: What a merged or quantized folder inherits from its parent's manifest (the tokenizer is the same).
+INHERITED_KEYS = ("model", "architecture", "model_type", "vocab_size", "tokenizer_size", "chat_template_source",
+                  "special_tokens", "stop_token_ids")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+
+
+class ModelDirError(ValueError):
+    """A model folder that cannot be read, merged or exported as asked; raised before any output is written."""
+
+
+# ---- the folder ------------------------------------------------------------------------------------
+
+
+def check(model_dir: str | os.PathLike) -> Path:
+    """`model_dir` as a Path, once it holds a config.json."""
+    model_dir = Path(model_dir)
+    if not (model_dir / CONFIG_FILE).is_file():
+        raise ModelDirError(f"{model_dir}: no {CONFIG_FILE}; not a model folder")
+    return model_dir
+
+
+def quantization_of(model_dir: str | os.PathLike) -> dict | None:
+    """The folder's bitsandbytes `quantization_config`, or None for dense weights."""
+    return files.read_json(check(model_dir) / CONFIG_FILE).get("quantization_config") or None
+
+
+def read_manifest(model_dir: str | os.PathLike, *, required: bool = True) -> dict:
+    """The folder's manifest; `{}` for a plain Hugging Face folder unless `required`."""
+    path = Path(model_dir) / files.MANIFEST_FILE
+    if path.is_file():
+        return files.read_json(path)
+    if required:
+        raise ModelDirError(f"{model_dir}: no {files.MANIFEST_FILE}; not a folder written by Zephyr")
+    return {}
+
+
+def write_manifest(directory: Path, manifest: dict) -> dict:
+    """Record the checksum of every file of `directory` in `manifest` and write it there, last."""
+    manifest["files"] = {p.name: files.sha256(p) for p in sorted(directory.iterdir())
+                         if p.is_file() and p.name != files.MANIFEST_FILE}
+    files.write_json(directory / files.MANIFEST_FILE, manifest)
+    return manifest
+
+
+def provenance(model_dir: Path, manifest: dict) -> dict:
+    """Who a merged or quantized folder's parent is: its folder, identity and checksums."""
+    path = Path(model_dir) / files.MANIFEST_FILE
+    return {
+        "dir": str(model_dir),
+        "model": manifest.get("model"),
+        "variant": manifest.get("variant") or ("M0" if manifest.get("source") else None),
+        "kind": manifest.get("kind") or ("base" if manifest.get("source") else None),
+        "source": manifest.get("source"),
+        "resolved_revision": manifest.get("resolved_revision"),
+        "manifest_sha256": files.sha256(path) if path.is_file() else None,
+        "weights_sha256": {p.name: files.sha256(p) for p in sorted(Path(model_dir).glob("*.safetensors"))},
+    }
+
+
+def has_tokenizer(model_dir: Path) -> bool:
+    return any((Path(model_dir) / n).is_file() for n in TOKENIZER_FILES)
+
+
+def meta_model(model_dir: Path) -> tuple[Any, dict]:
+    """The folder's model built on the meta device (no weights read), and its modules by name."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(model_dir)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    return model, dict(model.named_modules())
+
+
+# ---- loading ---------------------------------------------------------------------------------------
+
+
+def quantization_config(precision: str, device: str | None = None):
+    """The BitsAndBytesConfig of a precision: the one 4-bit / 8-bit config of training and export."""
+    from transformers import BitsAndBytesConfig
+
+    if precision not in PRECISIONS:
+        raise ModelDirError(f"unknown precision {precision!r}; expected one of {list(PRECISIONS)}")
+    if precision == "int8":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                              bnb_4bit_use_double_quant=precision == "nf4-dq",
+                              bnb_4bit_compute_dtype=dtype_for(device or current_device()))
+
+
+def load_tokenizer(model_dir: str | os.PathLike):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    ensure_pad_token(tokenizer)
+    return tokenizer
+
+
+def ensure_pad_token(tokenizer) -> str:
+    """Give a tokenizer without a pad token its EOS as pad; says where the pad came from."""
+    if tokenizer.pad_token is not None:
+        return "tokenizer"
+    if tokenizer.eos_token is None:
+        raise ModelDirError(f"tokenizer {tokenizer.name_or_path!r} has neither a pad nor an eos token")
+    tokenizer.pad_token = tokenizer.eos_token
+    return "eos"
+
+
+def load_model(model_dir: str | os.PathLike, device: str | None = None, *, precision: str | None = None,
+               stored_dtype: bool = False):
+    """The folder's causal LM on `device` (this machine's by default).
+
+    `precision` quantizes dense weights while loading (QLoRA, exports); a folder that is already
+    quantized loads as it was saved. `stored_dtype` keeps the stored dtype on the CPU too (merging).
+    Under a data-parallel launcher each process takes its own GPU (LOCAL_RANK).
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model_dir = check(model_dir)
+    device = device or current_device()
+    place = f"cuda:{os.environ['LOCAL_RANK']}" if device == "cuda" and os.environ.get("LOCAL_RANK") else device
+    kwargs: dict[str, Any] = {"dtype": "auto" if stored_dtype or device != "cpu" else torch.float32}
+    if precision:
+        kwargs["quantization_config"] = quantization_config(precision, device)
+    if precision or quantization_of(model_dir):
+        kwargs["device_map"] = {"": place}
+    model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
+    if "device_map" not in kwargs:
+        model.to(place)
+    return model
+
+
+def load(model_dir: str | os.PathLike, device: str | None = None):
+    """(model, tokenizer) of a folder, dense or quantized, in eval mode: ready to score."""
+    model = load_model(model_dir, device)
+    model.eval()
+    return model, load_tokenizer(model_dir)
+
+
+def load_for_training(model_dir: str | os.PathLike, device: str, qlora: str | None = None):
+    """The model to put LoRA on: dense, or quantized while loading for QLoRA (prepared for k-bit training)."""
+    model = load_model(model_dir, device, precision=qlora)
+    if qlora:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    return model

@@ -1,0 +1,84 @@
+"""Chat prompts, one home for training and evaluation: how a record becomes chat messages, the
+built-in chat templates that render them, and the token ids of a prompt as TRL tokenizes it.
+
+A model is evaluated on the prompts it was tuned on: SFT and DPO examples and the evaluation tasks
+all build their messages here.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+#: Letters of multiple-choice options in the MCQA prompt.
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+CHAT_TEMPLATES = {
+    # ChatML with no default system message.
+    "chatml": (
+        "{% for message in messages %}"
+        "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+    ),
+    # Qwen1.5-Chat's own template: ChatML with a default system message.
+    "qwen": (
+        "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+        "{{ '<|im_start|>system\nYou are a helpful assistant<|im_end|>\n' }}{% endif %}"
+        "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+        "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+    ),
+    # Zephyr's (HuggingFaceH4/zephyr-7b-beta) template.
+    "zephyr": (
+        "{% for message in messages %}{{ '<|' + message['role'] + '|>\n' + message['content'] + eos_token + '\n' }}"
+        "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"
+    ),
+}
+# Markers a built-in template needs as single tokens; added to a scratch model's tokenizer when missing.
+TEMPLATE_TOKENS = {"chatml": ["<|im_start|>", "<|im_end|>"], "qwen": ["<|im_start|>", "<|im_end|>"], "zephyr": []}
+
+
+def messages(record: dict) -> list[dict]:
+    """The chat prompt of a record: system, earlier turns, then the instruction (and its input)."""
+    turns = [{"role": "system", "content": record["system"]}] if record.get("system") else []
+    for user, assistant in record.get("history") or []:
+        turns += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
+    content = record["instruction"] + (f"\n\n{record['input']}" if record.get("input") else "")
+    return turns + [{"role": "user", "content": content}]
+
+
+def examples(trainer: str, records: Iterable[dict]) -> list[dict]:
+    """Conversational examples: TRL masks the prompt from the SFT loss and scores DPO answers alone."""
+    if trainer == "sft":
+        return [{"prompt": messages(r), "completion": [{"role": "assistant", "content": r["output"]}]} for r in records]
+    return [
+        {
+            "prompt": messages(r),
+            "chosen": [{"role": "assistant", "content": r["chosen"]}],
+            "rejected": [{"role": "assistant", "content": r["rejected"]}],
+        }
+        for r in records
+    ]
+
+
+def chat_messages(item: str | dict) -> list[dict]:
+    """The chat prompt of a question string, a GSM8K record ({question}) or an instruction record."""
+    if isinstance(item, str):
+        return [{"role": "user", "content": item}]
+    if "instruction" in item:
+        return messages(item)
+    if "question" in item:
+        return messages({"instruction": item["question"]})
+    raise ValueError(f"cannot build a prompt from a record with fields {sorted(item)}")
+
+
+def mcqa_prompt(record: dict) -> str:
+    """'Question: ...\\nA. ...\\nB. ...\\nAnswer:' (the letter is scored as the continuation ' A', ' B', ...)."""
+    if len(record["choices"]) > len(LETTERS):
+        raise ValueError(f"{len(record['choices'])} choices: more than {len(LETTERS)} letters")
+    options = "".join(f"{LETTERS[i]}. {choice}\n" for i, choice in enumerate(record["choices"]))
+    return f"Question: {record['question']}\n{options}Answer:"
+
+
+def prompt_ids(tokenizer, chat: list[dict]) -> list[int]:
+    """Token ids of a chat prompt with the generation prompt, tokenized as TRL tokenizes prompts."""
+    return list(tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=True,
+                                              return_dict=True)["input_ids"])

@@ -1,0 +1,93 @@
+"""The study's vocabulary in one place: trainers, evaluation tasks, export precisions, how a variant's
+quantized copy is named, Table 1's columns and which appendix figures a config draws.
+
+The rules, the config checks, the tables and the figures read these names from here, so adding a
+task or a precision is one edit. Nothing here imports torch: the Snakefile reads it at every parse.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Task", "TASKS", "TRAINERS", "PRECISIONS", "FORMS", "TABLE1", "form_name", "table1_tasks", "trainer_of",
+           "figure_outputs"]
+
+@dataclass(frozen=True)
+class Task:
+    """An evaluation task: the mixture task of the records it reads, the metric rows it writes, whether
+    it scores against the variant's parent, and whether it is measured on every form of a variant
+    (dense and quantized) or on the dense one only. Its runner is `zephyr.evaluation.tasks.RUNNERS[name]`."""
+
+    name: str
+    reads: str
+    metrics: tuple[str, ...]
+    needs_parent: bool = False
+    per_form: bool = False
+
+
+#: The evaluation tasks, by name.
+TASKS: dict[str, Task] = {task.name: task for task in (
+    Task("hellaswag", "hellaswag", ("acc", "acc_norm")),
+    Task("gsm8k", "gsm8k", ("bleu", "rouge1", "rouge2", "rougeL")),
+    Task("mcqa", "mcqa", ("acc",)),
+    Task("reward", "preference", ("reward_accuracy", "reward_margin", "reward_chosen", "reward_rejected", "beta"),
+         needs_parent=True),
+    Task("perplexity", "text", ("perplexity", "tokens", "windows", "window", "text_tokens", "nll"), per_form=True),
+)}
+
+#: trainer → the mixture task it learns from.
+TRAINERS = {"sft": "sft", "dpo": "preference"}
+
+#: precision → what it is; the keys are the `{precision}` of `results/models/{model}/{variant}-{precision}/`.
+PRECISIONS = {
+    "nf4": "4-bit NormalFloat (bitsandbytes NF4)",
+    "nf4-dq": "4-bit NormalFloat with double quantization of the scales",
+    "int8": "8-bit LLM.int8() (bitsandbytes)",
+}
+#: A variant's forms: its dense weights and each quantized copy.
+FORMS = ("dense", *PRECISIONS)
+
+#: Table 1's columns: (task, metric, scale). Accuracies are reported in percent, as in the paper;
+#: BLEU and ROUGE are already ×100; reward accuracy stays a fraction, as in the paper.
+TABLE1 = {
+    "HellaSwag": ("hellaswag", "acc_norm", 100),
+    "BLEU-4": ("gsm8k", "bleu", 1),
+    "ROUGE-1": ("gsm8k", "rouge1", 1),
+    "ROUGE-2": ("gsm8k", "rouge2", 1),
+    "ROUGE-L": ("gsm8k", "rougeL", 1),
+    "Reward Accuracy": ("reward", "reward_accuracy", 1),
+    "MCQA": ("mcqa", "acc", 100),
+}
+
+
+def form_name(variant: str, form: str) -> str:
+    """The name of a variant in one form: `M0` dense, `M0-nf4` quantized (folders, metrics, tables)."""
+    if form not in FORMS:
+        raise ValueError(f"unknown form {form!r}; expected one of {list(FORMS)}")
+    return variant if form == "dense" else f"{variant}-{form}"
+
+
+def table1_tasks(variant: str | None = None) -> list[str]:
+    """The tasks Table 1 reads (in registry order); for `variant`, only those it can be evaluated on
+    (a task scored against the parent does not apply to M0)."""
+    read = {task for task, _, _ in TABLE1.values()}
+    tasks = [t for t in TASKS if t in read]
+    if variant == "M0":
+        tasks = [t for t in tasks if not TASKS[t].needs_parent]
+    return tasks
+
+
+def trainer_of(variant_spec: dict, hyperparameters: dict) -> str:
+    return hyperparameters[variant_spec["hyperparameters"]]["trainer"]
+
+
+def figure_outputs(variants: dict, hyperparameters: dict) -> dict[str, str]:
+    """The appendix figures a config draws: name → PNG path (Figure 1, SFT losses per model, Figure 4)."""
+    sft_models = sorted({m for spec in variants.values() if trainer_of(spec, hyperparameters) == "sft"
+                         for m in spec["models"]})
+    outputs = {"learning_rates": "results/figures/figure1_learning_rates.png"}
+    for model in sft_models:
+        outputs[f"sft_{model}"] = f"results/figures/figure_sft_losses_{model}.png"
+    if any(trainer_of(spec, hyperparameters) == "dpo" for spec in variants.values()):
+        outputs["dpo"] = "results/figures/figure4_dpo.png"
+    return outputs
