@@ -17,6 +17,7 @@ os.environ.update(
 from zephyr import config as zconfig
 from zephyr import resources as zresources
 from zephyr import study
+from zephyr.data import mixtures as zmixtures
 
 zconfig.validate(config)
 zresources.check_settings(workflow.resource_settings)
@@ -220,3 +221,12 @@ def all_mixtures():
     return [f"results/mixtures/{m}.json" for m in MIXTURES] + [
         "results/mixtures/dataset_info.json"
     ]
+
+
+def llamafactory_mixtures():
+    """The mixtures LlamaFactory trains on (SFT and ranking), by name: task."""
+    return {
+        m: spec["task"]
+        for m, spec in MIXTURES.items()
+        if spec["task"] in zmixtures.LLAMAFACTORY_COLUMNS
+    }

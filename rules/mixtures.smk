@@ -23,9 +23,10 @@ rule draw_mixture:
 
 
 rule dataset_info:
-    """LlamaFactory's dataset_info.json, registering every trainable mixture as it is."""
+    """LlamaFactory's dataset_info.json: each non-empty file of a trainable mixture, with the columns its records carry."""
     input:
         [f"results/mixtures/{m}.json" for m in MIXTURES],
+        [f"results/mixtures/{m}.validation.json" for m in llamafactory_mixtures()],
     output:
         "results/mixtures/dataset_info.json",
     log:
@@ -35,6 +36,6 @@ rule dataset_info:
     conda:
         "../envs/data.yaml"
     params:
-        tasks={m: spec["task"] for m, spec in MIXTURES.items()},
+        tasks=llamafactory_mixtures(),
     script:
         "../scripts/dataset_info.py"

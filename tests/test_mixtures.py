@@ -84,8 +84,120 @@ def test_draw_files_writes_alpaca_json_stats_and_validation(tmp_path):
     assert rows[0]["dataset"] == "a" and rows[0]["drawn"] == "30" and rows[0]["train"] == "27"
 
 
-def test_dataset_info_registers_trainable_mixtures_for_llamafactory():
-    info = mixtures.dataset_info({"D_S": "sft", "DPO": "preference", "gsm8k_eval": "gsm8k"})
-    assert set(info) == {"D_S", "D_S_validation", "DPO", "DPO_validation"}
-    assert info["DPO"]["ranking"] is True and info["DPO"]["columns"]["chosen"] == "chosen"
-    assert info["D_S"] == {"file_name": "D_S.json", "formatting": "alpaca", "columns": mixtures.LLAMAFACTORY_COLUMNS["sft"]}
+def test_records_of_a_mixture_share_one_set_of_keys():
+    records = {"a": [
+        {"id": "a:0", "source": "a", "instruction": "q0", "input": "", "output": "r0", "system": "be brief"},
+        {"id": "a:1", "source": "a", "instruction": "q1", "input": "", "output": "r1", "history": [["h", "i"]]},
+        {"id": "a:2", "source": "a", "instruction": "q2", "input": "", "output": "r2", "group": "g"},
+    ]}
+    train, _, _ = mixtures.draw("m", spec([{"dataset": "a"}]), records)
+    by_id = {r["id"]: r for r in train}
+    assert all(set(r) == {"id", "source", "instruction", "input", "output", "system", "history", "group"} for r in train)
+    assert by_id["a:0"]["system"] == "be brief" and by_id["a:0"]["history"] == [] and by_id["a:0"]["group"] == ""
+    assert by_id["a:1"]["system"] == "" and by_id["a:1"]["history"] == [["h", "i"]]
+    assert by_id["a:2"]["group"] == "g"
+    # an empty group still means "a group of one": the validation split and exclusion are unchanged
+    assert mixtures.group_key(by_id["a:0"]) == "a:0"
+
+
+def write_mixture(directory, name, train, validation):
+    (directory / f"{name}.json").write_text(json.dumps(train))
+    (directory / f"{name}.validation.json").write_text(json.dumps(validation))
+
+
+def test_dataset_info_maps_the_columns_the_records_carry(tmp_path):
+    plain = sft_records("a", 3)
+    write_mixture(tmp_path, "D_S", plain, plain[:1])
+    pair = {"id": "p", "source": "p", "instruction": "q", "input": "", "chosen": "c", "rejected": "r", "system": "s"}
+    write_mixture(tmp_path, "DPO", [pair, {**pair, "id": "p2"}], [])
+    write_mixture(tmp_path, "gsm8k_eval", [{"id": "g", "source": "g", "question": "q", "answer": "a", "final": "1"}], [])
+    info = mixtures.dataset_info({"D_S": "sft", "DPO": "preference", "gsm8k_eval": "gsm8k"}, tmp_path)
+    # the empty DPO validation split and the evaluation set are not registered
+    assert set(info) == {"D_S", "D_S_validation", "DPO"}
+    # no record of D_S carries system or history: mapping them is LlamaFactory's KeyError: 'history'
+    assert info["D_S"] == {"file_name": "D_S.json", "formatting": "alpaca",
+                           "columns": {"prompt": "instruction", "query": "input", "response": "output"}}
+    assert info["D_S_validation"]["file_name"] == "D_S.validation.json"
+    assert info["DPO"] == {"file_name": "DPO.json", "formatting": "alpaca", "ranking": True,
+                           "columns": {"prompt": "instruction", "query": "input", "chosen": "chosen",
+                                       "rejected": "rejected", "system": "system"}}
+
+
+def test_dataset_info_refuses_a_key_only_some_records_carry(tmp_path):
+    records = sft_records("a", 3)
+    records[1]["system"] = "s"
+    write_mixture(tmp_path, "D_S", records, [])
+    with pytest.raises(mixtures.MixtureError, match="D_S.json: 1 of 3 records carry 'system'"):
+        mixtures.dataset_info({"D_S": "sft"}, tmp_path)
+
+
+#: LlamaFactory's alpaca column names for the record keys that a mixture's records may or may not carry.
+OPTIONAL_COLUMNS = {"system": "system", "history": "history"}
+
+
+def build_mixtures(config_path, workdir):
+    """The data stage of a config, in process: raw data, records, every mixture, dataset_info.json."""
+    from zephyr import config as zconfig
+    from zephyr.data import records, sources
+
+    cfg = zconfig.load(config_path)
+    for name, ds in cfg["datasets"].items():
+        sources.fetch_dataset(name, ds["source"], workdir / "raw" / name)
+        records.format_dataset(name, workdir / "raw" / name, workdir / "records" / f"{name}.jsonl",
+                               ds["format"], ds.get("options"))
+    out = workdir / "mixtures"
+    done = set()
+    while len(done) < len(cfg["mixtures"]):  # a mixture after the ones it excludes
+        for name, mix in cfg["mixtures"].items():
+            if name not in done and set(mix["exclude"]) <= done:
+                mixtures.draw_files(
+                    name, mix, [workdir / "records" / f"{c['dataset']}.jsonl" for c in mix["components"]],
+                    [out / f"{m}{s}.json" for m in mix["exclude"] for s in ("", ".validation")],
+                    {"train": out / f"{name}.json", "validation": out / f"{name}.validation.json",
+                     "stats": out / f"{name}.stats.csv"})
+                done.add(name)
+    tasks = {name: mix["task"] for name, mix in cfg["mixtures"].items()}
+    return cfg, out, tasks, mixtures.dataset_info(tasks, out)
+
+
+@pytest.mark.parametrize("config_path", ["config.yaml", "tests/fixtures/tiny.yaml"])
+def test_dataset_info_contract_for_every_mixture_of_the_configs(tmp_path, monkeypatch, config_path):
+    from conftest import FIXTURES, ROOT
+
+    monkeypatch.chdir(tmp_path)  # the tiny config's local source is a relative path
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "truthy_dpo.jsonl").write_bytes((FIXTURES / "datasets" / "truthy_dpo.jsonl").read_bytes())
+    cfg, out, tasks, info = build_mixtures(ROOT / config_path, tmp_path)
+
+    expected = {}  # every non-empty file of an SFT or ranking mixture, and nothing else
+    for name, task in tasks.items():
+        for suffix, file_name in (("", f"{name}.json"), ("_validation", f"{name}.validation.json")):
+            records = json.loads((out / file_name).read_text())
+            # one set of keys per mixture file, whatever the task
+            assert len({tuple(sorted(r)) for r in records}) <= 1, file_name
+            if task in ("sft", "preference") and records:
+                expected[name + suffix] = (file_name, task, set(records[0]))
+    assert set(info) == set(expected)
+    assert {"D_S", "DPO", "reward_pairs"} <= set(info) and "reward_pairs_validation" not in info
+
+    for entry_name, entry in info.items():
+        file_name, task, keys = expected[entry_name]
+        assert entry["file_name"] == file_name and entry["formatting"] == "alpaca"
+        columns = entry["columns"]
+        assert set(columns.values()) <= keys, f"{entry_name} maps a column its records lack"
+        for column, key in OPTIONAL_COLUMNS.items():
+            assert (columns.get(column) == key) == (key in keys), f"{entry_name}: {column}"
+        assert columns["prompt"] == "instruction" and columns["query"] == "input"
+        if task == "preference":
+            assert entry["ranking"] is True
+            assert (columns["chosen"], columns["rejected"]) == ("chosen", "rejected") and "response" not in columns
+        else:
+            assert "ranking" not in entry and columns["response"] == "output"
+
+    if config_path == "config.yaml":
+        # the default's DPO mixes Orca pairs (with a system prompt) and EPFL pairs (without): every
+        # record now carries `system`, empty where the source had none, and the map names it
+        dpo = json.loads((out / "DPO.json").read_text())
+        assert 0 < sum(r["system"] == "" for r in dpo) < len(dpo)
+        assert info["DPO"]["columns"]["system"] == "system"
+        assert "history" not in info["D_S"]["columns"] and "system" not in info["D_S"]["columns"]

@@ -7,7 +7,10 @@ seed and the dataset's name, so adding a component or changing one cap leaves th
 they were. Records drawn by the mixtures named in `exclude` (say, the held-out reward-accuracy pairs)
 are removed first, by group, so training never sees a held-out question.
 
-The written JSON is the Alpaca / ranking layout that LlamaFactory reads as it is.
+The written JSON is the Alpaca / ranking layout that LlamaFactory reads as it is. The records of one
+mixture share one set of keys (a key some records lack, such as `system`, is present and empty in
+those), so every JSON loader infers one schema for the file; `dataset_info` maps exactly the
+LlamaFactory columns the records carry and registers no empty file.
 """
 
 from __future__ import annotations
@@ -18,8 +21,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable
 
-import pandas as pd
-
 from .. import files
 
 log = logging.getLogger(__name__)
@@ -27,11 +28,14 @@ log = logging.getLogger(__name__)
 #: Tasks whose records are a running text: a cap takes the first rows, in order, and nothing is shuffled.
 ORDERED_TASKS = {"text"}
 
-#: LlamaFactory `dataset_info.json` column maps for the tasks it trains on.
+#: LlamaFactory `dataset_info.json` columns (its name: the record key) for the tasks it trains on.
 LLAMAFACTORY_COLUMNS = {
     "sft": {"prompt": "instruction", "query": "input", "response": "output", "system": "system", "history": "history"},
-    "preference": {"prompt": "instruction", "query": "input", "chosen": "chosen", "rejected": "rejected", "system": "system"},
+    "preference": {"prompt": "instruction", "query": "input", "chosen": "chosen", "rejected": "rejected",
+                   "system": "system", "history": "history"},
 }
+#: Columns LlamaFactory reads without checking that the map names them: a record always carries them.
+LLAMAFACTORY_REQUIRED = {"sft": {"prompt", "response"}, "preference": {"prompt", "chosen", "rejected"}}
 
 
 class MixtureError(ValueError):
@@ -83,12 +87,27 @@ def draw(
             log.warning("%s: cap %d on %s exceeds its %d records: all taken", name, cap, dataset, len(pool))
     if not ordered:
         random.Random(f"{seed}:shuffle").shuffle(drawn)
+    drawn = uniform_keys(drawn)
     train, validation = split(drawn, spec.get("validation", 0.0), seed)
     for s in stats:
         s.train = sum(r["source"] == s.dataset for r in train)
         s.validation = sum(r["source"] == s.dataset for r in validation)
     log.info("%s: %d train + %d validation records from %d datasets", name, len(train), len(validation), len(stats))
     return train, validation, stats
+
+
+def uniform_keys(records: list[dict]) -> list[dict]:
+    """The records with one set of keys (in order of first appearance): a key some records carry is
+    added to the others, empty ("" for text, [] for a list such as `history`, None otherwise)."""
+    keys: dict[str, object] = {}
+    for record in records:
+        for key, value in record.items():
+            keys.setdefault(key, _empty(value))
+    return [{key: record.get(key, empty) for key, empty in keys.items()} for record in records]
+
+
+def _empty(value):
+    return type(value)() if isinstance(value, (str, list, dict)) else None
 
 
 def split(records: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
@@ -126,6 +145,8 @@ def draw_files(name: str, spec: dict, records: Iterable[str | Path], exclude: It
 
 def write(out: dict[str, str | Path], train: list[dict], validation: list[dict], stats: list[ComponentStats]) -> None:
     """Write the mixture (`train`), its `validation` split and `stats` CSV, each atomically."""
+    import pandas as pd  # here, not at the top: the workflow imports this module when it parses
+
     files.write_json(out["validation"], validation)
     frame = pd.DataFrame([asdict(s) for s in stats])
     with files.atomic(out["stats"]) as handle:
@@ -133,19 +154,39 @@ def write(out: dict[str, str | Path], train: list[dict], validation: list[dict],
     files.write_json(out["train"], train)  # last: its presence means the mixture is complete
 
 
-def dataset_info(tasks: dict[str, str]) -> dict:
-    """LlamaFactory's dataset_info.json for the trainable mixtures (and their validation splits)."""
+def dataset_info(tasks: dict[str, str], directory: str | Path) -> dict:
+    """LlamaFactory's dataset_info.json for the trainable mixtures in `directory` (by name: task), and
+    their validation splits: each file that holds records, with the columns its records carry."""
     info = {}
     for name, task in tasks.items():
-        columns = LLAMAFACTORY_COLUMNS.get(task)
-        if columns is None:
+        if task not in LLAMAFACTORY_COLUMNS:
             continue
         for suffix, file_name in (("", f"{name}.json"), ("_validation", f"{name}.validation.json")):
-            entry = {"file_name": file_name, "formatting": "alpaca", "columns": columns}
+            records = files.read_json(Path(directory) / file_name)
+            if not records:
+                log.info("%s: empty, not registered", file_name)
+                continue
+            entry = {"file_name": file_name, "formatting": "alpaca", "columns": llamafactory_columns(task, records, file_name)}
             if task == "preference":
                 entry["ranking"] = True
             info[name + suffix] = entry
     return info
+
+
+def llamafactory_columns(task: str, records: list[dict], where: str = "records") -> dict[str, str]:
+    """The LlamaFactory column map of `task` for the keys `records` carry: a key that only some
+    records carry is an error (LlamaFactory would read it from every record)."""
+    columns = {}
+    for column, key in LLAMAFACTORY_COLUMNS[task].items():
+        carried = sum(key in r for r in records)
+        if carried == len(records):
+            columns[column] = key
+        elif carried:
+            raise MixtureError(f"{where}: {carried} of {len(records)} records carry {key!r}; "
+                               "the records of a mixture must share one set of keys (draw it again)")
+        elif column in LLAMAFACTORY_REQUIRED[task]:
+            raise MixtureError(f"{where}: no record carries {key!r}, which LlamaFactory needs for {task} data")
+    return columns
 
 
 def planned_size(config: dict, name: str) -> int:
