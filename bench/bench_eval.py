@@ -21,9 +21,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def records(task: str, mixture: str, n: int, seed: int = 0) -> tuple[list[dict], str]:
-    """The first `n` records of the drawn evaluation mixture, or `n` generated ones."""
+    """The first `n` records of the drawn mixture, or `n` generated ones (`mixture` "": always generated)."""
     path = ROOT / "results" / "mixtures" / f"{mixture}.json"
-    if path.is_file():
+    if mixture and path.is_file():
         rows = json.loads(path.read_text())
         if len(rows) >= n:
             return rows[:n], str(path.relative_to(ROOT))

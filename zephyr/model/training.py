@@ -30,13 +30,15 @@ from typing import Iterable
 
 from .. import files, logs
 from ..environment import installed_versions
-from . import modeldir
+from . import modeldir, speed
 from .prompts import examples
 
 log = logging.getLogger("zephyr.model.training")  # also when run as `python -m zephyr.model.training`
 
 #: Keys of a hyperparameter set that are not TRL config fields.
-OWN_KEYS = {"trainer", "lora"}
+OWN_KEYS = {"trainer", "lora", "speed"}
+#: TRL fields a set may not give: Zephyr decides them (`speed`) with the math unchanged.
+DECIDED = {"gradient_checkpointing": "speed.gradient_checkpointing"}
 #: Settings Zephyr fixes unless a hyperparameter set overrides them.
 DEFAULTS = {
     "report_to": "none",
@@ -85,6 +87,18 @@ def check_hyperparameters(where: str, hyper: dict) -> None:
     unknown = sorted(set(hyper) - known - OWN_KEYS)
     if unknown:
         raise TrainingError(f"{where}: {', '.join(unknown)} not a field of TRL's {cls.__name__}")
+    for key, instead in DECIDED.items():
+        if key in hyper:
+            raise TrainingError(f"{where}: set {instead} instead of {key} (auto: only when memory needs it)")
+    try:
+        speed.check(where, hyper.get("speed"))
+    except speed.SpeedError as err:
+        raise TrainingError(str(err)) from None
+
+
+def trl_default(trainer: str, field: str):
+    """A TRL config field's default (TrainingArguments' per-device batch 8, TRL's max_length 1024...)."""
+    return {f.name: f.default for f in dataclasses.fields(config_class(trainer))}[field]
 
 
 def split_accumulation(where: str, hyper: dict, processes: int) -> dict:
@@ -153,6 +167,7 @@ def train(
     import pandas as pd
     import torch
     from peft import LoraConfig
+    from transformers import AutoConfig
     from transformers.trainer_utils import get_last_checkpoint
     from trl import DPOTrainer, SFTTrainer
 
@@ -166,7 +181,7 @@ def train(
     device = devices.device()
     train_records = files.read_json(train_path)
     val_records = files.read_json(validation_path) if validation_path else []
-    run_id = fingerprint(name, hyper, seed, lora_targets, qlora, str(base_dir), Path(base_dir) / "config.json",
+    run_id = fingerprint(name, hyper, seed, lora_targets, qlora, str(base_dir), *modeldir.identity_files(base_dir),
                          train_path, validation_path or "", processes)
     checkpoint_dir = Path(checkpoint_root) / run_id
     last = get_last_checkpoint(str(checkpoint_dir)) if checkpoint_dir.is_dir() else None
@@ -176,8 +191,12 @@ def train(
 
     tokenizer = modeldir.load_tokenizer(base_dir)
     train_examples = examples(trainer_kind, train_records)
-    check_prompt_lengths(name, tokenizer, train_examples, hyper.get("max_length", 1024))
-    model = modeldir.load_for_training(base_dir, device, qlora)
+    max_length = hyper.get("max_length", trl_default(trainer_kind, "max_length"))
+    check_prompt_lengths(name, tokenizer, train_examples, max_length)
+    plan = _speed_plan(f"hyperparameters of run {name}", run_hyper, checkpoint_dir, device=device, qlora=qlora,
+                       model_config=AutoConfig.from_pretrained(base_dir), max_length=max_length or 2048)
+    run_hyper = {**run_hyper, **plan.settings()}
+    model = modeldir.load_for_training(base_dir, device, qlora, dtype=plan.base_dtype)
     lora = hyper.get("lora", {})
     peft_config = LoraConfig(
         r=lora.get("r", 8), lora_alpha=lora.get("alpha", 16), lora_dropout=lora.get("dropout", 0.05),
@@ -185,23 +204,24 @@ def train(
     )
     args = trl_config(run_hyper, checkpoint_dir, device=device, seed=seed, has_eval=bool(val_records))
     trainer_cls = SFTTrainer if trainer_kind == "sft" else DPOTrainer
-    trainer = trainer_cls(
-        model=model,
-        args=args,
-        train_dataset=datasets.Dataset.from_list(train_examples),
-        eval_dataset=datasets.Dataset.from_list(examples(trainer_kind, val_records)) if val_records else None,
-        processing_class=tokenizer,
-        peft_config=peft_config,
-        callbacks=[_LogToFile(), *callbacks],
-    )
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
-    trainer.train(resume_from_checkpoint=last)
-    evaluated = [e["step"] for e in trainer.state.log_history if "eval_loss" in e]
-    if val_records and evaluated[-1:] != [trainer.state.global_step]:
-        trainer.evaluate()  # the final validation point of the loss curves
-    wall = time.perf_counter() - start
+    with speed.head(plan.lm_head):
+        trainer = trainer_cls(
+            model=model,
+            args=args,
+            train_dataset=datasets.Dataset.from_list(train_examples),
+            eval_dataset=datasets.Dataset.from_list(examples(trainer_kind, val_records)) if val_records else None,
+            processing_class=tokenizer,
+            peft_config=peft_config,
+            callbacks=[_LogToFile(), *callbacks],
+        )
+        if device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        start = time.perf_counter()
+        trainer.train(resume_from_checkpoint=last)
+        evaluated = [e["step"] for e in trainer.state.log_history if "eval_loss" in e]
+        if val_records and evaluated[-1:] != [trainer.state.global_step]:
+            trainer.evaluate()  # the final validation point of the loss curves
+        wall = time.perf_counter() - start
 
     if not trainer.is_world_process_zero():
         return {}
@@ -221,6 +241,7 @@ def train(
         "resumed_from": last,
         "processes": processes,
         "global_batch_size": args.per_device_train_batch_size * args.gradient_accumulation_steps * processes,
+        "speed": {**{k: v for k, v in dataclasses.asdict(plan).items() if k != "why"}, "why": plan.why},
         "tokens_seen": tokens,
         "wall_seconds": round(wall, 2),
         "tokens_per_second": round(tokens / wall, 1) if wall else None,
@@ -238,6 +259,28 @@ def train(
     log.info("%s: %d steps, %d tokens in %.1f s (%.0f tokens/s)", name, summary["steps"], tokens, wall,
              summary["tokens_per_second"] or 0)
     return summary
+
+
+def _speed_plan(where: str, hyper: dict, checkpoint_dir: Path, **context) -> speed.Plan:
+    """The run's speed settings: decided at its start and kept in its checkpoint folder, so that a
+    resumed run keeps the settings it started with (timings and free memory vary between starts)."""
+    saved = checkpoint_dir / "speed.json"
+    if saved.is_file():
+        kept = files.read_json(saved)
+        log.info("%s: speed settings of the interrupted run: %s", where, kept)
+        return speed.Plan(**kept, why={"resumed": str(saved)})
+    trainer = hyper["trainer"]
+    plan = speed.plan(where, hyper.get("speed"), device=context["device"], model_config=context["model_config"],
+                      micro_batch=hyper.get("per_device_train_batch_size",
+                                            trl_default(trainer, "per_device_train_batch_size")),
+                      accumulation=hyper.get("gradient_accumulation_steps", 1), max_length=context["max_length"],
+                      sequences_per_example=2 if trainer == "dpo" else 1, quantized=bool(context["qlora"]))
+    log.info("%s: speed settings %s", where, ", ".join(f"{k}={v}" for k, v in plan.settings().items()) +
+             f", base_dtype={plan.base_dtype}, lm_head={plan.lm_head}")
+    for knob, reason in plan.why.items():
+        log.info("  %s: %s", knob, reason)
+    files.write_json(saved, {k: v for k, v in dataclasses.asdict(plan).items() if k != "why"})
+    return plan
 
 
 def _peak_memory_mb(device: str) -> float:

@@ -1,0 +1,171 @@
+"""The speed settings keep the math: same loss at every logged step, whatever the settings chose; a
+forced setting wins; the plain LM head equals TRL's fused one; a changed parent never resumes."""
+
+import json
+import types
+
+import pandas as pd
+import pytest
+import torch
+
+import tinymodels
+from test_training import pair_records, sft_records, write
+from zephyr import files
+from zephyr.model import modeldir, speed, training
+
+#: Today's settings (TRL's defaults as Zephyr used them) against the fast ones, at a changed split.
+SLOW = {"gradient_checkpointing": True, "lm_head": "fused", "base_dtype": "float32", "micro_batch": 2}
+FAST = {"gradient_checkpointing": False, "lm_head": "plain", "base_dtype": "float32", "micro_batch": 4}
+COMMON = {"logging_steps": 1, "learning_rate": 1e-2, "lr_scheduler_type": "constant", "per_device_train_batch_size": 4,
+          "max_steps": 4, "max_length": 64, "save_steps": 10**6, "lora": {"r": 8, "alpha": 16, "dropout": 0.0}}
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    return tinymodels.qwen2(tmp_path_factory.mktemp("base") / "M0")
+
+
+def losses(out):
+    history = pd.read_csv(out / "log_history.csv")
+    return history.dropna(subset=["loss"]).set_index("step")["loss"]
+
+
+@pytest.mark.parametrize("trainer, records, extra", [
+    ("sft", sft_records(16), {}),
+    ("dpo", pair_records(16), {"beta": 0.5}),
+])
+def test_fast_settings_give_the_same_loss_at_every_step(tmp_path, base, trainer, records, extra):
+    train = write(tmp_path / "train.json", records)
+    runs = {}
+    for name, settings in (("slow", SLOW), ("fast", FAST)):
+        hyper = {"trainer": trainer, **COMMON, **extra, "speed": settings}
+        summary = training.train(f"t/{name}", hyper, base, train, None, tmp_path / name, tmp_path / f"ckpt-{name}")
+        assert summary["speed"]["gradient_checkpointing"] is settings["gradient_checkpointing"]
+        assert summary["speed"]["micro_batch"] == settings["micro_batch"]
+        assert summary["speed"]["accumulation"] == 4 // settings["micro_batch"]
+        assert summary["global_batch_size"] == 4
+        runs[name] = losses(tmp_path / name)
+    assert list(runs["slow"].index) == [1, 2, 3, 4]
+    assert runs["fast"].tolist() == pytest.approx(runs["slow"].tolist(), rel=1e-4)
+    assert runs["slow"].iloc[-1] != runs["slow"].iloc[0]  # it trained: the comparison is not between constants
+
+
+def config_of(**sizes):
+    return types.SimpleNamespace(**{"hidden_size": 1024, "num_hidden_layers": 24, "vocab_size": 151936,
+                                    "intermediate_size": 2816, **sizes})
+
+
+def test_a_forced_setting_wins_over_auto(monkeypatch):
+    monkeypatch.setattr(speed, "free_bytes", lambda device: 10**15)  # memory would allow anything
+    forced = speed.plan("h", {"gradient_checkpointing": True, "micro_batch": 2, "base_dtype": "bfloat16",
+                              "lm_head": "fused"}, micro_batch=16, accumulation=8, device="cuda",
+                        model_config=config_of(), max_length=2048, sequences_per_example=1)
+    assert (forced.gradient_checkpointing, forced.micro_batch, forced.accumulation) == (True, 2, 64)
+    assert (forced.base_dtype, forced.lm_head) == ("bfloat16", "fused") and forced.why == {}
+
+
+def test_auto_splits_the_global_batch_by_memory_on_a_gpu(monkeypatch):
+    fixed = {"base_dtype": "bfloat16", "lm_head": "fused"}
+    config = config_of()
+
+    def plan_with(free):
+        monkeypatch.setattr(speed, "free_bytes", lambda device: free)
+        return speed.plan("h", fixed, micro_batch=16, accumulation=8, device="cuda", model_config=config,
+                          max_length=2048, sequences_per_example=1)
+
+    roomy = plan_with(10**15)
+    assert (roomy.gradient_checkpointing, roomy.micro_batch, roomy.accumulation) == (False, 128, 1)
+    # 140 GB: the micro-batch is the largest divisor of 128 whose activations fit the budget, the next does not
+    h200 = plan_with(140 * 10**9)
+    budget = int(140 * 10**9 * speed.MEMORY_SHARE) - speed.weight_bytes(config, "bfloat16")
+
+    def need(m, checkpointing=False):
+        return speed.activation_bytes(config, m * 2048, "bfloat16", checkpointing=checkpointing, plain_head=False)
+
+    assert not h200.gradient_checkpointing and h200.micro_batch * h200.accumulation == 128
+    assert need(h200.micro_batch) <= budget < need(2 * h200.micro_batch)
+    # too little memory for one example without checkpointing: checkpointing goes on
+    tight = plan_with(speed.weight_bytes(config, "bfloat16") * 2)
+    assert tight.gradient_checkpointing and tight.micro_batch * tight.accumulation == 128
+
+
+def test_auto_keeps_the_set_s_split_on_the_cpu_and_measures_dtype_and_head():
+    plan = speed.plan("h", {}, micro_batch=4, accumulation=2, device="cpu", model_config=config_of(
+        hidden_size=64, num_hidden_layers=2, vocab_size=384, intermediate_size=128), max_length=64,
+        sequences_per_example=2)
+    assert (plan.micro_batch, plan.accumulation, plan.gradient_checkpointing) == (4, 2, False)
+    assert plan.base_dtype in {"float32", "bfloat16"} and plan.lm_head in {"fused", "plain"}
+    assert "ms" in plan.why["base_dtype"] and "ms" in plan.why["lm_head"]
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"micro_batch": 3}, r"h.speed.micro_batch: 3 does not divide the batch of 8"),
+    ({"lm_head": "liger"}, r"h.speed.lm_head: 'liger' is not one of"),
+    ({"gradient_checkpoint": True}, r"unknown key\(s\) \['gradient_checkpoint'\]"),
+])
+def test_bad_speed_settings_name_the_key(bad, message):
+    with pytest.raises(speed.SpeedError, match=message):
+        speed.plan("h", {"base_dtype": "float32", "lm_head": "fused", **bad}, micro_batch=4, accumulation=2,
+                   device="cpu", model_config=config_of(), max_length=64, sequences_per_example=1)
+
+
+def test_trl_s_gradient_checkpointing_field_points_to_speed():
+    with pytest.raises(training.TrainingError, match=r"set speed.gradient_checkpointing instead"):
+        training.check_hyperparameters("h", {"trainer": "sft", "gradient_checkpointing": True})
+
+
+@pytest.mark.parametrize("softcap, scale, temperature", [(None, 1.0, 1.0), (30.0, 0.5, 0.7)])
+def test_plain_head_equals_trl_s_fused_head(softcap, scale, temperature):
+    from trl.kernels import ChunkedLogProbFunction
+
+    gen = torch.Generator().manual_seed(0)
+    weight = torch.randn(300, 32, generator=gen, dtype=torch.float64).float()
+    bias = torch.randn(300, generator=gen)
+    labels = torch.randint(0, 300, (40,), generator=gen)
+    hidden = torch.randn(40, 32, generator=gen)
+    outputs = ("log_probs", "entropy", "log_sum_sq_probs", "mean_logits", "is_top1")
+    got = {}
+    for name, fn in (("fused", ChunkedLogProbFunction), ("plain", speed.PlainLogProb)):
+        x, w = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
+        result = fn.apply(x, w, bias, labels, temperature, 128, softcap, scale, outputs)
+        (result[0].sum() + 0.3 * result[1].sum()).backward()
+        got[name] = [*result, x.grad, w.grad]
+    for fused, plain in zip(got["fused"], got["plain"]):
+        if fused.dtype == torch.bool:
+            assert torch.equal(fused, plain)
+        else:
+            torch.testing.assert_close(plain, fused, rtol=1e-4, atol=1e-5)
+
+
+def test_a_retrained_parent_is_never_resumed(tmp_path, base):
+    """A run killed mid-way, its parent then retrained (new weights, new manifest): the rerun starts over."""
+    parent = tmp_path / "M1"
+    tinymodels.qwen2(parent)
+    modeldir.write_manifest(parent, {"model": "tiny", "variant": "M1"})
+    train = write(tmp_path / "train.json", sft_records(16))
+    hyper = {"trainer": "sft", **COMMON, "max_steps": 6, "save_steps": 2, "speed": FAST}
+
+    class Interrupt(Exception):
+        pass
+
+    from transformers import TrainerCallback
+
+    class StopAt(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 3:
+                raise Interrupt
+
+    args = ("t/m2", hyper, parent, train, None, tmp_path / "out", tmp_path / "ckpt")
+    with pytest.raises(Interrupt):
+        training.train(*args, callbacks=[StopAt()])
+    tinymodels.qwen2(parent, seed=7)  # the parent is retrained
+    modeldir.write_manifest(parent, {"model": "tiny", "variant": "M1"})
+    assert files.read_json(parent / "manifest.json")["files"]
+    summary = training.train(*args)
+    assert summary["resumed_from"] is None and summary["steps"] == 6
+    # the same parent again: the interrupted run resumes from its checkpoint
+    with pytest.raises(Interrupt):
+        training.train("t/m2b", *args[1:], callbacks=[StopAt()])
+    again = training.train("t/m2b", *args[1:])
+    assert again["resumed_from"] and again["resumed_from"].endswith("checkpoint-2")
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["steps"] == 6

@@ -1,0 +1,265 @@
+"""The fastest training settings that keep the math, chosen per device by measurement or by memory.
+
+A hyperparameter set's `speed` mapping says, for each knob, `auto` (decided here) or a forced value:
+
+- `gradient_checkpointing`: recompute activations in the backward pass only when they would not fit
+  in free device memory (CPU RAM on the CPU). TRL turns it on by default; without need it costs a
+  third of every step on a CPU and 2.2x on an H200 (STACK-NOTES).
+- `micro_batch`: the per-device batch of one forward pass. The global batch (the set's
+  per_device_train_batch_size x gradient_accumulation_steps x processes) never changes: `auto` takes
+  the largest micro-batch that divides it and fits in memory on a GPU (the paper's 16 x 8 becomes
+  e.g. 64 x 2 with the same optimizer steps), and keeps the set's own split on the CPU, where a bigger
+  micro-batch only pads more.
+- `base_dtype`: the frozen base's dtype (LoRA weights stay float32): bfloat16 on a GPU that has it;
+  on the CPU whichever of float32 and bfloat16 multiplies faster here, timed at start-up (bf16 is
+  emulated, ~25x slower, on CPUs without AVX-512-bf16).
+- `lm_head`: TRL's fused, tiled LM head (`fused`: never materializes the logits, recomputes them in
+  the backward pass) or the plain head (`plain`: the whole logits, one matmul each way), timed at
+  start-up on this device with the model's own hidden size and vocabulary. Both give the same
+  per-token log-probabilities up to float rounding.
+
+A forced value always wins. Every decision is logged and recorded in the run's summary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import logging
+import time
+
+log = logging.getLogger("zephyr.model.training")
+
+KNOBS = ("gradient_checkpointing", "micro_batch", "base_dtype", "lm_head")
+DEFAULTS = dict.fromkeys(KNOBS, "auto")
+CHOICES = {"gradient_checkpointing": ("auto", True, False), "base_dtype": ("auto", "float32", "bfloat16"),
+           "lm_head": ("auto", "fused", "plain")}
+#: Share of free memory a run plans to fill (the allocator, the optimizer and fragmentation take the rest).
+MEMORY_SHARE = 0.7
+#: Tokens of the LM-head timing: enough for a stable figure, few enough to take well under a second.
+HEAD_PROBE_TOKENS = 256
+
+
+class SpeedError(ValueError):
+    """A `speed` setting that is not one of its choices."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    gradient_checkpointing: bool
+    micro_batch: int
+    accumulation: int
+    base_dtype: str
+    lm_head: str
+    why: dict
+
+    def settings(self) -> dict:
+        """What the plan changes in TRL's config."""
+        return {"gradient_checkpointing": self.gradient_checkpointing, "per_device_train_batch_size": self.micro_batch,
+                "gradient_accumulation_steps": self.accumulation}
+
+
+def check(where: str, speed: dict | None) -> dict:
+    """The set's `speed` mapping with defaults, every value checked; errors name `where` and the key."""
+    speed = {**DEFAULTS, **(speed or {})}
+    unknown = sorted(set(speed) - set(KNOBS))
+    if unknown:
+        raise SpeedError(f"{where}.speed: unknown key(s) {unknown}; known: {list(KNOBS)}")
+    for knob, allowed in CHOICES.items():
+        if speed[knob] not in allowed:
+            raise SpeedError(f"{where}.speed.{knob}: {speed[knob]!r} is not one of {list(allowed)}")
+    micro = speed["micro_batch"]
+    if micro != "auto" and (not isinstance(micro, int) or isinstance(micro, bool) or micro < 1):
+        raise SpeedError(f"{where}.speed.micro_batch: {micro!r} is neither 'auto' nor a positive integer")
+    return speed
+
+
+def plan(where: str, speed: dict, *, micro_batch: int, accumulation: int, device: str, model_config,
+         max_length: int, sequences_per_example: int, quantized: bool = False) -> Plan:
+    """Decide every knob for one process that the set gives `micro_batch` x `accumulation` examples a step.
+
+    `sequences_per_example` is 2 for DPO (a chosen and a rejected sequence), 1 for SFT.
+    """
+    speed = check(where, speed)
+    batch = micro_batch * accumulation
+    why = {}
+    base_dtype = speed["base_dtype"]
+    if base_dtype == "auto":
+        base_dtype, why["base_dtype"] = fastest_dtype(device)
+    lm_head = speed["lm_head"]
+    if lm_head == "auto":
+        lm_head, why["lm_head"] = fastest_head(device, model_config.hidden_size, model_config.vocab_size, base_dtype)
+
+    def need(micro: int, checkpointing: bool) -> int:
+        return activation_bytes(model_config, micro * sequences_per_example * max_length, base_dtype,
+                                checkpointing=checkpointing, plain_head=lm_head == "plain")
+
+    budget = int(free_bytes(device) * MEMORY_SHARE) - weight_bytes(model_config, base_dtype, quantized)
+    divisors = [m for m in range(1, batch + 1) if batch % m == 0]
+    micro = speed["micro_batch"]
+    if micro != "auto" and batch % micro:
+        raise SpeedError(f"{where}.speed.micro_batch: {micro} does not divide the batch of {batch} examples per "
+                         f"process and step; choose one of {divisors}")
+    if micro == "auto" and device == "cpu":
+        micro = micro_batch
+        why["micro_batch"] = "the set's own split (on the CPU a larger micro-batch only pads more)"
+    checkpointing = speed["gradient_checkpointing"]
+    if checkpointing == "auto":
+        trial = divisors[0] if micro == "auto" else micro
+        checkpointing = need(trial, False) > budget
+        why["gradient_checkpointing"] = (f"activations of {trial} x {sequences_per_example} x {max_length} tokens "
+                                         f"{need(trial, False) / 2**30:.1f} GiB, budget {budget / 2**30:.1f} GiB")
+    if micro == "auto":
+        fitting = [m for m in divisors if need(m, checkpointing) <= budget]
+        micro = fitting[-1] if fitting else 1
+        why["micro_batch"] = f"the largest of {divisors} whose activations fit in {budget / 2**30:.1f} GiB"
+    return Plan(bool(checkpointing), micro, batch // micro, base_dtype, lm_head, why)
+
+
+# ---- memory ----------------------------------------------------------------------------------------
+
+
+def free_bytes(device: str) -> int:
+    """Free memory of the device a run trains on: the GPU's, or the machine's available RAM."""
+    if device == "cuda":
+        import torch
+
+        return torch.cuda.mem_get_info()[0]
+    import psutil
+
+    return psutil.virtual_memory().available
+
+
+def _bytes_per(dtype: str) -> int:
+    return 4 if dtype == "float32" else 2
+
+
+def weight_bytes(config, dtype: str, quantized: bool = False) -> int:
+    """The frozen base's weights (about 0.5 byte a parameter when 4-bit)."""
+    h, layers, vocab = config.hidden_size, config.num_hidden_layers, config.vocab_size
+    inter = getattr(config, "intermediate_size", None) or 4 * h
+    params = layers * (4 * h * h + 3 * h * inter) + 2 * vocab * h
+    return params // 2 if quantized else params * _bytes_per(dtype)
+
+
+def activation_bytes(config, tokens: int, dtype: str, *, checkpointing: bool, plain_head: bool) -> int:
+    """Memory the backward pass needs for `tokens` tokens of one micro-batch, roughly.
+
+    Per token and layer, a decoder layer keeps the inputs of its projections, norms and activation
+    (about 10 h + 4 i values with sdpa attention, which keeps no score matrix). With checkpointing only
+    each layer's input stays, plus one layer's worth during its recompute. A plain head adds the full
+    logits, their log-softmax and its gradient in float32.
+    """
+    h, layers, vocab = config.hidden_size, config.num_hidden_layers, config.vocab_size
+    inter = getattr(config, "intermediate_size", None) or 4 * h
+    per_layer = (10 * h + 4 * inter) * _bytes_per(dtype)
+    body = tokens * (layers * h * _bytes_per(dtype) + per_layer) if checkpointing else tokens * layers * per_layer
+    head = tokens * vocab * 4 * 3 if plain_head else tokens * h * 4
+    return body + head
+
+
+# ---- timings ---------------------------------------------------------------------------------------
+
+
+def _time(fn, repeats: int = 3) -> float:
+    fn()  # warm-up: first calls allocate and pick kernels
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+@functools.lru_cache(maxsize=None)
+def fastest_dtype(device: str) -> tuple[str, str]:
+    """(dtype, why) of the frozen base: bf16 on a GPU that supports it; on the CPU the faster matmul."""
+    import torch
+
+    if device == "cuda":
+        if torch.cuda.is_bf16_supported():
+            return "bfloat16", "the GPU computes in bf16"
+        return "float32", "the GPU has no bf16"
+    a = torch.randn(256, 512)
+    b = torch.randn(512, 512)
+    times = {name: _time(lambda x=a.to(dtype), y=b.to(dtype): x @ y)
+             for name, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16))}
+    best = min(times, key=times.get)
+    return best, f"256x512x512 matmul: float32 {times['float32'] * 1e3:.2f} ms, bfloat16 {times['bfloat16'] * 1e3:.2f} ms"
+
+
+@functools.lru_cache(maxsize=None)
+def fastest_head(device: str, hidden: int, vocab: int, dtype: str) -> tuple[str, str]:
+    """(head, why): the faster of TRL's fused head and the plain head, forward and backward, on this device."""
+    import torch
+    from trl.kernels import ChunkedLogProbFunction
+
+    torch_dtype = getattr(torch, dtype)
+    gen = torch.Generator().manual_seed(0)
+    weight = (torch.randn(vocab, hidden, generator=gen) * 0.02).to(device=device, dtype=torch_dtype)
+    x = torch.randn(HEAD_PROBE_TOKENS, hidden, generator=gen).to(device=device, dtype=torch_dtype).requires_grad_()
+    labels = torch.randint(0, vocab, (HEAD_PROBE_TOKENS,), generator=gen).to(device)
+    outputs = ("log_probs", "entropy", "is_top1")
+
+    def run(fn):
+        def step():
+            fn.apply(x, weight, None, labels, 1.0, 32768, None, 1.0, outputs)[0].sum().backward()
+            if device == "cuda":
+                torch.cuda.synchronize()
+        return _time(step)
+
+    times = {"fused": run(ChunkedLogProbFunction), "plain": run(PlainLogProb)}
+    best = min(times, key=times.get)
+    return best, (f"{HEAD_PROBE_TOKENS} tokens x {vocab} vocabulary, forward and backward: fused "
+                  f"{times['fused'] * 1e3:.1f} ms, plain {times['plain'] * 1e3:.1f} ms")
+
+
+# ---- the plain head --------------------------------------------------------------------------------
+
+
+class PlainLogProb:
+    """TRL's `ChunkedLogProbFunction` computed the plain way: the whole logits, then log-softmax.
+
+    Same signature and outputs (log_probs, entropy, log_sum_sq_probs, mean_logits, is_top1), same
+    logit transform (`_torch_transform`: scale, soft-capping, temperature) and compute dtype
+    (autocast's, else the hidden states'), the statistics in float32. Autograd differentiates it.
+    """
+
+    @staticmethod
+    def apply(hidden, weight, bias, targets, temperature, chunk_size, final_logit_softcapping=None,
+              logit_scale=1.0, outputs=("log_probs",)):
+        import torch
+        from trl.kernels.chunked_logprob import _torch_transform
+
+        device = hidden.device.type
+        compute = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else hidden.dtype
+        logits = hidden.to(compute) @ weight.to(compute).t()
+        if bias is not None:
+            logits = logits + bias.to(compute)
+        z = _torch_transform(logits.float(), logit_scale, final_logit_softcapping or 1.0, 1 / temperature,
+                             final_logit_softcapping is not None)
+        log_p = z.log_softmax(-1)
+        log_probs = log_p.gather(-1, targets[:, None].long())[:, 0]
+        entropy = -(log_p.exp() * log_p).sum(-1) if "entropy" in outputs else None
+        with torch.no_grad():
+            log_sum_sq = torch.logsumexp(2 * log_p, -1) if "log_sum_sq_probs" in outputs else None
+            mean_logits = z.mean(-1) if "mean_logits" in outputs else None
+            is_top1 = z.argmax(-1) == targets if "is_top1" in outputs else None
+        return log_probs, entropy, log_sum_sq, mean_logits, is_top1
+
+
+@contextlib.contextmanager
+def head(choice: str):
+    """Within the block, TRL's fused LM head computes through `choice` ("fused" changes nothing)."""
+    if choice == "fused":
+        yield
+        return
+    from trl.trainer import utils
+
+    original = utils._ChunkedLogProbFunction  # trl==1.16.0, pinned: the kernel its fused head calls
+    utils._ChunkedLogProbFunction = PlainLogProb
+    try:
+        yield
+    finally:
+        utils._ChunkedLogProbFunction = original
