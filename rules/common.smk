@@ -230,3 +230,19 @@ def llamafactory_mixtures():
         for m, spec in MIXTURES.items()
         if spec["task"] in zmixtures.LLAMAFACTORY_COLUMNS
     }
+
+
+def llamafactory_inputs(wildcards):
+    """A LlamaFactory run's base model, the mixtures' index and, for a trained parent, its run's YAML."""
+    if wildcards.variant == "M0":
+        raise ValueError("M0 is the base model: there is no LlamaFactory run to write")
+    spec = _variant(wildcards)
+    inputs = {
+        "base": f"resources/models/{wildcards.model}/manifest.json",
+        "dataset_info": "results/mixtures/dataset_info.json",
+    }
+    if spec["parent"] != "M0":
+        inputs["parent"] = (
+            f"results/llamafactory/{wildcards.model}/{spec['parent']}.yaml"
+        )
+    return inputs

@@ -1,0 +1,29 @@
+# Optional outputs, outside `rule all`: ask for them by path, e.g.
+#   snakemake --cores 1 results/llamafactory/qwen/M1-DS-cosine.yaml
+
+
+rule llamafactory_config:
+    """A run of Tables 2/3 as a LlamaFactory YAML (train it with `llamafactory-cli train` instead of Zephyr's trainer)."""
+    input:
+        unpack(llamafactory_inputs),
+    output:
+        "results/llamafactory/{model}/{variant}.yaml",
+    log:
+        "logs/llamafactory_config/{model}/{variant}.log",
+    benchmark:
+        "benchmarks/llamafactory_config/{model}/{variant}.tsv"
+    conda:
+        "../envs/train.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        variant=lambda wc: _variant(wc),
+        hyperparameters=lambda wc: HYPERPARAMETERS[
+            VARIANTS[wc.variant]["hyperparameters"]
+        ],
+        lora_targets=lambda wc: MODELS[wc.model]["lora_targets"],
+        bf16=GPUS > 0,
+    script:
+        "../scripts/llamafactory_config.py"
