@@ -108,3 +108,12 @@ def test_every_hyperparameter_set_is_trl_configuration(path):
 
     for name, hyper in zconfig.load(ROOT / path)["hyperparameters"].items():
         training.check_hyperparameters(f"hyperparameters.{name}", hyper)
+
+
+def test_a_trl_field_typo_fails_the_config_check_naming_the_set_and_the_nearest_field():
+    """At parse time, hence in a dry run, not when the training job starts."""
+    config = load_yaml(ROOT / "config.yaml")
+    config["hyperparameters"]["sft_cosine"]["lerning_rate"] = config["hyperparameters"]["sft_cosine"].pop("learning_rate")
+    with pytest.raises(zconfig.ConfigError, match=r"hyperparameters\.sft_cosine: lerning_rate not a field of TRL's "
+                                                  r"SFTConfig; did you mean learning_rate\?"):
+        zconfig.validate(config)

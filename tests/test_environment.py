@@ -170,3 +170,16 @@ def test_snakemake_containerize_builds_the_envs_the_recipe_pins():
     recipe = environment.CONTAINER.read_text()
     for pin in re.findall(r"#         - ([\w.\-]+==\S+)", result.stdout):
         assert pin in recipe, pin
+
+
+def test_the_trl_field_list_is_the_installed_trl_s():
+    import dataclasses
+    import json
+
+    from trl import DPOConfig, SFTConfig
+
+    assert json.loads(environment.TRL_FIELDS.read_text()) == {
+        "trl": environment.pins()["trl"],
+        "sft": sorted(f.name for f in dataclasses.fields(SFTConfig)),
+        "dpo": sorted(f.name for f in dataclasses.fields(DPOConfig)),
+    }, "zephyr/model/trl_fields.json is stale: run `make envs`"

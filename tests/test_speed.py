@@ -169,3 +169,4 @@ def test_a_retrained_parent_is_never_resumed(tmp_path, base):
     again = training.train("t/m2b", *args[1:])
     assert again["resumed_from"] and again["resumed_from"].endswith("checkpoint-2")
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["steps"] == 6
+

@@ -90,11 +90,8 @@ def check(config: dict) -> None:
 
 
 def _check_variants(config: dict) -> None:
-    """Variants name known models, parents, mixtures of the right task, and hyperparameter sets.
-
-    That a hyperparameter set's keys are TRL config fields is checked when a training job starts,
-    before any model is loaded: importing TRL here would slow every Snakemake invocation by seconds.
-    """
+    """Variants name known models, parents, mixtures of the right task, and hyperparameter sets whose
+    keys are fields of TRL's config (from the pinned list, without importing TRL)."""
     from .model import training
 
     models, variants, hypers = config["models"], config["variants"], config["hyperparameters"]
@@ -122,6 +119,7 @@ def _check_variants(config: dict) -> None:
     _check_variant_cycles(variants)
     for name, hyper in hypers.items():
         try:
+            training.check_hyperparameters(f"hyperparameters.{name}", hyper)
             training.split_accumulation(f"hyperparameters.{name}", hyper, config["compute"]["gpus"])
         except training.TrainingError as err:
             raise ConfigError(str(err)) from None

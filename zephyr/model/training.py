@@ -16,6 +16,7 @@ hyperparameter set's: the processes split its gradient accumulation steps betwee
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
 import logging
@@ -80,13 +81,25 @@ def config_class(trainer: str):
         raise TrainingError(f"unknown trainer {trainer!r}; expected 'sft' or 'dpo'") from None
 
 
+#: The pinned TRL's config fields (`make envs` writes them; a test checks them against the installed TRL).
+TRL_FIELDS = Path(__file__).with_name("trl_fields.json")
+CONFIG_NAMES = {"sft": "SFTConfig", "dpo": "DPOConfig"}
+
+
 def check_hyperparameters(where: str, hyper: dict) -> None:
-    """Fail on a key TRL does not know, naming where the set came from and the key."""
-    cls = config_class(hyper.get("trainer"))
-    known = {f.name for f in dataclasses.fields(cls)}
+    """Fail on a key TRL does not know, naming where the set came from, the key and the nearest field.
+
+    Reads the field names from `trl_fields.json`, not from TRL: the config check runs at every
+    Snakemake parse (a dry run included), where importing TRL would cost seconds."""
+    trainer = hyper.get("trainer")
+    if trainer not in CONFIG_NAMES:
+        raise TrainingError(f"{where}: unknown trainer {trainer!r}; expected one of {list(CONFIG_NAMES)}")
+    known = set(files.read_json(TRL_FIELDS)[trainer])
     unknown = sorted(set(hyper) - known - OWN_KEYS)
     if unknown:
-        raise TrainingError(f"{where}: {', '.join(unknown)} not a field of TRL's {cls.__name__}")
+        nearest = {key: close[0] for key in unknown if (close := difflib.get_close_matches(key, known, n=1))}
+        hint = "; did you mean " + ", ".join(nearest.values()) + "?" if nearest else ""
+        raise TrainingError(f"{where}: {', '.join(unknown)} not a field of TRL's {CONFIG_NAMES[trainer]}{hint}")
     for key, instead in DECIDED.items():
         if key in hyper:
             raise TrainingError(f"{where}: set {instead} instead of {key} (auto: only when memory needs it)")
