@@ -26,6 +26,15 @@ CHAT_TEMPLATES = {
         "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
         "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
     ),
+    # LlamaFactory's `default` template, what the study's framework gives a model without a chat template
+    # (llamafactory/data/template.py, 0.9.5): plain-text roles, and every turn ends with the tokenizer's
+    # EOS, so SFT trains the answer's stop and generation stops there. No marker tokens needed (BLOOM).
+    "default": (
+        "{% for message in messages %}"
+        "{% if message['role'] == 'system' %}{{ 'System: ' + message['content'] + eos_token + '\n' }}"
+        "{% elif message['role'] == 'user' %}{{ 'Human: ' + message['content'] + eos_token + '\nAssistant:' }}"
+        "{% else %}{{ message['content'] + eos_token + '\n' }}{% endif %}{% endfor %}"
+    ),
     # Zephyr's (HuggingFaceH4/zephyr-7b-beta) template.
     "zephyr": (
         "{% for message in messages %}{{ '<|' + message['role'] + '|>\n' + message['content'] + eos_token + '\n' }}"
@@ -33,7 +42,8 @@ CHAT_TEMPLATES = {
     ),
 }
 # Markers a built-in template needs as single tokens; added to a scratch model's tokenizer when missing.
-TEMPLATE_TOKENS = {"chatml": ["<|im_start|>", "<|im_end|>"], "qwen": ["<|im_start|>", "<|im_end|>"], "zephyr": []}
+TEMPLATE_TOKENS = {"chatml": ["<|im_start|>", "<|im_end|>"], "qwen": ["<|im_start|>", "<|im_end|>"], "default": [],
+                   "zephyr": []}
 
 
 def messages(record: dict) -> list[dict]:
