@@ -2,12 +2,15 @@
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 
 from zephyr import files
 from zephyr.data import records, sources
 from zephyr.data.formats import FormatError
+
+ROOT_DIR = Path(__file__).resolve().parent.parent
 
 
 def write_jsonl(path, rows):
@@ -112,3 +115,90 @@ def test_atomic_writes_get_the_usual_file_mode(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert stat.S_IMODE((tmp_path / "x.json").stat().st_mode) == 0o666 & ~mask
+
+
+@pytest.mark.parametrize("suffix", ["jsonl", "json", "csv"])
+def test_a_local_file_that_is_not_utf8_names_file_line_and_column(tmp_path, suffix):
+    rows = [{"question": "What is 1 + 1?", "chosen": "2", "rejected": "3"},
+            {"question": "Caf\u00e9 au lait?", "chosen": "oui", "rejected": "non"}]
+    if suffix == "jsonl":
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    elif suffix == "json":
+        text = json.dumps(rows, ensure_ascii=False, indent=1)
+    else:
+        text = "question,chosen,rejected\n" + "".join(f"{r['question']},{r['chosen']},{r['rejected']}\n" for r in rows)
+    path = tmp_path / f"pairs.{suffix}"
+    path.write_bytes(text.encode("latin-1"))  # what a Windows editor may save
+    line_text = next(line for line in text.splitlines() if "\u00e9" in line)
+    line = text.splitlines().index(line_text) + 1
+    column = len(line_text[:line_text.index("\u00e9")].encode("latin-1")) + 1
+    with pytest.raises(files.RowError, match=rf"pairs\.{suffix}: line {line}, column {column}: not UTF-8 text \(byte 0xe9\)"):
+        sources.fetch_dataset("pairs", {"kind": "local", "path": str(path)}, tmp_path / "out")
+    assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_a_utf8_byte_order_mark_is_read_as_text(tmp_path):
+    path = tmp_path / "pairs.csv"
+    path.write_bytes("\ufeffquestion,chosen\nq,a\n".encode("utf-8"))
+    assert files.read_rows(path) == [{"question": "q", "chosen": "a"}]
+
+
+def test_a_column_holding_a_list_and_text_names_the_column_and_both_lines(tmp_path):
+    rows = [{"question": "q1", "chosen": ["a", "b"]}, {"question": "q2", "chosen": ["c"]},
+            {"question": "q3", "chosen": "d"}, {"question": "q4", "chosen": ["e"]}]
+    path = tmp_path / "mixed.jsonl"
+    path.write_text(json.dumps(rows[0]) + "\n\n" + "".join(json.dumps(r) + "\n" for r in rows[1:]))
+    # a blank line 2: the rows are on lines 1, 3, 4, 5; the text is the third row, on line 4
+    with pytest.raises(sources.SourceError) as err:
+        sources.fetch_dataset("mixed", {"kind": "local", "path": str(path)}, tmp_path / "out")
+    assert f"dataset 'mixed': {path}: column 'chosen' holds a list at line 1 but text at line 4" in str(err.value)
+    assert not (tmp_path / "out" / "data.parquet").exists()
+
+
+def test_a_conflicting_row_of_a_json_list_is_named_by_item(tmp_path):
+    rows = [{"q": "a", "n": {"x": 1}}, {"q": "b", "n": None}, {"q": "c", "n": 5}]
+    path = tmp_path / "mixed.json"
+    path.write_text(json.dumps(rows))
+    with pytest.raises(sources.SourceError, match=r"column 'n' holds an object at item 0 but a number at item 2"):
+        sources.fetch_dataset("mixed", {"kind": "local", "path": str(path)}, tmp_path / "out")
+
+
+def test_local_content_key_follows_the_bytes_not_the_mtime(tmp_path):
+    import os
+
+    path = write_jsonl(tmp_path / "pairs.jsonl", ORCA_ROWS)
+    source = {"kind": "local", "path": str(path)}
+    before = sources.content_key(source)
+    assert before == {"sha256": files.sha256(path)}
+    stat = path.stat()
+    write_jsonl(path, ORCA_ROWS[:2])
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns - 10**12))  # new bytes, older mtime (cp -p)
+    assert sources.content_key(source) == {"sha256": files.sha256(path)} != before
+    assert sources.content_key({"kind": "local", "path": str(tmp_path / "gone.jsonl")}) == {"sha256": None}
+    assert sources.content_key({"kind": "hub", "id": "a/b", "split": "train", "revision": "abc123"}) == {"revision": "abc123"}
+
+
+@pytest.mark.parametrize("writer", ["atomic", "staged_dir"])
+def test_what_a_killed_writer_leaves_is_removed_by_the_next_write(tmp_path, writer):
+    import signal
+    import subprocess
+    import sys
+
+    target = tmp_path / ("data.parquet" if writer == "atomic" else "model")
+    body = {  # write half the output, then SIGKILL this very process, mid-write
+        "atomic": "with files.atomic(target, 'wb') as handle:\n    handle.write(b'half')\n    handle.flush()\n    kill()",
+        "staged_dir": "with files.staged_dir(target) as staged:\n    (staged / 'model.safetensors').write_bytes(b'half')\n    kill()",
+    }[writer]
+    code = ("import os, signal, sys\nfrom pathlib import Path\nfrom zephyr import files\n"
+            "target = Path(sys.argv[1])\ndef kill():\n    os.kill(os.getpid(), signal.SIGKILL)\n" + body)
+    result = subprocess.run([sys.executable, "-c", code, str(target)], cwd=ROOT_DIR)
+    assert result.returncode == -signal.SIGKILL
+    left = [p.name for p in tmp_path.iterdir()]
+    assert not target.exists() and len(left) == 1 and left[0].startswith(f".{target.name}.") and left[0].endswith(".part")
+
+    if writer == "atomic":
+        files.write_json(target, {"done": True})
+    else:
+        with files.staged_dir(target) as staged:
+            (staged / "model.safetensors").write_bytes(b"whole")
+    assert [p.name for p in tmp_path.iterdir()] == [target.name]

@@ -1,15 +1,19 @@
 """Reading and writing the workflow's files: tabular rows in four formats, JSON(L), atomically.
 
-Every writer goes through `atomic`, so a killed job never leaves a half-written file that looks
-finished: the file appears under its name only once complete.
+Every writer goes through `atomic` (a folder through `staged_dir`), so a killed job never leaves a
+half-written file that looks finished: the file appears under its name only once complete. What a
+killed writer leaves (a hidden `.NAME.xxxxxxxx.part` beside it) is removed by the next write of NAME.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
+import itertools
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -29,6 +33,7 @@ def atomic(path: str | os.PathLike, mode: str = "w"):
     """Open a temporary file beside `path`, and move it onto `path` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     try:
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as handle:
@@ -50,6 +55,7 @@ def staged_dir(out_dir: str | os.PathLike) -> Iterator[Path]:
     """
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(out_dir)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.", suffix=".part"))
     try:
         yield tmp
@@ -58,6 +64,25 @@ def staged_dir(out_dir: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def remove_leftovers(path: str | os.PathLike) -> list[Path]:
+    """Remove what a killed `atomic` or `staged_dir` left beside `path` (its temporary `.part` file or
+    folder, a replaced folder's `.old`); returns what it removed. One job writes a path at a time
+    (Snakemake's rule), so whatever is left under the path's temporary names is dead."""
+    path = Path(path)
+    # tempfile's names: the prefix, 8 characters of its alphabet, the suffix; nothing else matches
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.[a-z0-9_]{{8}}\.(part|old)")
+    removed = []
+    if path.parent.is_dir():
+        for leftover in path.parent.iterdir():
+            if pattern.fullmatch(leftover.name):
+                if leftover.is_dir() and not leftover.is_symlink():
+                    shutil.rmtree(leftover, ignore_errors=True)
+                else:
+                    leftover.unlink(missing_ok=True)
+                removed.append(leftover)
+    return removed
 
 
 def _umask() -> int:
@@ -95,18 +120,39 @@ def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> int:
     return n
 
 
+def read_text(path: str | os.PathLike) -> str:
+    """A UTF-8 text file (a leading byte-order mark is dropped); bytes that are not UTF-8 are a RowError
+    naming the line and column."""
+    raw = Path(path).read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        column = err.start - (raw.rfind(b"\n", 0, err.start) + 1) + 1
+        raise RowError(_not_utf8(path, line, column, raw[err.start])) from None
+
+
+def _not_utf8(path, line: int, column: int, byte: int) -> str:
+    return (f"{path}: line {line}, column {column}: not UTF-8 text (byte 0x{byte:02x}); "
+            f"save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)")
+
+
 def read_json(path: str | os.PathLike) -> Any:
-    with open(path, encoding="utf-8") as handle:
-        try:
-            return json.load(handle)
-        except json.JSONDecodeError as err:
-            raise RowError(f"{path}: line {err.lineno}: not valid JSON ({err.msg})") from err
+    try:
+        return json.loads(read_text(path))
+    except json.JSONDecodeError as err:
+        raise RowError(f"{path}: line {err.lineno}: not valid JSON ({err.msg})") from err
 
 
 def iter_jsonl(path: str | os.PathLike) -> Iterator[dict]:
-    """Rows of a JSON Lines file; blank lines are skipped, a malformed one fails naming its line."""
-    with open(path, encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, 1):
+    """Rows of a JSON Lines file; blank lines are skipped, a malformed one (or one that is not UTF-8)
+    fails naming its line."""
+    with open(path, "rb") as handle:
+        for lineno, raw in enumerate(handle, 1):
+            try:
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as err:
+                raise RowError(_not_utf8(path, lineno, err.start + 1, raw[err.start])) from None
             if not line.strip():
                 continue
             try:
@@ -142,7 +188,7 @@ def read_rows(path: str | os.PathLike, fmt: str | None = None) -> list[dict]:
         import pandas as pd
 
         try:
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+            frame = pd.read_csv(io.StringIO(read_text(path)), dtype=str, keep_default_na=False)
         except pd.errors.ParserError as err:
             raise RowError(f"{path}: {err}") from err
         return frame.to_dict(orient="records")
@@ -165,6 +211,45 @@ def write_parquet(path: str | os.PathLike, rows: list[dict]) -> None:
     table = pa.Table.from_pylist([{key: row.get(key) for key in columns} for row in rows])
     with atomic(path, "wb") as handle:
         pq.write_table(table, handle)
+
+
+def type_conflict(rows: list[dict]) -> tuple[str, int | None, int] | None:
+    """Where rows cannot share one Arrow schema: the first column whose values have no common type,
+    as (column, an earlier row whose value conflicts or None, the first row that cannot join), 0-based."""
+    import pyarrow as pa
+
+    def fails(values) -> bool:
+        try:
+            pa.array(values)
+            return False
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+            return True
+
+    for column in dict.fromkeys(key for row in rows for key in row):
+        values = [row.get(column) for row in rows]
+        if not fails(values):
+            continue
+        low, high = 1, len(values)  # the shortest failing prefix: a longer one fails too
+        while low < high:
+            middle = (low + high) // 2
+            low, high = (middle + 1, high) if not fails(values[:middle]) else (low, middle)
+        bad = low - 1
+        earlier = next((i for i in range(bad) if values[i] is not None and fails([values[i], values[bad]])), None)
+        return column, earlier, bad
+    return None
+
+
+def row_place(path: str | os.PathLike, index: int, fmt: str | None = None) -> str:
+    """Where the `index`-th row (0-based) of a tabular file is, in words a user finds it by: the line
+    of a JSON Lines file, the item of a JSON list, the row of a CSV or Parquet file (from 1)."""
+    fmt = fmt or row_format(Path(path))
+    if fmt == "jsonl":
+        with open(path, "rb") as handle:
+            rows = (lineno for lineno, line in enumerate(handle, 1) if line.strip())
+            return f"line {next(itertools.islice(rows, index, None), '?')}"
+    if fmt == "json":
+        return f"item {index}"
+    return f"row {index + 1}"
 
 
 def sha256(path: str | os.PathLike) -> str:

@@ -57,6 +57,34 @@ def fetch_dataset(dataset: str, source: dict, out_dir: str | Path, expected_rows
     return manifest
 
 
+def content_key(source: dict) -> dict:
+    """What a source's rows depend on beyond its config entry, for the workflow to rerun on: a local
+    file's sha256 (None while the file is missing), a hub source's pinned revision.
+
+    A rule param, because Snakemake otherwise decides on modification times (a file replaced by
+    `cp -p`, `rsync -t` or an archive keeps an older one) and records a param only when its job
+    succeeds: a source that changed stays out of date until a run succeeds on the new content.
+    """
+    if source["kind"] == "local":
+        path = Path(source["path"])
+        return {"sha256": _sha256_once(path) if path.is_file() else None}
+    if source["kind"] == "hub":
+        return {"revision": source.get("revision")}
+    return {}
+
+
+_SHA256: dict[tuple, str] = {}
+
+
+def _sha256_once(path: Path) -> str:
+    """sha256 of a file, hashed once per process while the file is unchanged (several rules ask)."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+    if key not in _SHA256:
+        _SHA256[key] = files.sha256(path)
+    return _SHA256[key]
+
+
 def load_rows(data_dir: str | Path) -> list[dict]:
     """The raw rows of a fetched dataset."""
     return files.read_rows(Path(data_dir) / DATA_FILE)
@@ -115,7 +143,7 @@ def _fetch_local(dataset: str, source: dict, data_path: Path) -> dict:
     if not path.is_file():
         raise SourceError(f"dataset {dataset!r}: local file {path} not found ({source.get('description') or 'see config'})")
     rows = files.read_rows(path, source.get("format"))
-    _write(dataset, rows, data_path, str(path))
+    _write(dataset, rows, data_path, str(path), lambda index: files.row_place(path, index, source.get("format")))
     return {"original": {"path": str(path), "sha256": files.sha256(path)}}
 
 
@@ -125,12 +153,31 @@ def _fetch_generator(dataset: str, source: dict, data_path: Path) -> dict:
     return {"versions": {"reasoning-gym": generators.package_version()}}
 
 
-def _write(dataset: str, rows: list[dict], data_path: Path, origin: str) -> None:
+def _write(dataset: str, rows: list[dict], data_path: Path, origin: str, place=None) -> None:
     import pyarrow as pa
 
     if not rows:
         raise SourceError(f"dataset {dataset!r}: {origin} holds no rows")
     try:
         files.write_parquet(data_path, rows)
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
-        raise SourceError(f"dataset {dataset!r}: {origin}: rows do not share one schema: {err}") from err
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as err:
+        raise SourceError(f"dataset {dataset!r}: {origin}: {_conflict(rows, place)}: {err}") from err
+
+
+def _conflict(rows: list[dict], place=None) -> str:
+    """Which column of which row keeps the rows from sharing one schema, in the file's own terms."""
+    place = place or (lambda index: f"row {index + 1}")
+    found = files.type_conflict(rows)
+    if found is None:
+        return "rows do not share one schema"
+    column, earlier, bad = found
+    value = rows[bad][column]
+    if earlier is None:
+        return f"column {column!r} at {place(bad)} holds {_kind(value)} that cannot be stored"
+    return (f"column {column!r} holds {_kind(rows[earlier][column])} at {place(earlier)} but {_kind(value)} at "
+            f"{place(bad)}; a column must hold one kind of value in every row")
+
+
+def _kind(value) -> str:
+    kinds = {bool: "true/false", int: "a number", float: "a number", str: "text", list: "a list", dict: "an object"}
+    return next((name for cls, name in kinds.items() if isinstance(value, cls)), type(value).__name__)
