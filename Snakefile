@@ -1,5 +1,7 @@
 """Zephyr: the ZEPHYR study as a workflow. See README.md; `snakemake -n` shows what would run."""
 
+import sys
+
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -11,6 +13,17 @@ report: "report/workflow.rst"
 # Every rule's software as one Apptainer image, built from the same pins as the venv and envs/*.yaml
 # (`apptainer build containers/zephyr.sif containers/zephyr.def`); used with --sdm apptainer.
 container: "containers/zephyr.sif"
+
+
+# Every config file is read strictly first (the zephyr package of this checkout; rules/common.smk
+# says why the path): a key given twice, a YAML syntax error or an empty file stops here with one
+# line naming the file, line and column. Snakemake's own reading would not name them.
+sys.path.insert(0, workflow.basedir)
+from zephyr import config as zconfig
+
+CONFIG_FILES = zconfig.for_workflow(
+    zconfig.read_workflow_files, workflow.overwrite_configfiles or ["config.yaml"]
+)
 
 
 # A --configfile replaces the default instead of being merged into it key by key, so that

@@ -17,9 +17,13 @@ os.environ.update(
 from zephyr import config as zconfig
 from zephyr import resources as zresources
 from zephyr import study
+from zephyr.data import sources as zsources
 from zephyr.data import mixtures as zmixtures
 
-zconfig.validate(config)
+# Errors name the config file and line that set the key (CONFIG_FILES: read in the Snakefile).
+zconfig.for_workflow(
+    zconfig.validate_workflow, config, CONFIG_FILES, workflow.config_settings.config
+)
 zresources.check_settings(workflow.resource_settings)
 
 DATASETS = config["datasets"]
@@ -56,6 +60,12 @@ def local_source_input(wildcards):
     if source["kind"] == "local" and os.path.exists(source["path"]):
         return [source["path"]]
     return []
+
+
+def source_content(wildcards):
+    """A local source's sha256 (a hub source's revision) as a param of its dataset's jobs: new content
+    reruns them even under an older mtime, and until a run succeeds on it."""
+    return zsources.content_key(DATASETS[wildcards.dataset]["source"])
 
 
 def mixture_inputs(wildcards):

@@ -18,5 +18,6 @@ rule fetch_dataset:
     params:
         source=lambda wc: DATASETS[wc.dataset]["source"],
         rows=lambda wc: DATASETS[wc.dataset]["rows"],
+        content=source_content,
     script:
         "../scripts/fetch_dataset.py"

@@ -17,5 +17,9 @@ rule format_records:
     params:
         formatter=lambda wc: DATASETS[wc.dataset]["format"],
         options=lambda wc: DATASETS[wc.dataset]["options"],
+        # the source and its content (sha256, revision): a source that changed keeps these records out
+        # of date until a fetch of it succeeds, even when the failed fetch left no output to compare
+        source=lambda wc: DATASETS[wc.dataset]["source"],
+        content=source_content,
     script:
         "../scripts/format_records.py"

