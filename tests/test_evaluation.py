@@ -138,7 +138,10 @@ def test_hellaswag_scores_choices_as_the_harness(lm):
         assert row["loglikelihoods"] == pytest.approx(lls, abs=1e-5)
         expected = metrics.choice_scores(lls, r["choices"], r["label"])
         assert (row["acc"], row["acc_norm"]) == (expected["acc"], expected["acc_norm"])
+    stderr = summary.pop("stderr")
     assert summary == {"acc": sum(r["acc"] for r in rows) / 2, "acc_norm": sum(r["acc_norm"] for r in rows) / 2, "n": 2}
+    for key in ("acc", "acc_norm"):  # binomial: sqrt(p (1 - p) / (n - 1)) with n = 2
+        assert stderr[key] == pytest.approx((summary[key] * (1 - summary[key]) / 1) ** 0.5)
 
 
 def test_mcqa_scores_answer_letters(lm):
@@ -186,7 +189,11 @@ def test_gsm8k_overlap(lm):
     assert [r["prediction"] for r in rows] == scoring.generate(model, tok, records, 8, 1)
     assert [r["reference"] for r in rows] == [r["answer"] for r in records]
     preds, refs = [r["prediction"] for r in rows], [r["reference"] for r in rows]
+    stderr = summary.pop("stderr")
     assert summary == {"bleu": metrics.bleu(preds, refs), **metrics.rouge(preds, refs), "n": 3}
+    assert stderr["bleu"] == metrics.bleu_stderr(preds, refs) or math.isnan(stderr["bleu"])
+    items = metrics.rouge_items(preds, refs)
+    assert stderr["rougeL"] == pytest.approx(100 * metrics.mean_stderr([i["rougeL"] for i in items]))
 
 
 def test_perplexity_full_window_equals_exp_mean_nll(lm):
@@ -272,7 +279,11 @@ def test_reward_accuracy_against_another_model(lm, tmp_path):
     rows, summary = tasks.reward_accuracy(model, ref, tok, PAIRS, beta=0.5, batch_size=2)
     pc, pr = scoring.response_logps(model, tok, PAIRS)
     rc, rr = scoring.response_logps(ref, tok, PAIRS)
+    stderr = summary.pop("stderr")
     assert summary == pytest.approx({**metrics.reward_accuracy(pc, pr, rc, rr, 0.5), "beta": 0.5, "n": 3}, abs=1e-5)
+    wins = [0.5 * (a - c) > 0.5 * (b - d) for a, b, c, d in zip(pc, pr, rc, rr)]
+    p = sum(wins) / 3
+    assert stderr["reward_accuracy"] == pytest.approx((p * (1 - p) / 2) ** 0.5, abs=1e-9)
 
 
 def test_load_model_reads_a_quantized_folder(lively_dir, tmp_path):

@@ -2,6 +2,7 @@
 
 import collections
 import math
+import random
 from pathlib import Path
 
 import pytest
@@ -206,3 +207,33 @@ def test_perplexity():
     assert metrics.perplexity(20.0, 10) == pytest.approx(math.exp(2.0))
     with pytest.raises(ValueError):
         metrics.perplexity(1.0, 0)
+
+
+# ---- standard errors, as lm-evaluation-harness reports them ----------------------------------------
+
+
+def test_mean_stderr_of_accuracies_is_binomial():
+    values = [1.0] * 30 + [0.0] * 70
+    p, n = 0.3, 100
+    assert metrics.mean_stderr(values) == pytest.approx(math.sqrt(p * (1 - p) / (n - 1)), rel=1e-12)
+    assert math.isnan(metrics.mean_stderr([1.0]))
+
+
+def test_bleu_stderr_equals_a_bootstrap_of_the_whole_metric():
+    """Summing per-item statistics gives exactly the corpus BLEU of each resample, so the fast bootstrap
+    equals rescoring every resample with `bleu` itself (same resampled indices)."""
+    import numpy as np
+
+    rng = random.Random(5)
+    words = "the total is 12 apples then she gives 4 so 8 are left answer".split()
+    refs = [" ".join(rng.choice(words) for _ in range(rng.randint(5, 30))) for _ in range(40)]
+    preds = [" ".join(rng.choice(words) for _ in range(rng.randint(3, 30))) for _ in range(40)]
+    samples = np.random.default_rng(1234).integers(0, 40, size=(50, 40))
+    slow = [metrics.bleu([preds[i] for i in idx], [refs[i] for i in idx]) for idx in samples]
+    assert metrics.bleu_stderr(preds, refs, iterations=50) == pytest.approx(float(np.std(slow, ddof=1)), rel=1e-9)
+
+
+def test_rouge_items_average_to_rouge():
+    preds, refs = ["the cat sat on the mat", "a dog"], ["the cat is on the mat", "the dog barks"]
+    items = metrics.rouge_items(preds, refs)
+    assert metrics.rouge(preds, refs) == pytest.approx({t: 100 * sum(i[t] for i in items) / 2 for t in items[0]})

@@ -9,30 +9,48 @@ from zephyr.report import figures, table
 @pytest.fixture
 def metrics(tmp_path):
     paths = [
-        (tmp_path / "a.csv", "qwen", "M0", "hellaswag", {"acc": 0.5, "acc_norm": 0.4498, "n": 100}),
-        (tmp_path / "b.csv", "qwen", "M0", "gsm8k", {"bleu": 28.43, "rouge1": 46.91, "rouge2": 17.02, "rougeL": 25.17, "n": 200}),
-        (tmp_path / "c.csv", "qwen", "M1", "reward", {"reward_accuracy": 0.57, "reward_margin": 0.1, "beta": 0.1, "n": 100}),
-        (tmp_path / "d.csv", "qwen", "M1", "mcqa", {"acc": 0.25, "n": 40}),
+        (tmp_path / "a.csv", "qwen", "M0", "hellaswag",
+         {"acc": 0.5, "acc_norm": 0.4498, "n": 100, "stderr": {"acc": 0.05, "acc_norm": 0.049}}),
+        (tmp_path / "b.csv", "qwen", "M0", "gsm8k", {"bleu": 28.43, "rouge1": 46.91, "rouge2": 17.02, "rougeL": 25.17, "n": 200,
+                                                     "stderr": {"bleu": 1.5}}),
+        (tmp_path / "c.csv", "qwen", "M1", "reward", {"reward_accuracy": 0.57, "reward_margin": 0.1, "beta": 0.1, "n": 100,
+                                                      "stderr": {"reward_accuracy": 0.0497}}),
+        (tmp_path / "d.csv", "qwen", "M1", "mcqa", {"acc": 0.25, "n": 40, "stderr": {"acc": 0.0693}}),
+        (tmp_path / "e.csv", "qwen", "M2", "reward", {"reward_accuracy": 0.52, "n": 100}),
     ]
     for path, model, variant, task, summary in paths:
         table.write_metrics(path, model, variant, task, summary)
     return table.read_metrics([p[0] for p in paths])
 
 
-def test_metric_csvs_are_tidy(metrics):
+def test_metric_csvs_are_tidy_with_their_standard_errors(metrics):
     assert list(metrics.columns) == table.METRIC_FIELDS
     row = metrics.query("task == 'gsm8k' and metric == 'bleu'").iloc[0]
-    assert row["value"] == 28.43 and row["n"] == 200
+    assert row["value"] == 28.43 and row["n"] == 200 and row["stderr"] == 1.5
+    assert pd.isna(metrics.query("task == 'gsm8k' and metric == 'rouge1'").iloc[0]["stderr"])
 
 
-def test_table1_layout_scaling_and_missing_cells(metrics):
-    frame = table.table1([{"label": "Qwen M0", "model": "qwen", "variant": "M0"},
-                          {"label": "Qwen M1 (D_S)", "model": "qwen", "variant": "M1"}], metrics)
-    assert list(frame.columns) == ["Model", "HellaSwag", "BLEU-4", "ROUGE-1", "ROUGE-2", "ROUGE-L", "Reward Accuracy", "MCQA"]
-    first, second = frame.to_dict(orient="records")
+ROWS = [{"label": "Qwen M0", "model": "qwen", "variant": "M0"},
+        {"label": "Qwen M1 (D_S)", "model": "qwen", "variant": "M1", "reward": True},
+        {"label": "Qwen M2 (D_S)", "model": "qwen", "variant": "M2"}]
+
+
+def test_table1_is_the_paper_s_layout(metrics):
+    frame = table.table1(ROWS, metrics)
+    assert list(frame.columns) == ["Model", "HellaSwag", "BLEU-4", "ROUGE-1", "ROUGE-2", "ROUGE-L", "Reward Accuracy"]
+    first, second, third = frame.to_dict(orient="records")
     assert first == {"Model": "Qwen M0", "HellaSwag": 44.98, "BLEU-4": 28.43, "ROUGE-1": 46.91, "ROUGE-2": 17.02,
-                     "ROUGE-L": 25.17, "Reward Accuracy": "–", "MCQA": "–"}
-    assert second["Reward Accuracy"] == 0.57 and second["MCQA"] == 25.0 and second["HellaSwag"] == "–"
+                     "ROUGE-L": 25.17, "Reward Accuracy": "–"}
+    assert second["Reward Accuracy"] == 0.57 and second["HellaSwag"] == "–"
+    assert third["Reward Accuracy"] == "–"  # measured, but the row does not ask for it
+
+
+def test_table1_stderr_and_mcqa_tables(metrics):
+    errors = table.table1(ROWS, metrics, stderr=True).to_dict(orient="records")
+    assert errors[0]["HellaSwag"] == 4.9 and errors[0]["BLEU-4"] == 1.5 and errors[0]["ROUGE-1"] == "–"
+    assert errors[1]["Reward Accuracy"] == 0.05
+    mcqa = table.mcqa(ROWS, metrics).to_dict(orient="records")
+    assert mcqa[1] == {"Model": "Qwen M1 (D_S)", "MCQA": 25.0, "MCQA ±": 6.93} and mcqa[0]["MCQA"] == "–"
 
 
 def test_quantization_table_change_in_percent():

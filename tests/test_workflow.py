@@ -111,8 +111,14 @@ def test_tiny_study_end_to_end_to_table1_and_report(tmp_path, tiny_config):
     table1 = pd.read_csv(tmp_path / "results" / "table1.csv")
     assert table1["Model"].tolist() == [row["label"] for row in tiny_config["table1"]]
     assert table1.loc[0, "Reward Accuracy"] == "–"
-    numeric = pd.to_numeric(table1.loc[2, ["HellaSwag", "BLEU-4", "ROUGE-L", "Reward Accuracy", "MCQA"]])
+    assert list(table1.columns) == ["Model", "HellaSwag", "BLEU-4", "ROUGE-1", "ROUGE-2", "ROUGE-L", "Reward Accuracy"]
+    assert table1.loc[1, "Reward Accuracy"] == "–"  # a trained row the config does not mark
+    numeric = pd.to_numeric(table1.loc[2, ["HellaSwag", "BLEU-4", "ROUGE-L", "Reward Accuracy"]])
     assert numeric.notna().all() and 0 <= numeric["Reward Accuracy"] <= 1
+    stderr = pd.read_csv(tmp_path / "results" / "table1_stderr.csv")
+    assert list(stderr.columns) == list(table1.columns) and float(stderr.loc[2, "HellaSwag"]) >= 0
+    mcqa = pd.read_csv(tmp_path / "results" / "mcqa.csv")
+    assert list(mcqa.columns) == ["Model", "MCQA", "MCQA ±"] and 0 <= float(mcqa.loc[2, "MCQA"]) <= 100
     quantization = pd.read_csv(tmp_path / "results" / "quantization.csv")
     assert set(quantization["precision"]) == {"dense", "nf4"}
     nf4 = quantization.set_index(["model", "precision"]).loc[("qwen", "nf4")]

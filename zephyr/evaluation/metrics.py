@@ -7,6 +7,9 @@
 - `choice_scores`: lm-evaluation-harness's `multiple_choice` process_results (acc, acc_norm).
 - `reward_accuracy`: TRL 1.16 DPOTrainer's `rewards/accuracies` and `rewards/margins`.
 - `perplexity`: exp of the mean token negative log-likelihood.
+- `mean_stderr`, `bleu_stderr`: the standard errors lm-evaluation-harness reports as `*_stderr`
+  (lm_eval/api/metrics.py: `mean_stderr`, the sample standard deviation over sqrt(n), for means of
+  per-item scores, binomial accuracies included; a bootstrap over items for corpus-level BLEU).
 
 `evaluate.load("bleu" | "rouge")` fetches the metric code from the hub and fails offline, so the
 definitions are rebuilt here from sacrebleu and rouge_score, which those metrics wrap.
@@ -17,7 +20,8 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-__all__ = ["bleu", "rouge", "choice_scores", "reward_accuracy", "perplexity", "tokenize_13a"]
+__all__ = ["bleu", "bleu_stderr", "rouge", "rouge_items", "choice_scores", "reward_accuracy", "perplexity", "tokenize_13a",
+           "mean_stderr"]
 
 
 _TOKENIZER_13A = None
@@ -54,8 +58,6 @@ def bleu(predictions: Sequence[str], references: Sequence[str]) -> float:
     where `rstrip` and whitespace splitting are no-ops. With one reference, sacrebleu's "closest
     reference length" equals TF-NMT's "shortest reference length".
     """
-    from sacrebleu.metrics.bleu import BLEU
-
     predictions, references = list(predictions), list(references)
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
@@ -63,11 +65,38 @@ def bleu(predictions: Sequence[str], references: Sequence[str]) -> float:
         raise ValueError("bleu of an empty corpus")
     if not all(isinstance(r, str) for r in references):
         raise TypeError("bleu takes exactly one reference string per prediction")
-    hyps = [" ".join(tokenize_13a(p)) for p in predictions]
-    refs = [" ".join(tokenize_13a(r)) for r in references]
+    return _bleu_of_tokenized(_tokenized(predictions), _tokenized(references))
+
+
+def _tokenized(texts: Sequence[str]) -> list[str]:
+    return [" ".join(tokenize_13a(t)) for t in texts]
+
+
+def _bleu_of_tokenized(hyps: list[str], refs: list[str]) -> float:
+    from sacrebleu.metrics.bleu import BLEU
+
     if not any(hyps) or not any(refs):  # TF-NMT: translation or reference length 0 gives bp = 0
         return 0.0
     return float(BLEU(tokenize="none", smooth_method="none", force=True).corpus_score(hyps, [refs]).score)
+
+
+def bleu_stderr(predictions: Sequence[str], references: Sequence[str], iterations: int = 1000,
+                seed: int = 1234) -> float:
+    """Bootstrap standard error of `bleu` over the items: each resample sums the items' BLEU statistics
+    (lengths, n-gram matches and counts, extracted once by sacrebleu, as its own bootstrap does) and
+    scores the sums; the sample standard deviation of `iterations` such scores."""
+    import numpy as np
+    from sacrebleu.metrics.bleu import BLEU
+
+    hyps, refs = _tokenized(predictions), _tokenized(references)
+    if len(hyps) < 2 or not any(hyps) or not any(refs):
+        return float("nan")
+    scorer = BLEU(tokenize="none", smooth_method="none", force=True)
+    stats = np.array(scorer._extract_corpus_statistics(hyps, [refs]), dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    samples = rng.integers(0, len(stats), size=(iterations, len(stats)))
+    scores = [scorer._compute_score_from_stats(stats[idx].sum(0).tolist()).score for idx in samples]
+    return float(np.std(scores, ddof=1))
 
 
 def rouge(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
@@ -80,6 +109,15 @@ def rouge(predictions: Sequence[str], references: Sequence[str]) -> dict[str, fl
     random. Here the same per-pair F-measures are averaged by a plain mean, which the bootstrap
     median estimates.
     """
+    items = rouge_items(predictions, references)
+    return {t: 100.0 * sum(item[t] for item in items) / len(items) for t in ROUGE_TYPES}
+
+
+ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
+
+
+def rouge_items(predictions: Sequence[str], references: Sequence[str]) -> list[dict[str, float]]:
+    """Each pair's ROUGE-1/2/L F-measures (fractions), scored as evaluate's `rouge` scores them."""
     from rouge_score import rouge_scorer
 
     predictions, references = list(predictions), list(references)
@@ -87,14 +125,12 @@ def rouge(predictions: Sequence[str], references: Sequence[str]) -> dict[str, fl
         raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
     if not predictions:
         raise ValueError("rouge of an empty corpus")
-    types = ["rouge1", "rouge2", "rougeL"]
-    scorer = rouge_scorer.RougeScorer(types, use_stemmer=False)
-    totals = dict.fromkeys(types, 0.0)
+    scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=False)
+    items = []
     for pred, ref in zip(predictions, references):
         scores = scorer.score(ref, pred)  # (target, prediction), as evaluate calls it
-        for t in types:
-            totals[t] += scores[t].fmeasure
-    return {t: 100.0 * totals[t] / len(predictions) for t in types}
+        items.append({t: scores[t].fmeasure for t in ROUGE_TYPES})
+    return items
 
 
 def choice_scores(loglikelihoods: Sequence[float], choices: Sequence[str], label: int) -> dict[str, float]:
@@ -157,3 +193,14 @@ def perplexity(total_nll: float, n_tokens: int) -> float:
     if n_tokens <= 0:
         raise ValueError("perplexity over no tokens")
     return math.exp(total_nll / n_tokens)
+
+
+def mean_stderr(values: Sequence[float]) -> float:
+    """Standard error of a mean of per-item scores, as lm-evaluation-harness's `mean_stderr`:
+    sqrt(sum (x - mean)^2 / (n - 1)) / sqrt(n); for 0/1 accuracies this is sqrt(p (1 - p) / (n - 1))."""
+    n = len(values)
+    if n < 2:
+        return float("nan")
+    mean = sum(values) / n
+    return math.sqrt(sum((x - mean) ** 2 for x in values) / (n - 1) / n)
+

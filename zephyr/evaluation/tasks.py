@@ -51,9 +51,12 @@ def mcqa(model, tokenizer, records: Sequence[dict], batch_size: int = 8) -> tupl
 
 
 def _mean_summary(rows: list[dict], keys: Iterable[str]) -> dict:
+    """Means of per-item scores, their count, and their standard errors (`stderr`: metric → value)."""
     if not rows:
         raise ValueError("no records to evaluate")
-    return {**{k: sum(r[k] for r in rows) / len(rows) for k in keys}, "n": len(rows)}
+    keys = list(keys)
+    return {**{k: sum(r[k] for r in rows) / len(rows) for k in keys}, "n": len(rows),
+            "stderr": {k: metrics.mean_stderr([r[k] for r in rows]) for k in keys}}
 
 
 def gsm8k_overlap(model, tokenizer, records: Sequence[dict], max_new_tokens: int = 256,
@@ -63,8 +66,11 @@ def gsm8k_overlap(model, tokenizer, records: Sequence[dict], max_new_tokens: int
     references = [r["answer"] for r in records]
     rows = [{"id": r.get("id"), "question": r["question"], "reference": ref, "prediction": pred}
             for r, ref, pred in zip(records, references, predictions)]
+    rouge = metrics.rouge_items(predictions, references)
     summary = {"bleu": metrics.bleu(predictions, references), **metrics.rouge(predictions, references),
-               "n": len(records)}
+               "n": len(records),
+               "stderr": {"bleu": metrics.bleu_stderr(predictions, references),
+                          **{t: 100 * metrics.mean_stderr([item[t] for item in rouge]) for t in metrics.ROUGE_TYPES}}}
     return rows, summary
 
 
@@ -81,12 +87,14 @@ def reward_accuracy(policy, ref, tokenizer, records: Sequence[dict], beta: float
     ref_scores = score_sequences(ref, chosen + rejected, pad, batch_size, desc="reference log-probs")
     n = len(chosen)
     pc, pr, rc, rr = policy_scores[:n], policy_scores[n:], ref_scores[:n], ref_scores[n:]
-    summary = {**metrics.reward_accuracy(pc, pr, rc, rr, beta), "beta": beta, "n": n}
     rows = [
         {"id": r.get("id"), "policy_chosen": a, "policy_rejected": b, "ref_chosen": c, "ref_rejected": d,
          "chosen_reward": beta * (a - c), "rejected_reward": beta * (b - d)}
         for r, a, b, c, d in zip(records, pc, pr, rc, rr)
     ]
+    per_pair = [metrics.reward_accuracy([a], [b], [c], [d], beta) for a, b, c, d in zip(pc, pr, rc, rr)]
+    stderr = {k: metrics.mean_stderr([p[k] for p in per_pair]) for k in per_pair[0]} if per_pair else {}
+    summary = {**metrics.reward_accuracy(pc, pr, rc, rr, beta), "beta": beta, "n": n, "stderr": stderr}
     return rows, summary
 
 

@@ -1,4 +1,4 @@
-"""The study's tables from the tidy metric CSVs: Table 1 and the quantization table.
+"""The study's tables from the tidy metric CSVs: Table 1 (and its standard errors), MCQA, quantization.
 
 Every evaluation writes `results/metrics/{model}/{variant}/{task}.csv` with one row per metric
 (model, variant, task, metric, value, n); the tables only select and scale.
@@ -12,17 +12,19 @@ from typing import Iterable
 import pandas as pd
 
 from .. import files
-from ..study import TABLE1, form_name
+from ..study import MCQA_TABLE, TABLE1, form_name
 
-METRIC_FIELDS = ["model", "variant", "task", "metric", "value", "n"]
+METRIC_FIELDS = ["model", "variant", "task", "metric", "value", "stderr", "n"]
 MISSING = "–"  # what the paper prints where a metric does not apply (M0 has no reward accuracy)
 
 
 def write_metrics(path: str | Path, model: str, variant: str, task: str, summary: dict) -> pd.DataFrame:
-    """One tidy CSV per evaluation: a row per numeric metric of `summary` (its `n` goes in every row)."""
-    n = summary.get("n")
+    """One tidy CSV per evaluation: a row per numeric metric of `summary`, with its standard error where
+    `summary["stderr"]` has one (empty otherwise); its `n` goes in every row."""
+    n, stderr = summary.get("n"), summary.get("stderr", {})
     rows = [
-        {"model": model, "variant": variant, "task": task, "metric": key, "value": float(value), "n": n}
+        {"model": model, "variant": variant, "task": task, "metric": key, "value": float(value),
+         "stderr": stderr.get(key), "n": n}
         for key, value in summary.items()
         if key != "n" and isinstance(value, (int, float)) and not isinstance(value, bool)
     ]
@@ -37,17 +39,33 @@ def read_metrics(paths: Iterable[str | Path]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=METRIC_FIELDS)
 
 
-def table1(rows: list[dict], metrics: pd.DataFrame, decimals: int = 2) -> pd.DataFrame:
-    """The paper's Table 1: one row per configured (label, model, variant), MISSING where not measured."""
-    index = metrics.set_index(["model", "variant", "task", "metric"])["value"]
+def table1(rows: list[dict], metrics: pd.DataFrame, decimals: int = 2, *, stderr: bool = False) -> pd.DataFrame:
+    """The paper's Table 1 (or, with `stderr`, the standard error of each of its cells): one line per
+    configured row (label, model, variant), MISSING where not measured, and reward accuracy only in the
+    rows that ask for it (`reward: true`)."""
+    return _layout(rows, metrics, TABLE1, decimals, stderr)
+
+
+def mcqa(rows: list[dict], metrics: pd.DataFrame, decimals: int = 2) -> pd.DataFrame:
+    """MCQA accuracy (%) of Table 1's rows, with its standard error."""
+    values = _layout(rows, metrics, MCQA_TABLE, decimals, False)
+    errors = _layout(rows, metrics, MCQA_TABLE, decimals, True)
+    for column in MCQA_TABLE:
+        values[f"{column} ±"] = errors[column]
+    return values
+
+
+def _layout(rows: list[dict], metrics: pd.DataFrame, columns: dict, decimals: int, stderr: bool) -> pd.DataFrame:
+    index = metrics.set_index(["model", "variant", "task", "metric"])["stderr" if stderr else "value"]
     out = []
     for row in rows:
         line = {"Model": row["label"]}
-        for column, (task, metric, scale) in TABLE1.items():
+        for column, (task, metric, scale) in columns.items():
             key = (row["model"], row["variant"], task, metric)
-            line[column] = round(float(index[key]) * scale, decimals) if key in index else MISSING
+            shown = key in index and pd.notna(index[key]) and (task != "reward" or row.get("reward", False))
+            line[column] = round(float(index[key]) * scale, decimals) if shown else MISSING
         out.append(line)
-    return pd.DataFrame(out, columns=["Model", *TABLE1])
+    return pd.DataFrame(out, columns=["Model", *columns])
 
 
 def quantization(perplexities: pd.DataFrame, sizes: dict[tuple[str, str, str], int]) -> pd.DataFrame:
