@@ -298,3 +298,14 @@ def test_the_config_checker_names_what_snakemake_reads_before_the_workflow(tmp_p
     assert f"config file {broken}, line 3, column 1:" in capsys.readouterr().err
     assert zconfig.main([str(ROOT / "config" / "paper.yaml")]) == 0
     assert "valid (33 datasets" in capsys.readouterr().out
+
+
+def test_an_unknown_key_is_placed_at_its_own_line(tmp_path):
+    text = (ROOT / "config.yaml").read_text().replace("    format: goat\n", "    format: goat\n    colour: red\n", 1)
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    line = lines_of(text, "    colour: red")[0]
+    with pytest.raises(zconfig.ConfigError) as err:
+        zconfig.load(path)
+    assert str(err.value) == (f"config file {path}, line {line}: invalid config: datasets.goat: "
+                              "Additional properties are not allowed ('colour' was unexpected)")

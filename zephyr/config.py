@@ -146,6 +146,9 @@ def locate(err: ConfigError, config: dict, files: list[ConfigFile], overrides: d
     key = _key_of(message.removeprefix("invalid config: "), config)
     if overrides and key and _has(overrides, key):
         return ConfigError(f"config set with --config: {message}")
+    unexpected = re.search(r"\('([^']*)'(?:, '[^']*')* (?:was|were) unexpected\)", message)
+    if unexpected:  # a key the schema does not know: place the error at that key
+        key = key + (unexpected[1],)
     for depth in range(len(key), 0, -1):
         for found in reversed(files):
             if key[:depth] in found.lines:
