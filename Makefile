@@ -33,6 +33,7 @@ dryrun: setup
 
 envs: setup
 	$(BIN)/python -m zephyr.environment --write
+	$(BIN)/python -c "from zephyr.model import training; training.write_trl_fields()"
 
 lint: setup
 	$(BIN)/snakemake --lint

@@ -6,10 +6,11 @@ from zephyr import devices, logs, study
 from zephyr.evaluation import tasks
 
 logs.setup(snakemake.log[0])
-devices.for_job(snakemake.threads, snakemake.resources)
+parent = snakemake.input.get("parent")
+models = [Path(m).parent for m in (snakemake.input.model, parent) if m]
+devices.for_job(snakemake.threads, snakemake.resources, sum(devices.inference_memory_mb(m) for m in models))
 task = snakemake.params.get("task") or snakemake.wildcards.task
 form = snakemake.wildcards.get("form", "dense")
-parent = snakemake.input.get("parent")
 tasks.evaluate_files(
     task,
     Path(snakemake.input.model).parent,

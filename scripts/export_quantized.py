@@ -6,7 +6,7 @@ from zephyr import devices, logs
 from zephyr.model import quantize
 
 logs.setup(snakemake.log[0])
-devices.for_job(snakemake.threads, snakemake.resources)
+devices.for_job(snakemake.threads, snakemake.resources, devices.inference_memory_mb(Path(snakemake.input[0]).parent))
 quantize.quantize(
     Path(snakemake.input[0]).parent,
     Path(snakemake.output.manifest).parent,

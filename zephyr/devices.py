@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import fcntl
+import itertools
+import json
 import logging
 import os
+import shutil
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -15,6 +19,10 @@ log = logging.getLogger(__name__)
 #: Lock files that keep concurrent local jobs on different GPUs (one file per GPU index, machine-wide).
 LOCK_DIR = Path(tempfile.gettempdir()) / "zephyr-gpu-locks"
 _held: list = []  # the claimed GPUs' open lock files: released when the job's process exits
+_shares: list = []  # (ledger, entry) of this process's shared claims: removed on release
+_entry_ids = itertools.count()
+#: Extra GPU memory an inference job needs beyond its weights (activations, KV cache, CUDA context).
+INFERENCE_OVERHEAD_MB = 1536
 
 
 class DeviceError(RuntimeError):
@@ -56,7 +64,8 @@ def _visible_count() -> int:
 
 
 def claim_gpus(count: int, *, available: int | None = None, lock_dir: str | Path = LOCK_DIR,
-               wait_seconds: float = 600) -> list[str]:
+               wait_seconds: float = 600, memory_mb: int | None = None,
+               capacity_mb: Mapping[str, int] | None = None) -> list[str]:
     """Make exactly `count` GPUs visible to this job (CUDA_VISIBLE_DEVICES) and return their ids.
 
     Inside a SLURM job, SLURM has chosen the job's GPUs: they are checked and kept. A local run has
@@ -64,6 +73,11 @@ def claim_gpus(count: int, *, available: int | None = None, lock_dir: str | Path
     GPU 0. There, free GPUs (of those visible, or of a CUDA_VISIBLE_DEVICES the user set for the whole
     run) are claimed through a lock file each, held until the job ends. `count` 0 hides every GPU, so
     a job that declared none cannot take one from jobs that did.
+
+    A one-GPU job that says how much GPU memory it needs (`memory_mb`) shares a GPU with other such
+    jobs up to the GPU's memory (`capacity_mb`, GPU id → MB; read from nvidia-smi when not given):
+    it holds the GPU's lock shared, so a whole-GPU job waits for it and it waits for a whole-GPU job,
+    and books its memory in the GPU's ledger (entries of ended processes do not count).
     """
     if count <= 0:
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
@@ -81,6 +95,9 @@ def claim_gpus(count: int, *, available: int | None = None, lock_dir: str | Path
         raise DeviceError(f"the job asks for {count} GPU(s) but this machine shows {len(pool)}; "
                           "lower compute.gpus in the config")
     Path(lock_dir).mkdir(parents=True, exist_ok=True)
+    capacity = capacity_mb if capacity_mb is not None else (gpu_memory_mb() if memory_mb else {})
+    if memory_mb and count == 1 and all(gpu in capacity for gpu in pool):
+        return _claim_shared(pool, memory_mb, capacity, Path(lock_dir), wait_seconds)
     deadline = time.monotonic() + wait_seconds
     while True:
         taken = []
@@ -104,6 +121,79 @@ def claim_gpus(count: int, *, available: int | None = None, lock_dir: str | Path
         time.sleep(5)
 
 
+def _claim_shared(pool: list[str], memory_mb: int, capacity: Mapping[str, int], lock_dir: Path,
+                  wait_seconds: float) -> list[str]:
+    too_big = [gpu for gpu in pool if memory_mb > capacity[gpu]]
+    if len(too_big) == len(pool):
+        raise DeviceError(f"the job needs {memory_mb} MB of GPU memory, more than any GPU has ({dict(capacity)} MB)")
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        for gpu in pool:
+            handle = open(lock_dir / f"gpu{gpu}.lock", "w")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)  # fails while a whole-GPU job holds it
+            except BlockingIOError:
+                handle.close()
+                continue
+            entry = _book(lock_dir / f"gpu{gpu}.json", memory_mb, capacity[gpu])
+            if entry is None:
+                handle.close()
+                continue
+            _held.append(handle)
+            _shares.append((lock_dir / f"gpu{gpu}.json", entry))
+            log.info("GPU %s shared: %d MB booked of its %d MB (ledger in %s)", gpu, memory_mb, capacity[gpu],
+                     lock_dir)
+            return _use([gpu])
+        if time.monotonic() > deadline:
+            raise DeviceError(f"no GPU had {memory_mb} MB free after {wait_seconds:.0f} s: other jobs hold them "
+                              f"(ledgers in {lock_dir})")
+        log.info("waiting for a GPU with %d MB free", memory_mb)
+        time.sleep(5)
+
+
+def _book(ledger: Path, memory_mb: int, capacity_mb: int) -> str | None:
+    """Add this job's booking to a GPU's ledger if the live bookings leave room; its entry name, else None."""
+    with open(ledger.with_suffix(".ledger-lock"), "w") as guard:
+        fcntl.flock(guard, fcntl.LOCK_EX)
+        booked = json.loads(ledger.read_text()) if ledger.is_file() else {}
+        booked = {name: b for name, b in booked.items() if _alive(b["pid"])}
+        if sum(b["mb"] for b in booked.values()) + memory_mb > capacity_mb:
+            return None
+        entry = f"{os.getpid()}-{next(_entry_ids)}"
+        booked[entry] = {"pid": os.getpid(), "mb": memory_mb}
+        ledger.write_text(json.dumps(booked))
+        return entry
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def gpu_memory_mb() -> dict[str, int]:
+    """Total memory of each GPU by index, from nvidia-smi (without initialising CUDA); {} without one."""
+    if shutil.which("nvidia-smi") is None:
+        return {}
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=index,memory.total", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=30, check=True).stdout
+    except (subprocess.SubprocessError, OSError):
+        return {}
+    return {index.strip(): int(float(total)) for index, total in (line.split(",") for line in out.splitlines() if line)}
+
+
+def inference_memory_mb(model_dir: str | Path) -> int:
+    """GPU memory an evaluation or export of a model folder needs: its weights and a fixed overhead."""
+    from .files import weights_size
+
+    return int(weights_size(model_dir) * 1.2 / 2**20) + INFERENCE_OVERHEAD_MB
+
+
 def _use(ids: list[str]) -> list[str]:
     os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(ids)
     return ids
@@ -111,6 +201,13 @@ def _use(ids: list[str]) -> list[str]:
 
 def release_gpus() -> None:
     """Give the claimed GPUs back before the process ends (tests; a job just exits)."""
+    while _shares:
+        ledger, entry = _shares.pop()
+        with open(ledger.with_suffix(".ledger-lock"), "w") as guard:
+            fcntl.flock(guard, fcntl.LOCK_EX)
+            booked = json.loads(ledger.read_text()) if ledger.is_file() else {}
+            booked.pop(entry, None)
+            ledger.write_text(json.dumps(booked))
     while _held:
         _held.pop().close()
 
@@ -127,7 +224,9 @@ def gpus_of(resources: Mapping) -> int:
     return int(parts[-1]) if len(parts) > 1 and parts[-1].isdigit() else 1
 
 
-def for_job(threads: int | None, resources: Mapping) -> list[str]:
-    """A Snakemake job's share of the machine: its CPU threads and its GPUs."""
+def for_job(threads: int | None, resources: Mapping, memory_mb: int | None = None) -> list[str]:
+    """A Snakemake job's share of the machine: its CPU threads and its GPUs. A one-GPU job given its
+    GPU memory need (`memory_mb`; a `gpu_mem_mb` resource overrides it) shares a GPU on local runs."""
     set_threads(threads)
-    return claim_gpus(gpus_of(resources))
+    memory_mb = int(resources.get("gpu_mem_mb", 0) or 0) or memory_mb
+    return claim_gpus(gpus_of(resources), memory_mb=memory_mb)

@@ -131,32 +131,14 @@ def render_apptainer(versions: dict[str, str] | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-TRL_FIELDS = ROOT / "zephyr" / "model" / "trl_fields.json"
-
-
-def render_trl_fields() -> str:
-    """The fields of the pinned TRL's SFTConfig and DPOConfig, so that a config is checked against them
-    when the workflow is parsed without importing TRL (seconds) on every Snakemake call."""
-    import dataclasses
-    import json
-
-    from trl import DPOConfig, SFTConfig
-
-    fields = {name: sorted(f.name for f in dataclasses.fields(cls)) for name, cls in (("sft", SFTConfig),
-                                                                                      ("dpo", DPOConfig))}
-    return json.dumps({"trl": pins()["trl"], **fields}, indent=1) + "\n"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--write", action="store_true",
-                        help="write envs/<stage>.yaml, envs/<stage>.post-deploy.sh, containers/zephyr.def and "
-                             "zephyr/model/trl_fields.json")
+                        help="write envs/<stage>.yaml, envs/<stage>.post-deploy.sh and containers/zephyr.def")
     args = parser.parse_args()
     outputs = {ROOT / "envs" / f"{stage}.yaml": render(stage) for stage in STAGES}
     outputs.update({ROOT / "envs" / f"{stage}.post-deploy.sh": render_post_deploy(stage) for stage in POST_DEPLOY})
     outputs[CONTAINER] = render_apptainer()
-    outputs[TRL_FIELDS] = render_trl_fields()
     for path, text in outputs.items():
         if args.write:
             path.parent.mkdir(exist_ok=True)

@@ -10,9 +10,10 @@ from __future__ import annotations
 import difflib
 from typing import Iterable, Mapping
 
-#: Snakemake's own resources, and Zephyr's `gpu` (which the SLURM plugin turns into --gpus).
+#: Snakemake's own resources, Zephyr's `gpu` (which the SLURM plugin turns into --gpus) and `gpu_mem_mb`
+#: (the GPU memory a one-GPU job books when local jobs share a GPU; SLURM jobs keep whole GPUs).
 SNAKEMAKE = {"_cores", "_nodes", "threads", "tmpdir", "mem", "mem_mb", "mem_mib", "disk", "disk_mb", "disk_mib",
-             "runtime", "gpu"}
+             "runtime", "gpu", "gpu_mem_mb"}
 #: What snakemake-executor-plugin-slurm 2.8.0 reads from a job's resources.
 SLURM = {"slurm_partition", "slurm_account", "slurm_extra", "slurm_cluster", "cluster", "clusters", "constraint",
          "qos", "cpus_per_task", "cpus_per_gpu", "mem_mb_per_cpu", "tasks", "tasks_per_gpu", "tasks_per_node",

@@ -86,6 +86,14 @@ TRL_FIELDS = Path(__file__).with_name("trl_fields.json")
 CONFIG_NAMES = {"sft": "SFTConfig", "dpo": "DPOConfig"}
 
 
+def write_trl_fields() -> None:
+    """Write `trl_fields.json` from the installed TRL (`make envs`)."""
+    from ..environment import pins
+
+    fields = {trainer: sorted(f.name for f in dataclasses.fields(config_class(trainer))) for trainer in CONFIG_NAMES}
+    files.write_json(TRL_FIELDS, {"trl": pins()["trl"], **fields})
+
+
 def check_hyperparameters(where: str, hyper: dict) -> None:
     """Fail on a key TRL does not know, naming where the set came from, the key and the nearest field.
 
