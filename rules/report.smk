@@ -1,5 +1,6 @@
 rule table1:
-    """The paper's Table 1 (its rows as configured), the standard error of each cell, and the MCQA table."""
+    """The paper's Table 1 (its rows as configured), each cell's standard error, the paper's published
+    values beside it (table and figure), and the MCQA table."""
     input:
         table1_inputs(),
     output:
@@ -17,6 +18,16 @@ rule table1:
             "results/mcqa.csv",
             caption="../report/table1.rst",
             category="Tables",
+        ),
+        versus_paper=report(
+            "results/table1_vs_paper.csv",
+            caption="../report/table1.rst",
+            category="Tables",
+        ),
+        figure=report(
+            "results/figures/table1_vs_paper.png",
+            caption="../report/table1.rst",
+            category="Figures",
         ),
     log:
         "logs/table1.log",

@@ -1,11 +1,16 @@
-"""Snakemake glue for zephyr.report.table.table1 and .mcqa: Table 1, its standard errors, the MCQA table."""
+"""Snakemake glue for zephyr.report.table (Table 1, its standard errors, the paper beside it, MCQA) and
+zephyr.report.figures.versus_paper."""
 
 from zephyr import logs
-from zephyr.report import table
+from zephyr.report import figures, table
 
 logs.setup(snakemake.log[0])
 metrics = table.read_metrics(snakemake.input)
 rows = snakemake.params.rows
-table.write_csv(table.table1(rows, metrics), snakemake.output.table1)
-table.write_csv(table.table1(rows, metrics, stderr=True), snakemake.output.stderr)
+table1, stderr = table.table1(rows, metrics), table.table1(rows, metrics, stderr=True)
+versus = table.versus_paper(table1, stderr)
+table.write_csv(table1, snakemake.output.table1)
+table.write_csv(stderr, snakemake.output.stderr)
+table.write_csv(versus, snakemake.output.versus_paper)
+figures.versus_paper(versus, snakemake.output.figure)
 table.write_csv(table.mcqa(rows, metrics), snakemake.output.mcqa)

@@ -80,3 +80,18 @@ def test_appendix_figures_are_drawn(tmp_path):
                      variants, hypers, outputs)
     for path in outputs.values():
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+
+
+def test_table1_beside_the_paper(metrics, tmp_path):
+    reproduced = table.table1(ROWS, metrics)
+    versus = table.versus_paper(reproduced, table.table1(ROWS, metrics, stderr=True))
+    # Qwen M0 (the report's first row: 44.98, 28.43, 46.91, 17.02, 25.17) and Qwen M1's reward accuracy (0.57)
+    qwen_m0 = versus[versus["Model"] == "Qwen M0"].set_index("metric")
+    assert list(qwen_m0.index) == ["HellaSwag", "BLEU-4", "ROUGE-1", "ROUGE-2", "ROUGE-L"]
+    assert qwen_m0.loc["HellaSwag", "paper"] == 44.98 and qwen_m0.loc["HellaSwag", "difference"] == 0.0
+    assert qwen_m0.loc["HellaSwag", "stderr"] == 4.9
+    reward = versus[(versus["Model"] == "Qwen M1 (D_S)")].set_index("metric")
+    assert list(reward.index) == ["Reward Accuracy"] and reward.loc["Reward Accuracy", "paper"] == 0.57
+    assert "Qwen M2 (D_S)" not in set(versus["Model"])  # its reward accuracy is measured but not shown
+    figures.versus_paper(versus, tmp_path / "vs.png")
+    assert (tmp_path / "vs.png").read_bytes()[:4] == b"\x89PNG"

@@ -79,6 +79,26 @@ def dpo_dynamics(runs: dict[str, pd.DataFrame], out: str | Path, title: str = "D
     _save(fig, out)
 
 
+def versus_paper(table: pd.DataFrame, out: str | Path) -> None:
+    """Table 1 against the paper: per metric, the paper's value and the reproduction's (± its standard
+    error) for each row the paper has."""
+    plt = _pyplot()
+    metrics = list(dict.fromkeys(table["metric"])) or ["(nothing to compare)"]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 4.2), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        rows = table[table["metric"] == metric]
+        y = range(len(rows))
+        ax.barh([i + 0.2 for i in y], rows["paper"], height=0.4, label="paper", color="0.7")
+        ax.barh([i - 0.2 for i in y], rows["reproduction"], height=0.4, label="reproduction",
+                xerr=rows["stderr"].fillna(0), color="tab:blue")
+        ax.set_yticks(list(y), rows["Model"], fontsize=7)
+        ax.set_title(metric, fontsize=9)
+        ax.invert_yaxis()
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle("Table 1: reproduction (± standard error) against the paper")
+    _save(fig, out)
+
+
 def quantization(table: pd.DataFrame, out: str | Path) -> None:
     """Size on disk against perplexity, one marker per precision, one line per model variant."""
     plt = _pyplot()

@@ -12,7 +12,7 @@ from typing import Iterable
 import pandas as pd
 
 from .. import files
-from ..study import MCQA_TABLE, TABLE1, form_name
+from ..study import MCQA_TABLE, PAPER_TABLE1, TABLE1, form_name
 
 METRIC_FIELDS = ["model", "variant", "task", "metric", "value", "stderr", "n"]
 MISSING = "–"  # what the paper prints where a metric does not apply (M0 has no reward accuracy)
@@ -44,6 +44,22 @@ def table1(rows: list[dict], metrics: pd.DataFrame, decimals: int = 2, *, stderr
     configured row (label, model, variant), MISSING where not measured, and reward accuracy only in the
     rows that ask for it (`reward: true`)."""
     return _layout(rows, metrics, TABLE1, decimals, stderr)
+
+
+def versus_paper(reproduced: pd.DataFrame, stderr: pd.DataFrame) -> pd.DataFrame:
+    """Each Table 1 cell beside the paper's published value (`study.PAPER_TABLE1`, by row label), with
+    the difference and the reproduction's standard error; rows and cells the paper does not have are left out."""
+    out = []
+    for (_, row), (_, errors) in zip(reproduced.iterrows(), stderr.iterrows()):
+        published = PAPER_TABLE1.get(row["Model"])
+        for column, paper in zip(TABLE1, published or ()):
+            if paper is None or row[column] == MISSING:
+                continue
+            value = float(row[column])
+            out.append({"Model": row["Model"], "metric": column, "paper": paper, "reproduction": value,
+                        "difference": round(value - paper, 2),
+                        "stderr": float(errors[column]) if errors[column] != MISSING else None})
+    return pd.DataFrame(out, columns=["Model", "metric", "paper", "reproduction", "difference", "stderr"])
 
 
 def mcqa(rows: list[dict], metrics: pd.DataFrame, decimals: int = 2) -> pd.DataFrame:
