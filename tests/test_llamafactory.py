@@ -159,3 +159,37 @@ def test_llamafactory_parses_every_generated_config(tmp_path):
     # warmup 0.1 of 1000 steps is 100 (a ratio, as for TRL); Zephyr's chat template is parsed (template None)
     assert sft == "sft 4 ['q_proj', 'k_proj', 'v_proj', 'o_proj'] 2048 None 5e-05 100 0.1 None"
     assert dpo.startswith("dpo 8 ") and " 512 None " in dpo and dpo.endswith(" 0.2 ['results/llamafactory/qwen/M1-DS-cosine']")
+
+
+@pytest.mark.parametrize("path", ["config.yaml", "config/paper.yaml"])
+def test_every_run_of_the_configs_translates(path):
+    from zephyr import config as zconfig
+
+    cfg = zconfig.load(ROOT / path)
+    info = {}
+    for name, mix in cfg["mixtures"].items():
+        if mix["task"] in ("sft", "preference"):
+            info[name] = {"file_name": f"{name}.json", **({"ranking": True} if mix["task"] == "preference" else {})}
+            if mix.get("validation"):
+                info[f"{name}_validation"] = {"file_name": f"{name}.validation.json"}
+    written = {}
+    pending = [(m, v) for v, spec in cfg["variants"].items() for m in spec["models"]]
+    while pending:  # a run after its parent's
+        model, variant = pending.pop(0)
+        spec = cfg["variants"][variant]
+        if spec["parent"] != "M0" and (model, spec["parent"]) not in written:
+            pending.append((model, variant))
+            continue
+        hyper = cfg["hyperparameters"][spec["hyperparameters"]]
+        c = config(f"{model}/{variant}", spec, hyper, base_dir=f"resources/models/{model}",
+                   model_type={"qwen": "qwen2", "bloom": "bloom"}[model], dataset_info=info,
+                   parent=written.get((model, spec["parent"])), lora_targets=cfg["models"][model].get("lora_targets"),
+                   output_dir=f"results/llamafactory/{model}/{variant}")
+        written[(model, variant)] = c
+        assert c["stage"] == hyper["trainer"] and c["dataset"] == spec["data"]
+        for key in ("learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps", "lr_scheduler_type"):
+            assert c[key] == hyper[key], (variant, key)
+        assert c["cutoff_len"] == hyper["max_length"]
+        assert ("adapter_name_or_path" in c) == (spec["parent"] != "M0")
+        assert ("quantization_bit" in c) == bool(spec.get("qlora"))
+    assert len(written) == sum(len(spec["models"]) for spec in cfg["variants"].values())
