@@ -6,7 +6,7 @@ STAMP := $(VENV)/.zephyr-installed
 CORES ?= 2
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: setup run report test dryrun envs lint clean dag
+.PHONY: setup run report test dryrun plan envs lint clean dag
 
 setup: $(STAMP)
 
@@ -30,6 +30,10 @@ test: setup
 dryrun: setup
 	$(BIN)/snakemake -n --quiet rules
 	$(BIN)/snakemake -n --quiet rules --configfile config/paper.yaml
+
+# Each training run in numbers (records, global batch, optimizer steps, warmup): `make plan CONFIG=config/paper.yaml`
+plan: setup
+	$(BIN)/python -m zephyr.plan $(CONFIG)
 
 envs: setup
 	$(BIN)/python -m zephyr.environment --write

@@ -388,6 +388,10 @@ def test_gsm8k_final_answers():
     records = run("gsm8k_test")
     assert [r["final"] for r in records.values()] == ["18", "3", "70000"]
     assert records["gsm8k_test:1"]["answer"].startswith("It takes 2/2=<<2/2=1>>1 bolt of white fiber\n")
+    stripped = run("gsm8k_test", strip_calculator=True)
+    assert stripped["gsm8k_test:1"]["answer"].startswith("It takes 2/2=1 bolt of white fiber\n")
+    assert all("<<" not in r["answer"] and r["answer"].endswith(f"#### {r['final']}") for r in stripped.values())
+    assert [r["final"] for r in stripped.values()] == ["18", "3", "70000"]
 
 
 def test_hellaswag_matches_lm_eval_harness():

@@ -426,13 +426,24 @@ def hellaswag_preprocess(text_: str) -> str:
     return text_.replace("  ", " ")
 
 
+#: GSM8K's calculator annotations, `<<48/2=24>>` after each computed number.
+CALCULATOR = re.compile(r"<<[^<>]*>>")
+
+
 @formatter("gsm8k", "gsm8k", ["question", "answer"])
-def _gsm8k(row):
-    """GSM8K: the rationale ends '#### <number>'; the final answer is what follows it."""
+def _gsm8k(row, strip_calculator: bool = False):
+    """GSM8K: the rationale ends '#### <number>'; the final answer is what follows it.
+
+    `answer`, the reference that BLEU and ROUGE score against, is the full rationale as the dataset has
+    it: its calculator annotations (`<<48/2=24>>`) and the closing `#### N` line included. With
+    `strip_calculator` (a formatter option) the annotations are removed, as a model answering in
+    plain prose would not write them."""
     question, answer = text(row["question"]), text(row["answer"])
     require(question=question, answer=answer)
     if "####" not in answer:
         raise ValueError("answer has no '####' final-answer marker")
+    if strip_calculator:
+        answer = CALCULATOR.sub("", answer)
     return {"question": question, "answer": answer, "final": answer.split("####")[-1].strip()}
 
 

@@ -1,0 +1,66 @@
+"""What a config's training runs mean in numbers, before anything runs: `python -m zephyr.plan [CONFIG]`.
+
+For each trained variant: its mixture's planned training records (the recorded source sizes and caps,
+less the validation share), the global batch (per-device batch x accumulation; several GPUs split the
+accumulation, so it stays), the optimizer steps (TRL's max_steps, else epochs x steps per epoch) and
+the warmup (warmup_steps, or its fraction of the steps when below 1). A mixture whose sources record
+no size plans "?" until it is drawn.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+from . import config as zconfig
+from .data import mixtures
+
+COLUMNS = ("variant", "trainer", "data", "records", "global batch", "steps/epoch", "epochs", "steps", "warmup")
+
+
+def runs(config: dict) -> list[dict]:
+    """One line per trained variant (per model when a variant trains several)."""
+    lines = []
+    for name, spec in config["variants"].items():
+        hyper = config["hyperparameters"][spec["hyperparameters"]]
+        mixture = config["mixtures"][spec["data"]]
+        try:
+            planned = mixtures.planned_size(config, spec["data"])
+            records = planned - round(mixture.get("validation", 0.0) * planned)
+        except mixtures.MixtureError:
+            records = None
+        batch = hyper.get("per_device_train_batch_size", 8) * hyper.get("gradient_accumulation_steps", 1)
+        per_epoch = math.ceil(records / batch) if records else None
+        epochs = hyper.get("num_train_epochs", 3)
+        steps = hyper["max_steps"] if hyper.get("max_steps", -1) > 0 else (
+            math.ceil(epochs * per_epoch) if per_epoch else None)
+        warmup = hyper.get("warmup_steps", 0)
+        if isinstance(warmup, float) and warmup < 1:
+            warmup = math.ceil(warmup * steps) if steps else f"{warmup:.0%}"
+        lines.append({"variant": f"{name} ({', '.join(spec['models'])})", "trainer": hyper["trainer"],
+                      "data": spec["data"], "records": records, "global batch": batch, "steps/epoch": per_epoch,
+                      "epochs": epochs if hyper.get("max_steps", -1) <= 0 else "-", "steps": steps, "warmup": warmup})
+    return lines
+
+
+def render(lines: list[dict]) -> str:
+    cells = [[str("?" if line[c] is None else line[c]) for c in COLUMNS] for line in lines]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) if cells else len(c) for i, c in enumerate(COLUMNS)]
+    rows = [COLUMNS, *cells]
+    return "\n".join("  ".join(v.ljust(w) if i < 3 else v.rjust(w) for i, (v, w) in enumerate(zip(row, widths)))
+                     for row in rows)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("config", nargs="?", default="config.yaml", help="config file (default: config.yaml)")
+    args = parser.parse_args(argv)
+    config = zconfig.load(Path(args.config))
+    print(f"{args.config}: {config.get('experiment', '')}, compute.gpus {config['compute']['gpus']}")
+    print(render(runs(config)))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
