@@ -11,8 +11,8 @@ A hyperparameter set's `speed` mapping says, for each knob, `auto` (decided here
   e.g. 64 x 2 with the same optimizer steps), and keeps the set's own split on the CPU, where a bigger
   micro-batch only pads more.
 - `base_dtype`: the frozen base's dtype (LoRA weights stay float32): bfloat16 on a GPU that has it;
-  on the CPU whichever of float32 and bfloat16 multiplies faster here, timed at start-up (bf16 is
-  emulated, ~25x slower, on CPUs without AVX-512-bf16).
+  on the CPU whichever of float32 and bfloat16 runs a training-like block faster here, timed at
+  start-up (bf16 is emulated, ~25x slower, on CPUs without AVX-512-bf16).
 - `lm_head`: TRL's fused, tiled LM head (`fused`: never materializes the logits, recomputes them in
   the backward pass) or the plain head (`plain`: the whole logits, one matmul each way), timed at
   start-up on this device with the model's own hidden size and vocabulary. Both give the same
@@ -86,7 +86,7 @@ def plan(where: str, speed: dict, *, micro_batch: int, accumulation: int, device
     why = {}
     base_dtype = speed["base_dtype"]
     if base_dtype == "auto":
-        base_dtype, why["base_dtype"] = fastest_dtype(device)
+        base_dtype, why["base_dtype"] = fastest_dtype(device, model_config.hidden_size)
     lm_head = speed["lm_head"]
     if lm_head == "auto":
         lm_head, why["lm_head"] = fastest_head(device, model_config.hidden_size, model_config.vocab_size, base_dtype)
@@ -173,20 +173,37 @@ def _time(fn, repeats: int = 3) -> float:
 
 
 @functools.lru_cache(maxsize=None)
-def fastest_dtype(device: str) -> tuple[str, str]:
-    """(dtype, why) of the frozen base: bf16 on a GPU that supports it; on the CPU the faster matmul."""
+def fastest_dtype(device: str, hidden: int = 576) -> tuple[str, str]:
+    """(dtype, why) of the frozen base: bf16 on a GPU that supports it; on the CPU the faster of float32
+    and bf16 through a training-like block (norm, up and down projections, SiLU, forward and backward,
+    `hidden` wide), the two timed in turns so that a busy machine slows both alike."""
     import torch
 
     if device == "cuda":
         if torch.cuda.is_bf16_supported():
             return "bfloat16", "the GPU computes in bf16"
         return "float32", "the GPU has no bf16"
-    a = torch.randn(256, 512)
-    b = torch.randn(512, 512)
-    times = {name: _time(lambda x=a.to(dtype), y=b.to(dtype): x @ y)
-             for name, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16))}
+    gen = torch.Generator().manual_seed(0)
+    up = torch.randn(4 * hidden, hidden, generator=gen) * 0.02
+    down = torch.randn(hidden, 4 * hidden, generator=gen) * 0.02
+    x = torch.randn(256, hidden, generator=gen)
+
+    def block(dtype):
+        w1, w2, inputs = up.to(dtype), down.to(dtype), x.to(dtype).requires_grad_()
+
+        def step():
+            y = torch.nn.functional.layer_norm(inputs, (hidden,))
+            (torch.nn.functional.silu(y @ w1.t()) @ w2.t()).float().square().mean().backward()
+        return step
+
+    steps = {"float32": block(torch.float32), "bfloat16": block(torch.bfloat16)}
+    times = dict.fromkeys(steps, float("inf"))
+    for _ in range(3):
+        for name, step in steps.items():
+            times[name] = min(times[name], _time(step, repeats=1))
     best = min(times, key=times.get)
-    return best, f"256x512x512 matmul: float32 {times['float32'] * 1e3:.2f} ms, bfloat16 {times['bfloat16'] * 1e3:.2f} ms"
+    return best, (f"{hidden}-wide block, forward and backward: float32 {times['float32'] * 1e3:.1f} ms, "
+                  f"bfloat16 {times['bfloat16'] * 1e3:.1f} ms")
 
 
 @functools.lru_cache(maxsize=None)
