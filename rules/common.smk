@@ -14,6 +14,10 @@ os.environ.update(
     )
 )
 
+# Every job hashes strings the same way, run after run: the order of a set written out (PEFT's LoRA
+# target_modules in adapter_config.json) would otherwise change an output's bytes between two runs.
+os.environ.setdefault("PYTHONHASHSEED", "0")
+
 from zephyr import config as zconfig
 from zephyr import resources as zresources
 from zephyr import study

@@ -105,9 +105,8 @@ def test_tiny_data_stage_reruns_nothing_and_reproduces_bytes(tmp_path, tiny_conf
     assert counts.get("draw_mixture") == 1 and "fetch_dataset" not in counts and "format_records" not in counts
 
 
-def test_tiny_study_end_to_end_to_table1_and_report(tmp_path, tiny_config):
-    config = write_config(tmp_path, tiny_config)
-    snakemake(tmp_path, "--cores", "2", "--configfile", str(config))
+def test_tiny_study_end_to_end_to_table1_and_report(tiny_study):
+    tmp_path, tiny_config = tiny_study, load_yaml(tiny_study / "config.test.yaml")  # run once, shared
     table1 = pd.read_csv(tmp_path / "results" / "table1.csv")
     assert table1["Model"].tolist() == [row["label"] for row in tiny_config["table1"]]
     assert table1.loc[0, "Reward Accuracy"] == "–"
@@ -130,12 +129,13 @@ def test_tiny_study_end_to_end_to_table1_and_report(tmp_path, tiny_config):
     card = (tmp_path / "results" / "models" / "qwen" / "M2-DS" / "README.md").read_text()
     assert "M1-DS-cosine" in card and "DPO" in card
 
+    config = tmp_path / "config.test.yaml"
     snakemake(tmp_path, "--report", "results/report.html", "--configfile", str(config))
     assert "table1.csv" in (tmp_path / "results" / "report.html").read_text(errors="replace")
 
     # A changed DPO beta reruns that training and what depends on it, nothing else.
     tiny_config["hyperparameters"]["dpo"]["beta"] = 0.2
-    write_config(tmp_path, tiny_config)
+    config = write_config(tmp_path, tiny_config, "config.beta.yaml")  # the shared run's own config unchanged
     counts = job_counts(snakemake(tmp_path, "-n", "--quiet", "rules", "--configfile", str(config)).stdout)
     assert counts == {"train_adapter": 1, "merge_adapter": 1, "evaluate": 4, "table1": 1, "figures": 1, "all": 1}
 
