@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from conftest import FIXTURES, ROOT, load_yaml, snakemake, write_config
+from conftest import FIXTURES, ROOT, snakemake, write_config
 from test_workflow import job_counts
 
 pytestmark = pytest.mark.workflow
