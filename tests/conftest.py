@@ -1,6 +1,7 @@
 """Shared fixtures. The hub is unreachable here: make any stray hub call fail at once."""
 
 import os
+import tempfile
 import shutil
 import subprocess
 import sys
@@ -11,6 +12,8 @@ import yaml
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
+# Timed speed choices are kept per machine; tests keep theirs apart from the user's.
+os.environ.setdefault("ZEPHYR_CACHE", tempfile.mkdtemp(prefix="zephyr-test-cache-"))
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

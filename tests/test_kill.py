@@ -158,10 +158,6 @@ def test_a_resumed_runs_log_history_counts_from_the_first_step(killed_run, tiny_
     assert digest(killed_run["workdir"] / name, drop=()) == digest(tiny_study / name, drop=())
 
 
-@pytest.mark.xfail(strict=True, raises=FileNotFoundError,
-                   reason="training resumes from the highest checkpoint-N folder even when a kill cut its save short "
-                          "(zephyr/model/training.py could resume from the last one holding trainer_state.json, "
-                          "which the Trainer writes last)")
 def test_a_checkpoint_cut_short_by_a_kill_is_not_resumed_from(tmp_path):
     import tinymodels
     from test_training import SFT, Interrupt, sft_records, stop_at, write

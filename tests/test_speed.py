@@ -170,3 +170,17 @@ def test_a_retrained_parent_is_never_resumed(tmp_path, base):
     assert again["resumed_from"] and again["resumed_from"].endswith("checkpoint-2")
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["steps"] == 6
 
+
+
+def test_a_timed_choice_is_kept_per_machine(tmp_path, monkeypatch):
+    """Reruns on one machine train the same bytes: the first timing decides, later ones are not taken."""
+    monkeypatch.setenv("ZEPHYR_CACHE", str(tmp_path))
+    answers = iter([("float32", "first timing"), ("bfloat16", "second timing")])
+    monkeypatch.setattr(speed, "time_dtype", lambda device, hidden: next(answers))
+    speed.fastest_dtype.cache_clear()
+    first = speed.fastest_dtype("cpu", 64)
+    speed.fastest_dtype.cache_clear()  # a new process
+    again = speed.fastest_dtype("cpu", 64)
+    assert first[0] == again[0] == "float32" and "first timing" in again[1]
+    assert "float32" in (tmp_path / "speed.json").read_text()
+    speed.fastest_dtype.cache_clear()

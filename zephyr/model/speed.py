@@ -18,16 +18,23 @@ A hyperparameter set's `speed` mapping says, for each knob, `auto` (decided here
   start-up on this device with the model's own hidden size and vocabulary. Both give the same
   per-token log-probabilities up to float rounding.
 
-A forced value always wins. Every decision is logged and recorded in the run's summary.
+A forced value always wins. Every decision is logged and recorded in the run's summary. A timed
+choice is made once per machine and kept (`$ZEPHYR_CACHE`, default ~/.cache/zephyr/speed.json), so
+that reruns on one machine train the same bytes; delete the file to time again.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import functools
+import json
 import logging
+import os
+import platform
 import time
+from pathlib import Path
 
 log = logging.getLogger("zephyr.model.training")
 
@@ -172,8 +179,39 @@ def _time(fn, repeats: int = 3) -> float:
     return best
 
 
+def cache_path() -> Path:
+    return Path(os.environ.get("ZEPHYR_CACHE") or Path.home() / ".cache" / "zephyr") / "speed.json"
+
+
+def _machine(device: str) -> str:
+    import torch
+
+    what = torch.cuda.get_device_name() if device == "cuda" else (
+        f"{platform.machine()} {torch.backends.cpu.get_cpu_capability()} x{os.cpu_count()}")
+    return f"{device} {what}, torch {torch.__version__}"
+
+
+def _kept(key: str, measure) -> tuple[str, str]:
+    """The choice recorded for `key` on this machine, or `measure()`'s, recorded (under a file lock)."""
+    path = cache_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as guard:
+        fcntl.flock(guard, fcntl.LOCK_EX)
+        kept = json.loads(path.read_text()) if path.is_file() else {}
+        if key not in kept:
+            choice, why = measure()
+            kept[key] = {"choice": choice, "why": why}
+            path.write_text(json.dumps(kept, indent=1))
+    return kept[key]["choice"], f"{kept[key]['why']} (kept in {path})"
+
+
 @functools.lru_cache(maxsize=None)
 def fastest_dtype(device: str, hidden: int = 576) -> tuple[str, str]:
+    """(dtype, why) of the frozen base, decided once per machine (`time_dtype`)."""
+    return _kept(f"base_dtype {_machine(device)} hidden {hidden}", lambda: time_dtype(device, hidden))
+
+
+def time_dtype(device: str, hidden: int) -> tuple[str, str]:
     """(dtype, why) of the frozen base: bf16 on a GPU that supports it; on the CPU the faster of float32
     and bf16 through a training-like block (norm, up and down projections, SiLU, forward and backward,
     `hidden` wide), the two timed in turns so that a busy machine slows both alike."""
@@ -208,6 +246,12 @@ def fastest_dtype(device: str, hidden: int = 576) -> tuple[str, str]:
 
 @functools.lru_cache(maxsize=None)
 def fastest_head(device: str, hidden: int, vocab: int, dtype: str) -> tuple[str, str]:
+    """(head, why), decided once per machine (`time_head`)."""
+    return _kept(f"lm_head {_machine(device)} {hidden}x{vocab} {dtype}",
+                 lambda: time_head(device, hidden, vocab, dtype))
+
+
+def time_head(device: str, hidden: int, vocab: int, dtype: str) -> tuple[str, str]:
     """(head, why): the faster of TRL's fused head and the plain head, forward and backward, on this device."""
     import torch
     from trl.kernels import ChunkedLogProbFunction

@@ -189,7 +189,6 @@ def train(
     import torch
     from peft import LoraConfig
     from transformers import AutoConfig
-    from transformers.trainer_utils import get_last_checkpoint
     from trl import DPOTrainer, SFTTrainer
 
     from .. import devices
@@ -205,7 +204,7 @@ def train(
     run_id = fingerprint(name, hyper, seed, lora_targets, qlora, str(base_dir), *modeldir.identity_files(base_dir),
                          train_path, validation_path or "", processes)
     checkpoint_dir = Path(checkpoint_root) / run_id
-    last = get_last_checkpoint(str(checkpoint_dir)) if checkpoint_dir.is_dir() else None
+    last = last_complete_checkpoint(checkpoint_dir)
     log.info("%s: %s on %s, %d train / %d validation records, device %s%s%s", name, trainer_kind, base_dir,
              len(train_records), len(val_records), device, f" x {processes} processes" if processes > 1 else "",
              f", resuming from {last}" if last else "")
@@ -280,6 +279,16 @@ def train(
     log.info("%s: %d steps, %d tokens in %.1f s (%.0f tokens/s)", name, summary["steps"], tokens, wall,
              summary["tokens_per_second"] or 0)
     return summary
+
+
+def last_complete_checkpoint(checkpoint_dir: Path) -> str | None:
+    """The newest `checkpoint-N` folder whose save finished: the Trainer writes trainer_state.json after
+    the weights and the optimizer, so a kill during a save leaves a folder without it."""
+    if not checkpoint_dir.is_dir():
+        return None
+    saved = [p for p in checkpoint_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
+    complete = [p for p in saved if (p / "trainer_state.json").is_file()]
+    return str(max(complete, key=lambda p: int(p.name.split("-")[-1]))) if complete else None
 
 
 def _speed_plan(where: str, hyper: dict, checkpoint_dir: Path, **context) -> speed.Plan:
