@@ -56,7 +56,8 @@ PEAKS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 1
 #: stored dtype on a GPU / float32 on the CPU, as the loader did).
 TODAY = {"gradient_checkpointing": True, "lm_head": "fused", "micro_batch": None, "base_dtype": None}
 SETTINGS = {"today": TODAY, "auto": {}, "no-checkpointing": {**TODAY, "gradient_checkpointing": False},
-            "plain-head": {**TODAY, "lm_head": "plain"}}
+            "plain-head": {**TODAY, "lm_head": "plain"}, "auto-float32": {"base_dtype": "float32"},
+            "auto-bfloat16": {"base_dtype": "bfloat16"}}
 WORDS = ("the of and a to in is was for on that with as by at from he she it they number total each apples "
          "minutes dollars more than half twice per day week step then so answer equals left gives").split()
 
@@ -163,6 +164,9 @@ def main(argv=None) -> None:
     parser.add_argument("--processes", type=int, nargs="+", default=[1], help="data-parallel processes")
     parser.add_argument("--repeats", type=int, default=1, help="interleaved repeats of every run")
     parser.add_argument("--work", default=None, help="folder for models and runs (default: a temporary one)")
+    parser.add_argument("--llamafactory", default=None, metavar="VENV",
+                        help="also train with LlamaFactory from this venv (bench/llamafactory_check.py builds one), "
+                             "same model, records and settings, interleaved with Zephyr's runs")
     args = parser.parse_args(argv)
 
     import pandas as pd
@@ -202,10 +206,18 @@ def main(argv=None) -> None:
     for repeat in range(args.repeats):
         for trainer in args.trainers:
             for processes in args.processes:
-                for setting in args.settings:
+                for setting in args.settings + (["llamafactory"] if args.llamafactory and processes == 1 else []):
+                    steps = args.steps if trainer == "sft" else (args.dpo_steps or args.steps)
+                    if setting == "llamafactory":
+                        tokens_per_s, peak_mb, loss = run_llamafactory(args, trainer, steps, model_dir,
+                                                                       data[trainer], work / f"lf-{trainer}-{repeat}")
+                        flops = (6 if trainer == "dpo" else 4) * params * tokens_per_s
+                        print(f"{trainer:7} {'LlamaFactory':17} {1:>4} {tokens_per_s:>9.1f} {flops / peak:>6.1%} "
+                              f"{peak_mb:>9.0f} {loss:>9.4f}  its defaults (gradient checkpointing on)", flush=True)
+                        continue
                     hyper = {"trainer": trainer, "per_device_train_batch_size": args.batch,
                              "gradient_accumulation_steps": args.accumulation * processes,
-                             "max_steps": args.steps if trainer == "sft" else (args.dpo_steps or args.steps),
+                             "max_steps": steps,
                              "max_length": args.max_length, "learning_rate": 5e-5, "lr_scheduler_type": "cosine",
                              "warmup_steps": 5, "logging_steps": 1, "save_steps": 10**6,
                              "lora": {"r": 8, "alpha": 16, "dropout": 0.0},
@@ -223,6 +235,45 @@ def main(argv=None) -> None:
                           f"{flops / peak:>6.1%} {summary['peak_memory_mb']:>9.0f} {loss:>9.4f}  "
                           f"ckpt={plan['gradient_checkpointing']} micro={plan['micro_batch']}x{plan['accumulation']} "
                           f"{plan['base_dtype']} {plan['lm_head']} head", flush=True)
+
+
+def run_llamafactory(args, trainer: str, steps: int, model_dir: Path, records: Path, out: Path):
+    """(tokens/s, peak MB, last loss) of LlamaFactory training the same LoRA run (its CLI, its venv).
+
+    Tokens are the non-padding input tokens its Trainer counts (`include_num_input_tokens_seen`), as
+    Zephyr's; peak memory is its process's largest resident size (GNU time)."""
+    import shutil
+    import subprocess
+
+    import yaml
+
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    columns = ({"prompt": "instruction", "query": "input", "response": "output"} if trainer == "sft" else
+               {"prompt": "instruction", "query": "input", "chosen": "chosen", "rejected": "rejected"})
+    (out / "data.json").write_text(records.read_text())
+    (out / "dataset_info.json").write_text(json.dumps({"bench": {"file_name": "data.json", "columns": columns,
+                                                                 **({"ranking": True} if trainer == "dpo" else {})}}))
+    settings = {"model_name_or_path": str(Path(model_dir).resolve()), "stage": trainer, "do_train": True,
+                "finetuning_type": "lora", "lora_rank": 8, "lora_alpha": 16, "lora_dropout": 0.0,
+                "lora_target": ",".join(args.targets or ["q_proj", "v_proj"]), "dataset": "bench",
+                "dataset_dir": str(out), "cutoff_len": args.max_length, "per_device_train_batch_size": args.batch,
+                "gradient_accumulation_steps": args.accumulation, "learning_rate": 5e-5,
+                "lr_scheduler_type": "cosine", "warmup_steps": 5, "max_steps": steps, "logging_steps": 1,
+                "seed": 42, "output_dir": str(out / "run"), "report_to": "none", "save_strategy": "no",
+                "include_num_input_tokens_seen": True, "overwrite_cache": True, "preprocessing_num_workers": 1,
+                **({"pref_beta": 0.1, "pref_loss": "sigmoid"} if trainer == "dpo" else {})}
+    (out / "train.yaml").write_text(yaml.safe_dump(settings))
+    command = [str(Path(args.llamafactory) / "bin" / "llamafactory-cli"), "train", str(out / "train.yaml")]
+    result = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", str(out / "maxrss"), *command], capture_output=True,
+                            text=True, env={**os.environ, "CUDA_VISIBLE_DEVICES": "", "DISABLE_VERSION_CHECK": "1"})
+    if result.returncode:
+        raise SystemExit(f"LlamaFactory {trainer} failed:\n{result.stderr[-3000:]}")
+    peak = int((out / "maxrss").read_text().split()[-1]) / 1024
+    state = json.loads((out / "run" / "trainer_state.json").read_text())
+    final = state["log_history"][-1]
+    losses = [e["loss"] for e in state["log_history"] if "loss" in e]
+    return state["num_input_tokens_seen"] / final["train_runtime"], peak, losses[-1]
 
 
 def _gsm8k_pairs(rows: list[dict]) -> list[dict]:
