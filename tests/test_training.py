@@ -174,3 +174,18 @@ def test_gpus_split_the_accumulation_or_are_refused():
     assert training.split_accumulation("h", hyper, 1) is hyper
     with pytest.raises(training.TrainingError, match=r"h: gradient_accumulation_steps=8 cannot be split over 3 GPUs"):
         training.split_accumulation("h", hyper, 3)
+
+
+def test_more_processes_than_gpus_is_refused_before_starting(tmp_path, monkeypatch):
+    """On a 1-GPU machine, 2 processes would crash one with 'invalid device ordinal'."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    spec = dict(name="t/ddp", hyper={**SFT, "gradient_accumulation_steps": 2}, base_dir=str(tmp_path / "M0"),
+                train_path=str(tmp_path / "t.json"), validation_path=None, out_dir=str(tmp_path / "out"),
+                checkpoint_root=str(tmp_path / "ckpt"))
+    with pytest.raises(training.TrainingError, match=r"t/ddp: 2 training processes \(one per GPU\) but this job "
+                                                     r"sees 1 GPU\(s\)"):
+        training.launch(spec, 2)
+    assert not (tmp_path / "ckpt").exists()  # refused before writing anything

@@ -328,6 +328,11 @@ def launch(spec: dict, processes: int = 1, *, threads: int | None = None, log_fi
     if processes <= 1:
         return train(**spec)
     split_accumulation(f"hyperparameters of run {spec['name']}", spec["hyper"], processes)  # before any start-up
+    import torch
+
+    if torch.cuda.is_available() and processes > torch.cuda.device_count():
+        raise TrainingError(f"run {spec['name']}: {processes} training processes (one per GPU) but this job sees "
+                            f"{torch.cuda.device_count()} GPU(s); lower compute.gpus or give the job more GPUs")
     spec_file = Path(spec["checkpoint_root"]) / "launch.json"
     spec_file.parent.mkdir(parents=True, exist_ok=True)
     plain = {key: str(value) if isinstance(value, Path) else value for key, value in spec.items()}
