@@ -261,7 +261,8 @@ def run_llamafactory(args, trainer: str, steps: int, model_dir: Path, records: P
                 "gradient_accumulation_steps": args.accumulation, "learning_rate": 5e-5,
                 "lr_scheduler_type": "cosine", "warmup_steps": 5, "max_steps": steps, "logging_steps": 1,
                 "seed": 42, "output_dir": str(out / "run"), "report_to": "none", "save_strategy": "no",
-                "include_num_input_tokens_seen": "non_padding", "overwrite_cache": True, "preprocessing_num_workers": 1,
+                "include_num_input_tokens_seen": "non_padding", "overwrite_cache": True,
+                "preprocessing_num_workers": 1,
                 **({"pref_beta": 0.1, "pref_loss": "sigmoid"} if trainer == "dpo" else {})}
     (out / "train.yaml").write_text(yaml.safe_dump(settings))
     command = [str(Path(args.llamafactory) / "bin" / "llamafactory-cli"), "train", str(out / "train.yaml")]

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Task", "TASKS", "TRAINERS", "PRECISIONS", "FORMS", "TABLE1", "PAPER_TABLE1", "MCQA_TABLE", "form_name", "table1_tasks", "trainer_of",
-           "figure_outputs"]
+__all__ = ["Task", "TASKS", "TRAINERS", "PRECISIONS", "FORMS", "TABLE1", "PAPER_TABLE1", "MCQA_TABLE", "form_name",
+           "table1_tasks", "trainer_of", "figure_outputs"]
 
 @dataclass(frozen=True)
 class Task:

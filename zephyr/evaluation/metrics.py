@@ -20,8 +20,8 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-__all__ = ["bleu", "bleu_stderr", "rouge", "rouge_items", "choice_scores", "reward_accuracy", "perplexity", "tokenize_13a",
-           "mean_stderr"]
+__all__ = ["bleu", "bleu_stderr", "rouge", "rouge_items", "choice_scores", "reward_accuracy", "perplexity",
+           "tokenize_13a", "mean_stderr"]
 
 
 _TOKENIZER_13A = None

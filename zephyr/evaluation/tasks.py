@@ -112,7 +112,8 @@ def perplexity(model, tokenizer, texts: Sequence[str], window: int, batch_size: 
         raise ValueError(f"window {window} is longer than the model's context ({limit})")
     parts = windows(ids, window)
     sequences = [(w, len(w) - 1) for w in parts]
-    scores = score_sequences(model, sequences, pad_token_id(tokenizer), batch_size, desc="perplexity", share_prefix=False)
+    scores = score_sequences(model, sequences, pad_token_id(tokenizer), batch_size, desc="perplexity",
+                             share_prefix=False)
     predicted = sum(n for _, n in sequences)
     nll = -sum(scores)
     return {"perplexity": metrics.perplexity(nll, predicted), "tokens": predicted, "windows": len(parts),
