@@ -208,12 +208,31 @@ def quantization_inputs():
 
 
 def histories():
-    """Every trained variant's log history, keyed by "model/variant" for the figures."""
+    """The log history of every trained variant of the paper's figures, keyed by "model/variant"."""
     return {
         f"{m}/{v}": f"results/adapters/{m}/{v}/log_history.csv"
-        for v, spec in VARIANTS.items()
+        for v, spec in study.paper_runs(VARIANTS).items()
         for m in spec["models"]
     }
+
+
+def qlora_rows():
+    """The QLoRA table's rows: every QLoRA variant, for each model it trains."""
+    return [
+        {"label": f"{MODELS[m]['label']} {v}", "model": m, "variant": v}
+        for v, spec in VARIANTS.items()
+        if spec["qlora"]
+        for m in spec["models"]
+    ]
+
+
+def qlora_inputs():
+    return [
+        f"results/metrics/{row['model']}/{row['variant']}/"
+        + (f"{task}-dense.csv" if study.TASKS[task].per_form else f"{task}.csv")
+        for row in qlora_rows()
+        for task in study.qlora_tasks()
+    ]
 
 
 def figure_outputs():
@@ -228,6 +247,8 @@ def final_outputs():
         outputs.append("results/quantization.csv")
     if VARIANTS:
         outputs += list(figure_outputs().values())
+    if qlora_rows() and TABLE1 and "perplexity" in EVALUATION:
+        outputs.append("results/qlora.csv")
     return outputs
 
 

@@ -87,3 +87,25 @@ rule figures:
         hyperparameters=HYPERPARAMETERS,
     script:
         "../scripts/figures.py"
+
+
+rule qlora_table:
+    """The QLoRA variants evaluated as Table 1's rows are, with MCQA and perplexity, in their own table."""
+    input:
+        qlora_inputs(),
+    output:
+        report(
+            "results/qlora.csv",
+            caption="../report/table1.rst",
+            category="Tables",
+        ),
+    log:
+        "logs/qlora_table.log",
+    benchmark:
+        "benchmarks/qlora_table.tsv"
+    conda:
+        "../envs/report.yaml"
+    params:
+        rows=qlora_rows(),
+    script:
+        "../scripts/qlora_table.py"

@@ -17,3 +17,12 @@ def test_form_names():
     assert study.form_name("M1-DS-cosine", "dense") == "M1-DS-cosine"
     assert [study.form_name("M0", p) for p in study.PRECISIONS] == ["M0-nf4", "M0-nf4-dq", "M0-int8"]
     assert "reward" in study.table1_tasks() and "reward" not in study.table1_tasks("M0")
+
+
+def test_qlora_runs_stay_out_of_the_paper_s_figures():
+    variants = {"M1": {"models": ["q"], "hyperparameters": "sft", "qlora": None},
+                "M1-qlora": {"models": ["q", "b"], "hyperparameters": "sft", "qlora": "nf4"}}
+    outputs = study.figure_outputs(variants, {"sft": {"trainer": "sft"}})
+    assert set(outputs) == {"learning_rates", "sft_q"}  # no figure for b, whose only SFT run is QLoRA
+    assert list(study.paper_runs(variants)) == ["M1"]
+    assert study.qlora_tasks() == ["hellaswag", "gsm8k", "mcqa", "perplexity"]

@@ -95,3 +95,13 @@ def test_table1_beside_the_paper(metrics, tmp_path):
     assert "Qwen M2 (D_S)" not in set(versus["Model"])  # its reward accuracy is measured but not shown
     figures.versus_paper(versus, tmp_path / "vs.png")
     assert (tmp_path / "vs.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_qlora_table(metrics, tmp_path):
+    extra = tmp_path / "q.csv"
+    table.write_metrics(extra, "qwen", "M1", "perplexity", {"perplexity": 12.3456, "tokens": 900, "n": 3})
+    frame = table.qlora([{"label": "Qwen M1", "model": "qwen", "variant": "M1"}],
+                        pd.concat([metrics, table.read_metrics([extra])], ignore_index=True))
+    assert list(frame.columns) == ["Model", "HellaSwag", "BLEU-4", "ROUGE-1", "ROUGE-2", "ROUGE-L", "MCQA", "Perplexity"]
+    row = frame.iloc[0].to_dict()
+    assert row["MCQA"] == 25.0 and row["Perplexity"] == 12.35 and row["HellaSwag"] == "–"

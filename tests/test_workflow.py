@@ -34,6 +34,9 @@ def expected_jobs(config: dict) -> dict[str, int]:
     exported = sum(len(config["models"]) if v == "M0" else len(config["variants"][v]["models"])
                    for v in exports["variants"])
     rows = config["table1"]
+    qlora = [(m, v) for v, spec in config["variants"].items() if spec.get("qlora") for m in spec["models"]]
+    exported_pairs = {(m, v) for v in exports["variants"]
+                      for m in (config["models"] if v == "M0" else config["variants"][v]["models"])}
     return {
         "fetch_dataset": len(config["datasets"]),
         "format_records": len(config["datasets"]),
@@ -42,9 +45,13 @@ def expected_jobs(config: dict) -> dict[str, int]:
         "train_adapter": trained,
         "merge_adapter": trained,
         "export_quantized": exported * len(exports["precisions"]),
-        "evaluate": len({(r["model"], r["variant"]) for r in rows}) * 4 - sum(r["variant"] == "M0" for r in rows),
-        "evaluate_perplexity": exported * (1 + len(exports["precisions"])),
+        # Table 1's rows on its four tasks (M0 has no reward accuracy), the QLoRA variants on the three
+        # that need no parent
+        "evaluate": len({(r["model"], r["variant"]) for r in rows}) * 4 - sum(r["variant"] == "M0" for r in rows)
+        + 3 * len(qlora),
+        "evaluate_perplexity": exported * (1 + len(exports["precisions"])) + len(set(qlora) - exported_pairs),
         "table1": 1, "quantization": 1, "figures": 1, "dataset_info": 1, "all": 1,
+        **({"qlora_table": 1} if qlora else {}),
     }
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Task", "TASKS", "TRAINERS", "PRECISIONS", "FORMS", "TABLE1", "PAPER_TABLE1", "MCQA_TABLE", "form_name",
-           "table1_tasks", "trainer_of", "figure_outputs"]
+__all__ = ["Task", "TASKS", "TRAINERS", "PRECISIONS", "FORMS", "TABLE1", "PAPER_TABLE1", "MCQA_TABLE", "QLORA_TABLE", "form_name",
+           "table1_tasks", "qlora_tasks", "paper_runs", "trainer_of", "figure_outputs"]
 
 @dataclass(frozen=True)
 class Task:
@@ -71,6 +71,10 @@ PAPER_TABLE1 = {
 }
 #: The MCQA table (not in the paper's Table 1), same rows: accuracy in percent.
 MCQA_TABLE = {"MCQA": ("mcqa", "acc", 100)}
+#: The QLoRA table (the report's section 5): each QLoRA variant evaluated as Table 1's rows are, with
+#: MCQA and WikiText-2 perplexity (its dense weights) beside.
+QLORA_TABLE = {**{c: spec for c, spec in TABLE1.items() if not TASKS[spec[0]].needs_parent}, **MCQA_TABLE,
+               "Perplexity": ("perplexity", "perplexity", 1)}
 
 
 def form_name(variant: str, form: str) -> str:
@@ -90,12 +94,24 @@ def table1_tasks(variant: str | None = None) -> list[str]:
     return tasks
 
 
+def qlora_tasks() -> list[str]:
+    """The tasks the QLoRA table reads (in registry order)."""
+    read = {task for task, _, _ in QLORA_TABLE.values()}
+    return [t for t in TASKS if t in read]
+
+
+def paper_runs(variants: dict) -> dict:
+    """The variants of the paper's figures: every trained one but the QLoRA runs, which have their own table."""
+    return {name: spec for name, spec in variants.items() if not spec.get("qlora")}
+
+
 def trainer_of(variant_spec: dict, hyperparameters: dict) -> str:
     return hyperparameters[variant_spec["hyperparameters"]]["trainer"]
 
 
 def figure_outputs(variants: dict, hyperparameters: dict) -> dict[str, str]:
     """The appendix figures a config draws: name → PNG path (Figure 1, SFT losses per model, Figure 4)."""
+    variants = paper_runs(variants)
     sft_models = sorted({m for spec in variants.values() if trainer_of(spec, hyperparameters) == "sft"
                          for m in spec["models"]})
     outputs = {"learning_rates": "results/figures/figure1_learning_rates.png"}

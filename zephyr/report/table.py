@@ -12,7 +12,7 @@ from typing import Iterable
 import pandas as pd
 
 from .. import files
-from ..study import MCQA_TABLE, PAPER_TABLE1, TABLE1, form_name
+from ..study import MCQA_TABLE, PAPER_TABLE1, QLORA_TABLE, TABLE1, form_name
 
 METRIC_FIELDS = ["model", "variant", "task", "metric", "value", "stderr", "n"]
 MISSING = "–"  # what the paper prints where a metric does not apply (M0 has no reward accuracy)
@@ -69,6 +69,11 @@ def mcqa(rows: list[dict], metrics: pd.DataFrame, decimals: int = 2) -> pd.DataF
     for column in MCQA_TABLE:
         values[f"{column} ±"] = errors[column]
     return values
+
+
+def qlora(rows: list[dict], metrics: pd.DataFrame, decimals: int = 2) -> pd.DataFrame:
+    """The QLoRA variants as Table 1 shows its rows, with MCQA and perplexity."""
+    return _layout(rows, metrics, QLORA_TABLE, decimals, False)
 
 
 def _layout(rows: list[dict], metrics: pd.DataFrame, columns: dict, decimals: int, stderr: bool) -> pd.DataFrame:
