@@ -45,7 +45,7 @@ lint: setup
 
 clean:  # every output, checkpoints included
 	rm -rf resources logs .snakemake benchmarks results/records results/mixtures \
-	  results/adapters results/checkpoints results/models results/metrics results/figures \
+	  results/adapters results/checkpoints results/models results/metrics results/figures results/llamafactory \
 	  results/*.csv results/*.dot results/*.svg results/report.html
 
 # DAG pictures of any config: `make dag` or `make dag CONFIG=config/paper.yaml` writes results/dag.svg
