@@ -243,7 +243,6 @@ def run_llamafactory(args, trainer: str, steps: int, model_dir: Path, records: P
     Tokens are the non-padding input tokens its Trainer counts (`include_num_input_tokens_seen`), as
     Zephyr's; peak memory is its process's largest resident size (GNU time)."""
     import shutil
-    import subprocess
 
     import yaml
 

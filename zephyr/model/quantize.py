@@ -53,17 +53,18 @@ def quantize(model_dir: str | os.PathLike, out_dir: str | os.PathLike, precision
         model.save_pretrained(staged)  # first thing after quantizing: no forward pass before this
         tokenizer.save_pretrained(staged)
         export_bytes = files.weights_size(staged)
+        parent = modeldir.provenance(model_dir, parent_manifest)
         manifest = {
             "kind": "quantized",
             **{k: parent_manifest[k] for k in modeldir.INHERITED_KEYS if k in parent_manifest},
-            "variant": form_name(_variant(parent_manifest, model_dir), precision),
+            "variant": form_name(parent["variant"] or model_dir.name, precision),
             "precision": precision,
             "precision_description": PRECISIONS[precision],
             "quantization_config": _jsonable(qconfig.to_dict()),
             "device": dev,
             "dtype_unquantized": str(model.dtype).removeprefix("torch."),
             "quantized_modules": len(quantized),
-            "parent": modeldir.provenance(model_dir, parent_manifest),
+            "parent": parent,
             "parent_weights_bytes": parent_bytes,
             "weights_bytes": export_bytes,
             "size_ratio": round(export_bytes / parent_bytes, 4) if parent_bytes else None,
@@ -107,8 +108,3 @@ def check_cpu_4bit(model_dir: str | os.PathLike, qconfig=None) -> None:
 
 def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
-
-
-def _variant(parent_manifest: dict, model_dir: Path) -> str:
-    """The parent's variant name: recorded in its manifest (M0 for a fetched base), else its folder's name."""
-    return parent_manifest.get("variant") or ("M0" if parent_manifest.get("source") else model_dir.name)
