@@ -19,6 +19,7 @@ os.environ.update(
 os.environ.setdefault("PYTHONHASHSEED", "0")
 
 from zephyr import config as zconfig
+from zephyr import lock as zlock
 from zephyr import resources as zresources
 from zephyr import study
 from zephyr.data import sources as zsources
@@ -41,6 +42,8 @@ GPUS = config["compute"]["gpus"]
 INFERENCE_GPUS = min(GPUS, 1)
 EVALUATION = config["evaluation"]
 TABLE1 = config["table1"]
+# The commits of the hub sources, beside the config in use (the last --configfile: it has the last word).
+LOCK_FILE = str(zlock.lock_path(CONFIG_FILES[-1].path))
 
 
 def _alternatives(names):

@@ -18,6 +18,8 @@ rule fetch_dataset:
     params:
         source=lambda wc: DATASETS[wc.dataset]["source"],
         rows=lambda wc: DATASETS[wc.dataset]["rows"],
+        allow_row_change=lambda wc: DATASETS[wc.dataset]["allow_row_change"],
         content=source_content,
+        lock=LOCK_FILE,
     script:
         "../scripts/fetch_dataset.py"

@@ -11,4 +11,6 @@ sources.fetch_dataset(
     snakemake.params.source,
     Path(snakemake.output.manifest).parent,
     expected_rows=snakemake.params.rows,
+    allow_row_change=snakemake.params.allow_row_change,
+    lock_file=snakemake.params.lock,
 )

@@ -13,4 +13,5 @@ sources.fetch_model(
     Path(snakemake.output.manifest).parent,
     chat_template=snakemake.params.chat_template,
     trust_remote_code=snakemake.params.trust_remote_code,
+    lock_file=snakemake.params.lock,
 )

@@ -121,6 +121,23 @@ def test_a_hub_source_that_fails_to_fetch_stays_out_of_date(tmp_path, hub_only):
     assert counts == {"fetch_dataset": 1, "format_records": 1, "draw_mixture": 1}
 
 
+def test_the_fetch_job_downloads_the_commit_of_the_lock_file_beside_the_config(tmp_path):
+    config = {
+        "experiment": "locked",
+        "datasets": {"orca": {"source": {"kind": "hub", "id": "org/pairs", "split": "train", "revision": "v1"},
+                              "format": "orca_dpo"}},
+        "mixtures": {"pairs": {"task": "preference", "components": [{"dataset": "orca"}]}},
+    }
+    path = write_config(tmp_path, config)  # config.test.yaml: its lock is config.test.lock.yaml
+    sha = "f" * 40
+    entry = {"id": "org/pairs", "split": "train", "revision": "v1", "commit": sha}
+    (tmp_path / "config.test.lock.yaml").write_text(json.dumps({"datasets": {"orca": entry}}))
+    target = "resources/datasets/orca/manifest.json"
+    assert snakemake(tmp_path, target, "--cores", "1", "--configfile", str(path), check=False).returncode != 0
+    log = (tmp_path / "logs" / "fetch_dataset" / "orca.log").read_text()  # offline: the download fails, naming it
+    assert f"cannot load hub dataset (kind=hub, id=org/pairs, split=train, revision={sha})" in log
+
+
 # ---- config refused before any job: one line, the file, the line, the key; no Python stack ----------
 
 

@@ -84,6 +84,15 @@ def test_paper_names_every_dataset_of_the_study():
     assert paper["datasets"]["epfl"]["source"]["kind"] == "local"
 
 
+def test_paper_pins_the_two_revisions_the_report_cites():
+    """The report's references: arxiv-math-instruct-50k (revision ddfbf2d), H4rmony (revision ee03d79),
+    the hub's citations of those repositories; a commit belongs to its own repository."""
+    sources = {name: spec["source"] for name, spec in load_yaml(ROOT / "config" / "paper.yaml")["datasets"].items()}
+    pinned = {name: (sources[name]["id"], sources[name]["revision"]) for name in ("arxiv_math", "h4rmony")}
+    assert pinned == {"arxiv_math": ("ArtifactAI/arxiv-math-instruct-50k", "ddfbf2d"),
+                      "h4rmony": ("neovalle/H4rmony", "ee03d79")}
+
+
 def test_every_paper_dataset_has_a_fixture_through_its_formatter():
     from test_formats import FIXTURES
 

@@ -36,7 +36,7 @@ FIXTURES = {
     "code_vulnerability_dpo": "orca_dpo",
     "py_dpo": "prompt_pairs",
     "dpo_mix_untoxic": "chat_pairs",
-    "h4rmony": "prompt_pairs",
+    "h4rmony": "h4rmony",
     "exp_dpo_3": "prompt_pairs",
     "arc_easy": "arc",
     "arc_challenge": "arc",
@@ -246,8 +246,6 @@ def test_column_pairs_keep_system_only_when_given():
     assert "system" not in vuln["code_vulnerability_dpo:0"]
     assert run("py_dpo")["py_dpo:1"]["chosen"] == "s[::-1]"
     assert run("exp_dpo_3")["exp_dpo_3:1"]["rejected"] == "17 * 3 = 41."
-    green = "A seasonal vegetable curry with local produce is tasty and low-impact."
-    assert run("h4rmony")["h4rmony:1"]["chosen"] == green
 
 
 def test_shp_labels_pick_the_preferred_comment():
@@ -272,10 +270,12 @@ def test_h4rmony_original_layout():
         {"PromptID": 7, "Prompt": "How do I heat my home?", "BetterCompletion": "A heat pump.",
          "WorseCompletion": "A heat pump.", "ComparedRanks": "R1-R2"},
     ]
-    (record,) = run("h4rmony", "h4rmony", rows=rows).values()
+    (record,) = run("h4rmony", rows=rows).values()
     assert (record["chosen"], record["rejected"], record["group"]) == ("A heat pump.", "A coal stove.", "7")
-    with pytest.raises(FormatError, match="missing"):  # the DPO-ready file is prompt_pairs' job
-        run("h4rmony", "h4rmony")
+    green = "A seasonal vegetable curry with local produce is tasty and low-impact."
+    assert run("h4rmony")["h4rmony:1"]["chosen"] == green
+    with pytest.raises(FormatError, match="missing"):  # the DPO-ready copy (H4rmony_dpo) is prompt_pairs' job
+        run("py_dpo", "h4rmony")
 
 
 def test_chat_pairs(caplog):

@@ -214,6 +214,38 @@ def test_hub_source_loads_a_local_folder_the_same_way(tmp_path, tiny_qwen2):
     assert saved.keys() == again.keys() and all(torch.equal(saved[k], again[k]) for k in saved)
 
 
+def test_a_hub_model_is_fetched_at_the_commit_resolved_first_then_at_the_locked_one(tmp_path, tiny_qwen2, monkeypatch):
+    """Tokenizer and weights come from the one commit resolved before either loads; a rerun reads the lock."""
+    from types import SimpleNamespace
+
+    import huggingface_hub
+
+    from zephyr import lock
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    calls, sha = [], "e" * 40
+
+    def model_info(self, repo_id, *, revision=None, **_):
+        calls.append(("resolve", repo_id, revision))
+        return SimpleNamespace(sha=sha)
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info", model_info)
+    for cls in (AutoTokenizer, AutoModelForCausalLM):
+        def load(where, real=cls.from_pretrained, **kwargs):  # the hub's files are the tiny folder's
+            calls.append(("download", where, kwargs.pop("revision", None)))
+            return real(str(tiny_qwen2), **kwargs)
+
+        monkeypatch.setattr(cls, "from_pretrained", load)
+    source = {"kind": "hub", "id": "org/tiny", "revision": "main"}
+    lock_file = tmp_path / "config.lock.yaml"
+    assert models.fetch_model("tiny", source, tmp_path / "a", lock_file=lock_file)["resolved_revision"] == sha
+    assert calls == [("resolve", "org/tiny", "main")] + [("download", "org/tiny", sha)] * 2
+    assert lock.read(lock_file) == {"models": {"tiny": {"id": "org/tiny", "revision": "main", "commit": sha}}}
+    calls.clear()
+    assert models.fetch_model("tiny", source, tmp_path / "b", lock_file=lock_file)["resolved_revision"] == sha
+    assert calls == [("download", "org/tiny", sha)] * 2
+
+
 def test_local_source_and_its_missing_folder(tmp_path, tiny_qwen2):
     manifest = models.fetch_model("loc", {"kind": "local", "path": str(tiny_qwen2)}, tmp_path / "m")
     assert manifest["original"] == {"path": str(tiny_qwen2)}

@@ -1,4 +1,5 @@
-"""Raw sources: hub (against a local folder in the hub layout), local files, generators, and their errors."""
+"""Raw sources: hub (against a local folder in the hub layout, or a stand-in hub client), local files,
+generators, their errors, and the lock file of pinned hub commits."""
 
 import json
 import time
@@ -6,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from zephyr import files
+from zephyr import files, lock
 from zephyr.data import records, sources
 from zephyr.data.formats import FormatError
 
@@ -202,3 +203,131 @@ def test_what_a_killed_writer_leaves_is_removed_by_the_next_write(tmp_path, writ
         with files.staged_dir(target) as staged:
             (staged / "model.safetensors").write_bytes(b"whole")
     assert [p.name for p in tmp_path.iterdir()] == [target.name]
+
+
+# ---- pinned revisions: the lock file ----------------------------------------------------------
+
+HUB = {"kind": "hub", "id": "org/pairs", "split": "train", "revision": "main"}
+MAIN, V2 = "a" * 40, "b" * 40
+
+
+@pytest.fixture
+def fake_hub(monkeypatch):
+    """The hub client and load_dataset stood in for, online: `calls` in order; `commits` what each revision
+    resolves to; `rows` what a download holds."""
+    import datasets
+    import huggingface_hub
+    from types import SimpleNamespace
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    hub = SimpleNamespace(calls=[], commits={"main": MAIN, "v2": V2}, rows=ORCA_ROWS)
+
+    def dataset_info(self, repo_id, *, revision=None, **_):
+        hub.calls.append(("resolve", repo_id, revision))
+        return SimpleNamespace(sha=hub.commits[revision])
+
+    def load_dataset(path, *, split, revision=None, **_):
+        hub.calls.append(("download", path, revision))
+        return datasets.Dataset.from_list(hub.rows)
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "dataset_info", dataset_info)
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    return hub
+
+
+def test_the_lock_file_sits_beside_the_config():
+    assert lock.lock_path("config/paper.yaml") == Path("config/paper.lock.yaml")
+    assert lock.lock_path("config.yaml") == Path("config.lock.yaml")
+
+
+def test_a_hub_revision_is_resolved_before_the_download_which_asks_for_that_commit(tmp_path, fake_hub):
+    lock_file = tmp_path / "config.lock.yaml"
+    manifest = sources.fetch_dataset("orca", HUB, tmp_path / "out", lock_file=lock_file)
+    assert fake_hub.calls == [("resolve", "org/pairs", "main"), ("download", "org/pairs", MAIN)]
+    assert manifest["resolved_revision"] == MAIN and manifest["source"] == HUB
+    entry = {"id": "org/pairs", "split": "train", "revision": "main", "commit": MAIN, "rows": 5}
+    assert lock.read(lock_file) == {"datasets": {"orca": entry}}
+
+
+def test_a_rerun_fetches_the_locked_commit_without_asking_the_hub(tmp_path, fake_hub, monkeypatch):
+    lock_file = tmp_path / "config.lock.yaml"
+    sources.fetch_dataset("orca", HUB, tmp_path / "a", lock_file=lock_file)
+    fake_hub.commits["main"] = "c" * 40  # the branch has moved on since
+    fake_hub.calls.clear()
+    assert sources.fetch_dataset("orca", HUB, tmp_path / "b", lock_file=lock_file)["resolved_revision"] == MAIN
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # from a cache, offline: the lock still names the commit
+    assert sources.fetch_dataset("orca", HUB, tmp_path / "c", lock_file=lock_file)["resolved_revision"] == MAIN
+    assert fake_hub.calls == [("download", "org/pairs", MAIN)] * 2
+
+
+def test_a_changed_revision_replaces_its_lock_entry_and_reruns_the_fetch(tmp_path, fake_hub):
+    lock_file = tmp_path / "config.lock.yaml"
+    sources.fetch_dataset("orca", HUB, tmp_path / "a", lock_file=lock_file)
+    sources.fetch_dataset("other", {**HUB, "id": "org/other"}, tmp_path / "o", lock_file=lock_file)
+    moved = {**HUB, "revision": "v2"}
+    assert sources.content_key(moved) != sources.content_key(HUB)  # a param of the fetch job: it reruns
+    sources.fetch_dataset("orca", moved, tmp_path / "b", lock_file=lock_file)
+    assert fake_hub.calls[-2:] == [("resolve", "org/pairs", "v2"), ("download", "org/pairs", V2)]
+    entries = lock.read(lock_file)["datasets"]
+    assert (entries["orca"]["revision"], entries["orca"]["commit"]) == ("v2", V2)
+    assert entries["other"]["commit"] == MAIN  # the other entry is kept
+
+
+def test_a_full_commit_needs_no_resolving_and_offline_no_commit_is_invented(tmp_path, fake_hub, monkeypatch):
+    lock_file = tmp_path / "config.lock.yaml"
+    sha = "d" * 40
+    sources.fetch_dataset("orca", {**HUB, "revision": sha}, tmp_path / "a", lock_file=lock_file)
+    assert fake_hub.calls == [("download", "org/pairs", sha)]
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert sources.fetch_dataset("new", HUB, tmp_path / "b", lock_file=lock_file)["resolved_revision"] is None
+    assert fake_hub.calls[-1] == ("download", "org/pairs", "main")
+    assert list(lock.read(lock_file)["datasets"]) == ["orca"]
+
+
+def test_an_unresolvable_revision_fails_before_any_download(tmp_path, fake_hub):
+    with pytest.raises(sources.SourceError, match=r"dataset 'orca': cannot resolve revision 'nope' of org/pairs"):
+        sources.fetch_dataset("orca", {**HUB, "revision": "nope"}, tmp_path / "a", lock_file=tmp_path / "l.yaml")
+    assert [call[0] for call in fake_hub.calls] == ["resolve"]
+
+
+def test_a_row_count_other_than_the_recorded_one_is_an_error_unless_allowed(tmp_path, fake_hub):
+    lock_file = tmp_path / "config.lock.yaml"
+    sources.fetch_dataset("orca", HUB, tmp_path / "a", expected_rows=5, lock_file=lock_file)
+    fake_hub.rows = ORCA_ROWS[:4]
+    with pytest.raises(sources.SourceError) as err:
+        sources.fetch_dataset("orca", HUB, tmp_path / "b", lock_file=lock_file)
+    message = str(err.value)
+    assert "dataset 'orca': 4 rows fetched" in message
+    assert f"lock file {lock_file} records 5 at commit {MAIN}" in message
+    assert "datasets.orca.allow_row_change: true" in message
+    assert not (tmp_path / "b" / "data.parquet").exists()
+    manifest = sources.fetch_dataset("orca", HUB, tmp_path / "b", lock_file=lock_file, allow_row_change=True)
+    assert manifest["rows"] == 4 and lock.read(lock_file)["datasets"]["orca"]["rows"] == 4
+    # before anything is locked, the config's count is the recorded one
+    with pytest.raises(sources.SourceError, match=r"dataset 'fresh': 4 rows fetched, but the config's rows say 5"):
+        sources.fetch_dataset("fresh", HUB, tmp_path / "c", expected_rows=5, lock_file=lock_file)
+    # other files of the same commit (another split) are not held to the old count
+    fake_hub.rows = ORCA_ROWS[:3]
+    assert sources.fetch_dataset("orca", {**HUB, "split": "test"}, tmp_path / "d", lock_file=lock_file)["rows"] == 3
+    assert fake_hub.calls[-1] == ("download", "org/pairs", MAIN)
+    assert lock.read(lock_file)["datasets"]["orca"] == {
+        "id": "org/pairs", "split": "test", "revision": "main", "commit": MAIN, "rows": 3}
+
+
+def test_parallel_fetch_jobs_each_keep_their_lock_entry(tmp_path):
+    import subprocess
+    import sys
+
+    lock_file = tmp_path / "config.lock.yaml"
+    code = ("import sys, time\nfrom zephyr import lock\n"
+            "time.sleep(max(0, float(sys.argv[3]) - time.time()))  # both start together\n"
+            "for i in range(60):\n"
+            "    name = f'{sys.argv[2]}{i}'\n"
+            "    lock.Pin(sys.argv[1], 'datasets', name, {'id': 'org/' + name}, 'a' * 40, None).record(rows=i)\n")
+    start = str(time.time() + 2)
+    jobs = [subprocess.Popen([sys.executable, "-c", code, str(lock_file), prefix, start], cwd=ROOT_DIR)
+            for prefix in ("x", "y")]
+    assert [job.wait() for job in jobs] == [0, 0]
+    entries = lock.read(lock_file)["datasets"]
+    assert sorted(entries) == sorted(f"{p}{i}" for p in "xy" for i in range(60))
+    assert [p.name for p in tmp_path.iterdir()] == [lock_file.name]  # no temporary file left beside it

@@ -2,7 +2,8 @@
 
 Three kinds of source, one output shape (`data.parquet` + `manifest.json`):
 
-- `hub`: `datasets.load_dataset` at a pinned revision (the manifest records the commit resolved);
+- `hub`: `datasets.load_dataset` at the commit its revision resolves to, resolved first and recorded in
+  the lock file beside the config (`zephyr.lock`), so that a rerun fetches exactly that commit;
 - `local`: a user's jsonl, json, parquet or csv file (the course-internal EPFL pairs come this way);
 - `generator`: seeded offline generators (`zephyr.data.generators`, built on reasoning-gym).
 
@@ -12,10 +13,9 @@ Nothing falls back: a source that cannot be had is an error naming the dataset a
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
-from .. import files
+from .. import files, lock
 from . import generators
 from ..environment import installed_versions
 
@@ -28,33 +28,70 @@ class SourceError(RuntimeError):
     """A source that cannot be fetched or read."""
 
 
-def fetch_dataset(dataset: str, source: dict, out_dir: str | Path, expected_rows: int | None = None) -> dict:
-    """Fetch `source` into `out_dir` and return its manifest (also written as manifest.json)."""
+def fetch_dataset(
+    dataset: str,
+    source: dict,
+    out_dir: str | Path,
+    expected_rows: int | None = None,
+    *,
+    allow_row_change: bool = False,
+    lock_file: str | Path | None = None,
+) -> dict:
+    """Fetch `source` into `out_dir` and return its manifest (also written as manifest.json).
+
+    A hub source is fetched at the commit `lock_file` holds for it (resolved and recorded there at its
+    first fetch). A row count other than the one the lock recorded, or else `expected_rows` (the
+    config's), is an error unless `allow_row_change`: the same commit should give the same rows.
+    """
     out_dir = Path(out_dir)
     kind = source["kind"]
     fetch = {"hub": _fetch_hub, "local": _fetch_local, "generator": _fetch_generator}.get(kind)
     if fetch is None:
         raise SourceError(f"dataset {dataset!r}: unknown source kind {kind!r}")
+    try:
+        pin = lock.pin(lock_file, "datasets", dataset, source) if kind == "hub" else None
+    except lock.LockError as err:
+        raise SourceError(f"dataset {dataset!r}: {err}") from None
     data_path = out_dir / DATA_FILE
-    provenance = fetch(dataset, source, data_path)
+    provenance = fetch(dataset, {**source, "revision": pin.revision} if pin else source, data_path)
     rows, columns = _shape(data_path)
-    if rows == 0:
+    try:
+        if rows == 0:
+            raise SourceError(f"dataset {dataset!r}: the source is empty ({_describe(source)})")
+        expected = _check_rows(dataset, rows, expected_rows, pin, allow_row_change)
+    except SourceError:
         data_path.unlink()
-        raise SourceError(f"dataset {dataset!r}: the source is empty ({_describe(source)})")
-    if expected_rows is not None and rows != expected_rows:
-        log.warning("%s: %d rows fetched, the config records %d", dataset, rows, expected_rows)
+        raise
+    if pin:
+        provenance["resolved_revision"] = pin.commit
+        pin.record(rows=rows)
     manifest = {
         "dataset": dataset,
         "source": source,
         **provenance,
         "rows": rows,
-        "expected_rows": expected_rows,
+        "expected_rows": expected,
         "columns": columns,
         "files": {DATA_FILE: files.sha256(data_path)},
     }
     files.write_json(out_dir / files.MANIFEST_FILE, manifest)
     log.info("%s: %d rows, columns %s", dataset, rows, columns)
     return manifest
+
+
+def _check_rows(dataset: str, rows: int, expected_rows: int | None, pin: lock.Pin | None, allowed: bool) -> int | None:
+    """The count `rows` is held to: the lock's for this very request, else the config's."""
+    locked = (pin.recorded or {}).get("rows") if pin else None
+    expected = locked if locked is not None else expected_rows
+    if expected is None or rows == expected:
+        return expected
+    where = (f"the lock file {pin.lock_file} records {locked} at commit {pin.commit}" if locked is not None
+             else f"the config's rows say {expected}")
+    if allowed:
+        log.warning("%s: %d rows fetched, %s (allowed by allow_row_change)", dataset, rows, where)
+        return expected
+    raise SourceError(f"dataset {dataset!r}: {rows} rows fetched, but {where}; if the change is expected, set "
+                      f"datasets.{dataset}.allow_row_change: true")
 
 
 def content_key(source: dict) -> dict:
@@ -64,6 +101,8 @@ def content_key(source: dict) -> dict:
     A rule param, because Snakemake otherwise decides on modification times (a file replaced by
     `cp -p`, `rsync -t` or an archive keeps an older one) and records a param only when its job
     succeeds: a source that changed stays out of date until a run succeeds on the new content.
+    Not the lock file's commit: Snakemake records a param as it was before the job ran, so the commit
+    the first fetch writes into the lock would rerun every hub dataset, and all after it, once more.
     """
     if source["kind"] == "local":
         path = Path(source["path"])
@@ -122,20 +161,7 @@ def _fetch_hub(dataset: str, source: dict, data_path: Path) -> dict:
     data_path.parent.mkdir(parents=True, exist_ok=True)
     with files.atomic(data_path, "wb") as handle:
         loaded.to_parquet(handle)
-    return {"resolved_revision": _resolve_revision(source), "versions": installed_versions("datasets")}
-
-
-def _resolve_revision(source: dict) -> str | None:
-    """The commit a hub revision pointed at when fetched; None for a local folder or offline."""
-    if os.path.isdir(source["id"]) or os.environ.get("HF_HUB_OFFLINE") == "1":
-        return None
-    from huggingface_hub import HfApi
-
-    try:
-        return HfApi().dataset_info(source["id"], revision=source.get("revision")).sha
-    except Exception as err:  # provenance only: the data is already fetched
-        log.warning("could not resolve the revision of %s: %s", source["id"], err)
-        return None
+    return {"versions": installed_versions("datasets")}
 
 
 def _fetch_local(dataset: str, source: dict, data_path: Path) -> dict:

@@ -3,7 +3,9 @@
 Four kinds of source, one output shape (an ordinary Hugging Face folder: config.json,
 model.safetensors, generation_config.json, tokenizer files with a chat template, + manifest.json):
 
-- `hub`: `from_pretrained(id, revision=...)` (an id that is a local folder works the same);
+- `hub`: `from_pretrained(id, revision=commit)`, the commit its revision resolves to, resolved first
+  and recorded in the lock file beside the config (`zephyr.lock`); an id that is a local folder works
+  the same, without a commit;
 - `local`: a Hugging Face folder on disk;
 - `gguf`: a GGUF file, also one shipped inside an installed package (the default's SmolLM2),
   dequantized to dense weights;
@@ -18,10 +20,9 @@ import fnmatch
 import importlib.metadata
 import importlib.util
 import logging
-import os
 from pathlib import Path
 
-from .. import files
+from .. import files, lock
 from ..environment import installed_versions
 from . import modeldir, prompts
 
@@ -76,15 +77,25 @@ def fetch_model(
     *,
     chat_template: str | None = None,
     trust_remote_code: bool = False,
+    lock_file: str | Path | None = None,
 ) -> dict:
-    """Fetch `source` into `out_dir` and return its manifest (also written as manifest.json)."""
+    """Fetch `source` into `out_dir` and return its manifest (also written as manifest.json).
+
+    A hub source is fetched at the commit `lock_file` holds for it (resolved and recorded there at its
+    first fetch), the tokenizer and the weights alike.
+    """
     check_source(model, source)
     kind = source["kind"]
     out_dir = Path(out_dir)
     _check_replaceable(model, out_dir)
     dtype = _dtype(model, source)
     plan = _scratch_plan(model, source) if kind == "scratch" else None  # checked before the slow loads
-    tokenizer, tokenizer_provenance = _load_tokenizer(model, _tokenizer_spec(model, source), trust_remote_code)
+    try:
+        pin = lock.pin(lock_file, "models", model, source) if kind == "hub" else None
+    except lock.LockError as err:
+        raise ModelSourceError(f"model {model!r}: {err}") from None
+    fetched = {**source, "revision": pin.revision} if pin else source
+    tokenizer, tokenizer_provenance = _load_tokenizer(model, _tokenizer_spec(model, fetched), trust_remote_code)
     template_source = _ensure_chat_template(model, tokenizer, chat_template, add_tokens=kind == "scratch")
     pad_source = _ensure_pad_token(model, tokenizer)
     if kind == "scratch":
@@ -93,7 +104,7 @@ def fetch_model(
         if "original" in tokenizer_provenance:
             provenance["tokenizer_original"] = tokenizer_provenance["original"]
     else:
-        lm, provenance = _load_pretrained(model, source, dtype, trust_remote_code)
+        lm, provenance = _load_pretrained(model, fetched, dtype, trust_remote_code)
         provenance["packages"] = provenance.get("packages", []) + tokenizer_provenance.get("packages", [])
     _align_special_tokens(lm, tokenizer)
     manifest = {
@@ -110,10 +121,12 @@ def fetch_model(
         "stop_token_ids": _as_list(lm.generation_config.eos_token_id),
         **provenance,
     }
-    manifest.setdefault("resolved_revision", None)
+    manifest["resolved_revision"] = pin.commit if pin else None
     packages = manifest.pop("packages", [])
     manifest["versions"] = installed_versions("transformers", "torch", "tokenizers", "safetensors", *packages)
     _save(lm, tokenizer, manifest, out_dir)
+    if pin:
+        pin.record()
     log.info("%s: %s, %d parameters, %s, chat template from %s", model, manifest["architecture"],
              manifest["parameters"], manifest["dtype"], template_source)
     return manifest
@@ -285,8 +298,6 @@ def _load_pretrained(model: str, source: dict, dtype: str, trust_remote_code: bo
     lm = _from_pretrained(AutoModelForCausalLM, model, source, where, kwargs)
     if source["kind"] == "gguf":
         _drop_gguf_marker(lm)
-    elif source["kind"] == "hub" and not os.path.isdir(source["id"]):
-        provenance["resolved_revision"] = getattr(lm.config, "_commit_hash", None)
     return lm, provenance
 
 
