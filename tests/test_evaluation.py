@@ -1,14 +1,19 @@
-"""zephyr.evaluation (scoring engine, tasks) on tiny offline Qwen2 models: scores equal hand computations,
-batching changes nothing."""
+"""zephyr.evaluation (scoring engine, tasks) on tiny offline Qwen2 models: scores equal hand computations and
+lm-evaluation-harness's own results, batching changes nothing."""
 
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
 import tinymodels
+from zephyr.data import formats
 from zephyr.evaluation import metrics, scoring, tasks
 from zephyr.model import modeldir, prompts
+
+REFERENCE = Path(__file__).resolve().parent / "fixtures" / "reference"
 
 QUESTIONS = ["What is 3 plus 4?", "What is 11 plus 2? Correct", "yes", "What is 19 plus 4? The answer is wrong no",
              "What is 0 plus 1?"]
@@ -36,16 +41,7 @@ def one_thread():
 @pytest.fixture(scope="module")
 def lively_dir(tmp_path_factory):
     """A tiny Qwen2 with its weights shaken: a fresh init only repeats its last token, which tests nothing."""
-    from transformers import AutoModelForCausalLM
-
-    path = tinymodels.qwen2(tmp_path_factory.mktemp("models") / "lively")
-    model = AutoModelForCausalLM.from_pretrained(path)
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.15 * torch.randn(p.shape, generator=g))
-    model.save_pretrained(path)
-    return path
+    return tinymodels.shake(tinymodels.qwen2(tmp_path_factory.mktemp("models") / "lively"))
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +70,9 @@ def test_encode_requests_as_the_harness(lm):
     assert whole[:len(ctx)] != ctx
     assert whole2 == ctx + whole[len(ctx):] and n2 == len(whole) - len(ctx)
     assert whole3 == [tok.eos_token_id] + enc("hello") and n3 == len(enc("hello"))  # no BOS in this tokenizer
+    # an empty context whose continuation starts with the prefix token gets no second one (TemplateLM.loglikelihood)
+    tokens = [tok.eos_token_id] + enc("hello")
+    assert scoring.encode_requests(tok, [("", tok.eos_token + "hello")]) == [(tokens, len(tokens) - 1)]
 
 
 def test_loglikelihood_equals_a_manual_forward(lm):
@@ -142,6 +141,29 @@ def test_hellaswag_scores_choices_as_the_harness(lm):
     assert summary == {"acc": sum(r["acc"] for r in rows) / 2, "acc_norm": sum(r["acc_norm"] for r in rows) / 2, "n": 2}
     for key in ("acc", "acc_norm"):  # binomial: sqrt(p (1 - p) / (n - 1)) with n = 2
         assert stderr[key] == pytest.approx((summary[key] * (1 - summary[key]) / 1) ** 0.5)
+
+
+@pytest.mark.parametrize("run", ["plain", "bos"])
+def test_hellaswag_matches_lm_eval(run, monkeypatch):
+    """Zephyr's HellaSwag (formatter, requests, scoring, acc and acc_norm) against lm-evaluation-harness's own
+    run on the same rows and model, recorded by fixtures/reference/make_lm_eval_hellaswag.py; "bos": with a
+    tokenizer that prepends a BOS token."""
+    reference = json.loads((REFERENCE / "lm_eval_hellaswag.json").read_text())
+    expected, items = reference["runs"][run], reference["runs"][run]["items"]
+    model, _ = modeldir.load(REFERENCE / reference["model"], "cpu")
+    tok = modeldir.load_tokenizer(REFERENCE / expected["tokenizer"])
+    records = list(formats.format_rows(reference["rows"], "hellaswag", dataset="hellaswag", origin="lm-eval fixture"))
+    sent, score = [], tasks.loglikelihoods
+    monkeypatch.setattr(tasks, "loglikelihoods", lambda m, t, reqs, b: sent.extend(reqs) or score(m, t, reqs, b))
+    rows, summary = tasks.hellaswag(model, tok, records, batch_size=8)
+    assert [r["label"] for r in records] == [item["gold"] for item in items]
+    assert sent == [tuple(request) for item in items for request in item["requests"]]
+    for row, item in zip(rows, items, strict=True):
+        assert row["loglikelihoods"] == pytest.approx(item["loglikelihoods"], rel=1e-6, abs=1e-4)
+        assert (row["acc"], row["acc_norm"]) == (item["acc"], item["acc_norm"])
+    for key in ("acc", "acc_norm"):
+        assert summary[key] == pytest.approx(expected["summary"][key], abs=1e-12)
+        assert summary["stderr"][key] == pytest.approx(expected["summary"][f"{key}_stderr"], rel=1e-9)
 
 
 def test_mcqa_scores_answer_letters(lm):

@@ -1,43 +1,40 @@
-"""zephyr.evaluation.metrics against independent implementations, hand-worked examples and the reference sources."""
+"""zephyr.evaluation.metrics against the reference code itself (HF evaluate's bleu and rouge scripts, TRL's lines),
+hand-worked examples and the reference sources."""
 
-import collections
+import json
 import math
 import random
+import re
 from pathlib import Path
 
 import pytest
 
+from conftest import FIXTURES
 from zephyr.evaluation import metrics
 
 
 # --------------------------------------------------------------------------------------------------
-# BLEU: HF evaluate's `bleu` = TF-NMT compute_bleu on Tokenizer13a tokens, max_order 4, no smoothing.
+# BLEU and ROUGE: HF evaluate's own metric scripts (`bleu`, `rouge`), vendored in
+# fixtures/reference/evaluate_metrics (origin in the README there) and loaded by `evaluate.load` from that
+# local path, offline: evaluate's bleu = TF-NMT compute_bleu on tokenizer_13a tokens, max_order 4, no smoothing.
+
+EVALUATE_METRICS = FIXTURES / "reference" / "evaluate_metrics"
 
 
-def reference_bleu(predictions, references, max_order=4):
-    """A direct implementation of evaluate's definition, x100: n-gram counting on 13a tokens."""
-    from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
+def load_evaluate(name):
+    import evaluate
 
-    tok = Tokenizer13a()  # evaluate's metrics/bleu/tokenizer_13a.py is a copy of this class (returning .split())
-    matches = [0] * max_order
-    possible = [0] * max_order
-    c = r = 0
-    for pred, ref in zip(predictions, references):
-        p, q = tok(pred).split(), tok(ref).split()
-        c += len(p)
-        r += len(q)
-        for n in range(1, max_order + 1):
-            pc = collections.Counter(tuple(p[i:i + n]) for i in range(len(p) - n + 1))
-            rc = collections.Counter(tuple(q[i:i + n]) for i in range(len(q) - n + 1))
-            matches[n - 1] += sum(min(k, rc[g]) for g, k in pc.items())
-            possible[n - 1] += max(0, len(p) - n + 1)
-    precisions = [m / t if t else 0.0 for m, t in zip(matches, possible)]
-    if min(precisions) == 0:
-        return 0.0
-    if c == 0 or r == 0:
-        return 0.0
-    bp = 1.0 if c > r else math.exp(1 - r / c)
-    return 100 * bp * math.exp(sum(math.log(p) for p in precisions) / max_order)
+    return evaluate.load(str(EVALUATE_METRICS / name), keep_in_memory=True)
+
+
+@pytest.fixture(scope="module")
+def hf_bleu():
+    return load_evaluate("bleu")
+
+
+@pytest.fixture(scope="module")
+def hf_rouge():
+    return load_evaluate("rouge")
 
 
 BLEU_CASES = [
@@ -57,10 +54,27 @@ BLEU_CASES = [
 ]
 
 
-@pytest.mark.parametrize("predictions, references", BLEU_CASES)
-def test_bleu_matches_direct_implementation(predictions, references):
-    assert metrics.bleu(predictions, references) == pytest.approx(reference_bleu(predictions, references),
-                                                                  rel=1e-12, abs=1e-12)
+GSM8K_ANSWERS = [json.loads(line)["answer"] for line in (FIXTURES / "datasets" / "gsm8k_test.jsonl").open()]
+GSM8K_CASES = [  # model-like answers against the full reference rationales, as gsm8k_overlap scores them
+    ([re.sub(r"<<[^<>]*>>", "", a) for a in GSM8K_ANSWERS], GSM8K_ANSWERS),  # no calculator annotations
+    ([a.split("####")[-1].strip() for a in GSM8K_ANSWERS], GSM8K_ANSWERS),  # the final number alone
+    ([a.replace(" ", "  ").replace("\n", "-\n") + "\n" for a in GSM8K_ANSWERS[::-1]], GSM8K_ANSWERS),  # wrong pairs
+]
+
+
+@pytest.mark.parametrize("predictions, references", BLEU_CASES + GSM8K_CASES)
+def test_bleu_matches_evaluate(hf_bleu, predictions, references):
+    expected = 100 * hf_bleu.compute(predictions=predictions, references=references)["bleu"]
+    assert metrics.bleu(predictions, references) == pytest.approx(expected, rel=1e-12, abs=1e-12)
+
+
+def test_bleu_of_no_tokens_is_zero_where_evaluate_raises(hf_bleu):
+    """Predictions (or references) that are all empty after 13a: TF-NMT's compute_bleu divides by their total
+    length and raises; Zephyr scores 0, as the brevity penalty's limit."""
+    with pytest.raises(ZeroDivisionError):
+        hf_bleu.compute(predictions=["", " "], references=["a b", "c"])
+    assert metrics.bleu(["", " "], ["a b", "c"]) == 0.0
+    assert metrics.bleu(["a b"], ["\n"]) == 0.0
 
 
 def test_bleu_hand_worked():
@@ -79,13 +93,14 @@ def test_bleu_hand_worked():
         "It", "cost", "$", "21.0", ",", "i", ".", "e", ".", "1,000", "."]
 
 
-def test_bleu_tokenizes_as_evaluate_not_as_sacrebleu():
+def test_bleu_tokenizes_as_evaluate_not_as_sacrebleu(hf_bleu):
     """sacrebleu rstrips a segment before 13a; evaluate does not, and 13a deletes a "-\\n"."""
     from sacrebleu.metrics.bleu import BLEU
 
     pred, ref = ["one two three four five-\n"], ["one two three four five"]
     assert metrics.tokenize_13a(pred[0]) == ref[0].split()
-    assert metrics.bleu(pred, ref) == pytest.approx(100.0) == pytest.approx(reference_bleu(pred, ref))
+    assert metrics.bleu(pred, ref) == pytest.approx(100.0) == pytest.approx(
+        100 * hf_bleu.compute(predictions=pred, references=ref)["bleu"])
     plain = BLEU(tokenize="13a", smooth_method="none").corpus_score(pred, [ref]).score
     assert plain < 100.0  # sacrebleu alone sees "five-" here
 
@@ -101,18 +116,18 @@ def test_bleu_rejects_bad_input():
 # ROUGE: rouge_score F-measures, use_stemmer=False (evaluate's default), plain mean, x100.
 
 
-def test_rouge_matches_rouge_score():
-    from rouge_score import rouge_scorer
-
-    preds = ["The cat sat on the mat.", "Hello, World!", "cats are running", "a b c d", ""]
-    refs = ["the cat was sitting on a mat", "hello world", "the cat runs", "d c b a", "nothing"]
-    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=False)
-    scores = [scorer.score(r, p) for p, r in zip(preds, refs)]
-    expected = {k: 100 * sum(s[k].fmeasure for s in scores) / len(scores) for k in ("rouge1", "rouge2", "rougeL")}
-    got = metrics.rouge(preds, refs)
-    assert got.keys() == expected.keys()
+def test_rouge_matches_evaluate(hf_rouge):
+    """evaluate's per-pair F-measures (use_aggregator=False); Zephyr averages them by a plain mean where
+    evaluate's default reports a random bootstrap's median."""
+    preds = ["The cat sat on the mat.", "Hello, World!", "cats are running", "a b c d", ""] + GSM8K_CASES[0][0]
+    refs = ["the cat was sitting on a mat", "hello world", "the cat runs", "d c b a", "nothing"] + GSM8K_ANSWERS
+    expected = hf_rouge.compute(predictions=preds, references=refs, rouge_types=list(metrics.ROUGE_TYPES),
+                                use_aggregator=False)
+    items, means = metrics.rouge_items(preds, refs), metrics.rouge(preds, refs)
+    assert means.keys() == expected.keys()
     for key in expected:
-        assert got[key] == pytest.approx(expected[key], rel=1e-12)
+        assert [item[key] for item in items] == pytest.approx(expected[key], rel=1e-12)
+        assert means[key] == pytest.approx(100 * sum(expected[key]) / len(preds), rel=1e-12)
 
 
 def test_rouge_hand_worked():

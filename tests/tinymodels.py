@@ -38,3 +38,18 @@ def qwen2(path: Path, seed: int = 0, layers: int = 2) -> Path:
     Qwen2ForCausalLM(config).save_pretrained(path)
     tok.save_pretrained(path)
     return path
+
+
+def shake(path: Path, scale: float = 0.15, seed: int = 0) -> Path:
+    """Add scaled Gaussian noise to every weight of the model saved at `path`: a fresh init only repeats
+    its last token, which tests nothing."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(path)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=g))
+    model.save_pretrained(path)
+    return path

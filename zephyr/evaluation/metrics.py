@@ -1,7 +1,8 @@
 """Metric definitions, model-free: each one matches a named reference implementation exactly.
 
 - `bleu`: HF evaluate's `bleu` metric (metrics/bleu/bleu.py, which runs TensorFlow-NMT's
-  `compute_bleu` from metrics/bleu/nmt_bleu.py on `tokenizer_13a` tokens), x100.
+  `compute_bleu`, nmt/scripts/bleu.py, that evaluate downloads as nmt_bleu.py, on `tokenizer_13a`
+  tokens), x100; 0 where evaluate raises ZeroDivisionError (no prediction or no reference tokens at all).
 - `rouge`: HF evaluate's `rouge` metric (metrics/rouge/rouge.py: rouge_score's RougeScorer, F-measures),
   averaged by a plain mean instead of evaluate's random bootstrap, x100.
 - `choice_scores`: lm-evaluation-harness's `multiple_choice` process_results (acc, acc_norm).
@@ -12,7 +13,10 @@
   per-item scores, binomial accuracies included; a bootstrap over items for corpus-level BLEU).
 
 `evaluate.load("bleu" | "rouge")` fetches the metric code from the hub and fails offline, so the
-definitions are rebuilt here from sacrebleu and rouge_score, which those metrics wrap.
+definitions are rebuilt here from sacrebleu and rouge_score, which those metrics wrap. The tests compare
+them with the reference code itself: evaluate's bleu and rouge scripts (kept under
+tests/fixtures/reference/evaluate_metrics and loaded from there), and lm-evaluation-harness 0.4.13's own
+HellaSwag run (a recorded fixture) for `choice_scores` and `mean_stderr`.
 """
 
 from __future__ import annotations
@@ -48,7 +52,9 @@ def bleu(predictions: Sequence[str], references: Sequence[str]) -> float:
     evaluate's definition: tokenize every string with `Tokenizer13a`, then TF-NMT `compute_bleu`
     (max_order 4, smooth False): clipped n-gram matches and candidate n-gram counts summed over the
     corpus; precision p_n = matches_n / possible_n (0 when possible_n is 0); geometric mean of p_1..p_4,
-    0 as soon as any p_n is 0; brevity penalty 1 if c > r else exp(1 - r/c), with 0 when c or r is 0.
+    0 as soon as any p_n is 0; brevity penalty 1 if c > r else exp(1 - r/c). When c or r is 0 (every
+    prediction, or every reference, empty after tokenization) TF-NMT divides by zero and evaluate
+    raises; here the score is 0, as every precision then is.
 
     sacrebleu's `BLEU(smooth_method="none")` computes the same statistics and formula, with one
     difference in the input: it tokenizes `segment.rstrip()` where evaluate tokenizes the segment as

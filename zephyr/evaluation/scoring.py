@@ -2,7 +2,8 @@
 lm-evaluation-harness-style log-likelihood requests, TRL-tokenized preference pairs, and greedy
 generation. Batched under `torch.inference_mode()` on the model's device.
 
-- Requests (context, continuation) are tokenized as the harness's `TemplateLM._encode_pair` does.
+- Requests (context, continuation) are tokenized as the harness's `TemplateLM._encode_pair` does
+  (lm-eval 0.4.13: with the tokenizer's own special tokens, a BOS included where it adds one).
 - Response log-probabilities for reward accuracy are tokenized exactly as TRL 1.16's DPOTrainer does.
 - Chat prompts come from `zephyr.model.prompts`, rendered with the tokenizer's chat template and
   `add_generation_prompt=True`, so a model is evaluated on the prompts it was tuned on.
@@ -181,11 +182,19 @@ def _score_shared(model, items, groups, pad_id, batch_size, desc, results) -> No
 # ---- log-likelihood requests, lm-evaluation-harness style ------------------------------------
 
 
-def _encode(tokenizer, texts: list[str]) -> list[list[int]]:
-    """The harness's `tok_encode` for causal models: no special tokens added (add_bos_token False)."""
+def _encode(tokenizer, texts: list[str], add_special_tokens: bool | None = None) -> list[list[int]]:
+    """The harness's `HFLM.tok_encode` (lm-eval 0.4.13, `add_bos_token` unset). By default the tokenizer
+    adds its own special tokens: a BOS where it prepends one (Llama's, Gemma's), nothing for the study's
+    SmolLM2 tokenizer (its GGUF says add_bos_token false) — except to a text that already starts with
+    the prefix token's text. (lm-eval before its PR #3347, Oct 2025, never added special tokens.)"""
     if not texts:
         return []
-    return tokenizer(texts, add_special_tokens=False)["input_ids"]
+    if add_special_tokens is not None:
+        return tokenizer(texts, add_special_tokens=add_special_tokens)["input_ids"]
+    marker = tokenizer.decode(prefix_token_id(tokenizer))
+    ids = tokenizer(texts)["input_ids"]
+    return [tokenizer(text, add_special_tokens=False)["input_ids"] if text.startswith(marker) else enc
+            for text, enc in zip(texts, ids)]
 
 
 def encode_requests(tokenizer, requests: Sequence[tuple[str, str]]) -> list[tuple[list[int], int]]:
@@ -194,8 +203,9 @@ def encode_requests(tokenizer, requests: Sequence[tuple[str, str]]) -> list[tupl
     lm_eval/api/model.py, TemplateLM._encode_pair: trailing spaces of the context move to the
     continuation; whole_enc = encode(context + continuation); context_enc = encode(context);
     continuation_enc = whole_enc[len(context_enc):]; the model then reads context_enc +
-    continuation_enc (HFLM._loglikelihood_tokens). An empty context becomes the prefix token (BOS,
-    else EOS) and the continuation is encoded alone (TemplateLM.loglikelihood).
+    continuation_enc (HFLM._loglikelihood_tokens). An empty context (TemplateLM.loglikelihood): the
+    continuation is encoded without special tokens, after the prefix token (BOS, else EOS) unless it
+    already starts with that token.
     """
     pairs = []
     for context, continuation in requests:
@@ -206,17 +216,22 @@ def encode_requests(tokenizer, requests: Sequence[tuple[str, str]]) -> list[tupl
         pairs.append((context, continuation))
     contexts = sorted({c for c, _ in pairs if c})
     context_enc = dict(zip(contexts, _encode(tokenizer, contexts)))
-    wholes = _encode(tokenizer, [c + x if c else x for c, x in pairs])
-    prefix = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    wholes = iter(_encode(tokenizer, [c + x for c, x in pairs if c]))
+    alone = iter(_encode(tokenizer, [x for c, x in pairs if not c], add_special_tokens=False))
+    prefix = prefix_token_id(tokenizer)
     out = []
-    for (context, _), whole in zip(pairs, wholes):
+    for context, _ in pairs:
         if not context:
-            out.append(([prefix] + whole, len(whole)))
+            continuation = next(alone)
+            if continuation and continuation[0] == prefix:
+                out.append((continuation, len(continuation) - 1))
+            else:
+                out.append(([prefix] + continuation, len(continuation)))
         else:
             # the model sees context_enc + continuation_enc, which differs from whole_enc when a token
             # merges across the boundary
             ctx = context_enc[context]
-            continuation = whole[len(ctx):]
+            continuation = next(wholes)[len(ctx):]
             out.append((ctx + continuation, len(continuation)))
     return out
 
@@ -229,6 +244,11 @@ def loglikelihoods(model, tokenizer, requests: Sequence[tuple[str, str]], batch_
 
 def pad_token_id(tokenizer) -> int:
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
+def prefix_token_id(tokenizer) -> int:
+    """The harness's `HFLM.prefix_token_id`: BOS, else EOS."""
+    return tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
 
 
 # ---- preference pairs, TRL style -------------------------------------------------------------------
