@@ -263,7 +263,7 @@ def test_preference_tokenization_matches_trl(lm):
 
     from zephyr.model.prompts import examples
 
-    chosen, rejected = scoring.preference_sequences(tok, PAIRS)
+    chosen, rejected = prompts.preference_sequences(tok, PAIRS)
     for example, (c_tokens, c_n), (r_tokens, r_n) in zip(examples("dpo", PAIRS), chosen, rejected):
         # trl 1.16 trainer/dpo_trainer.py, DPOTrainer._prepare_dataset.tokenize_fn (conversational branch)
         prompt_ids = _tokenize(tok, example["prompt"], add_generation_prompt=True, tools=None)["input_ids"]
@@ -281,7 +281,7 @@ def test_preference_tokenization_matches_trl(lm):
 def test_response_logps_equal_manual_forward(lm):
     model, tok = lm
     chosen, rejected = scoring.response_logps(model, tok, PAIRS, batch_size=4)
-    seq_c, seq_r = scoring.preference_sequences(tok, PAIRS)
+    seq_c, seq_r = prompts.preference_sequences(tok, PAIRS)
     for value, (tokens, n) in zip(chosen + rejected, seq_c + seq_r):
         assert value == pytest.approx(manual_logprob(model, tokens, n), abs=1e-4)
     assert scoring.response_logps(model, tok, PAIRS, batch_size=1) == (

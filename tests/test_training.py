@@ -124,6 +124,28 @@ def test_prompts_longer_than_max_length_are_refused_before_training(tmp_path, ba
     assert not (tmp_path / "out").exists()
 
 
+def test_pairs_cut_before_they_differ_are_refused_or_reported(tmp_path, base, caplog):
+    """max_length cutting a pair inside the answer's shared part leaves two identical sequences."""
+    tok = training.modeldir.load_tokenizer(base)
+    shared = "We add the numbers one at a time and then we check the sum twice. "
+    long = [{"instruction": f"What is {a} plus 1?", "input": "", "chosen": shared + f"So {a + 1}.",
+             "rejected": shared + f"So {a + 3}."} for a in range(6)]
+    prompt = max(len(prompts.prompt_ids(tok, prompts.messages(r))) for r in long)
+    full = max(len(tok.apply_chat_template(prompts.messages(r) + [{"role": "assistant", "content": r["rejected"]}],
+                                           tokenize=True, return_dict=True)["input_ids"]) for r in long)
+    max_length = prompt + 5  # inside the shared sentence
+    assert prompts.pairs_cut_equal(tok, long, max_length) == (6, full)
+    assert prompts.pairs_cut_equal(tok, long, full) == (0, full)
+    train = write(tmp_path / "train.json", long)
+    with pytest.raises(training.TrainingError, match=rf"6 of 6 preference pairs are cut at max_length={max_length}.*"
+                                                     rf"needs {full} tokens"):
+        training.train("t/cut", {**DPO, "max_length": max_length}, base, train, None, tmp_path / "out", tmp_path / "c")
+    assert not (tmp_path / "out").exists()
+    mixed = long[:2] + pair_records(4)  # the short pairs differ within max_length
+    training.check_pair_lengths("t/mixed", tok, mixed, max_length)
+    assert "2 of 6 preference pairs are cut" in caplog.text
+
+
 def test_qlora_trains_an_adapter_on_a_4bit_base(tmp_path, base):
     train = write(tmp_path / "train.json", sft_records(8))
     hyper = {**SFT, "num_train_epochs": 1, "eval_on_start": False}

@@ -21,7 +21,7 @@ from __future__ import annotations
 import inspect
 from typing import Sequence
 
-from ..model.prompts import chat_messages, messages, prompt_ids
+from ..model.prompts import chat_messages, preference_sequences
 
 #: Positions whose log-softmax is taken at once when scoring long sequences (bounds peak memory).
 _CHUNK = 512
@@ -249,48 +249,6 @@ def pad_token_id(tokenizer) -> int:
 def prefix_token_id(tokenizer) -> int:
     """The harness's `HFLM.prefix_token_id`: BOS, else EOS."""
     return tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-
-
-# ---- preference pairs, TRL style -------------------------------------------------------------------
-
-
-def _common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
-def preference_sequences(tokenizer, records: Sequence[dict], max_length: int | None = None
-                         ) -> tuple[list[tuple[list[int], int]], list[tuple[list[int], int]]]:
-    """(tokens, response length) of the chosen and of the rejected side of each preference record.
-
-    trl 1.16 trainer/dpo_trainer.py, DPOTrainer._prepare_dataset.tokenize_fn (conversational):
-    prompt_ids = apply_chat_template(prompt, add_generation_prompt=True); prompt_chosen_ids =
-    apply_chat_template(prompt + chosen) (likewise rejected); prompt_len = the shorter common prefix
-    of prompt_ids with either; chosen_ids = prompt_chosen_ids[prompt_len:]. The prompt is
-    `prompts.messages(record)` and each side one assistant turn, as `prompts.examples` builds them.
-    `max_length` truncates prompt + response to its first tokens, as DataCollatorForPreference does
-    (TRL's default truncation keeps the start).
-    """
-    chosen, rejected = [], []
-    for r in records:
-        prompt = messages(r)
-        p_ids = prompt_ids(tokenizer, prompt)
-        sides = []
-        for text in (r["chosen"], r["rejected"]):
-            full = tokenizer.apply_chat_template(prompt + [{"role": "assistant", "content": text}], tokenize=True,
-                                                 return_dict=True)["input_ids"]
-            sides.append(list(full))
-        prompt_len = min(_common_prefix_length(p_ids, s) for s in sides)
-        for full, out in zip(sides, (chosen, rejected)):
-            tokens = p_ids[:prompt_len] + full[prompt_len:]
-            if max_length is not None:
-                tokens = tokens[:max_length]
-            out.append((tokens, max(0, len(tokens) - prompt_len)))
-    return chosen, rejected
 
 
 def response_logps(model, tokenizer, records: Sequence[dict], batch_size: int = 8,

@@ -13,11 +13,10 @@ import logging
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from ..model.prompts import LETTERS, mcqa_prompt
+from ..model.prompts import LETTERS, mcqa_prompt, pairs_cut_equal, preference_sequences
 from ..study import TASKS
 from . import metrics
-from .scoring import (context_length, generate, loglikelihoods, pad_token_id, preference_sequences, score_sequences,
-                      windows)
+from .scoring import context_length, generate, loglikelihoods, pad_token_id, score_sequences, windows
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +80,10 @@ def reward_accuracy(policy, ref, tokenizer, records: Sequence[dict], beta: float
     Both models share `tokenizer` (a variant keeps its parent's). The summary holds reward_accuracy
     (a fraction), reward_margin, reward_chosen, reward_rejected, beta and n.
     """
+    cut, need = pairs_cut_equal(tokenizer, records, max_length)
+    if cut:
+        log.warning("%d of %d pairs are cut at max_length=%s before their two sides differ: each counts as a tie "
+                    "(not accurate); the longest pair needs %d tokens", cut, len(records), max_length, need)
     chosen, rejected = preference_sequences(tokenizer, records, max_length)
     pad = pad_token_id(tokenizer)
     policy_scores = score_sequences(policy, chosen + rejected, pad, batch_size, desc="policy log-probs")

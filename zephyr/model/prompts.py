@@ -7,7 +7,7 @@ all build their messages here.
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Sequence
 
 #: Letters of multiple-choice options in the MCQA prompt.
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -92,3 +92,53 @@ def prompt_ids(tokenizer, chat: list[dict]) -> list[int]:
     """Token ids of a chat prompt with the generation prompt, tokenized as TRL tokenizes prompts."""
     return list(tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=True,
                                               return_dict=True)["input_ids"])
+
+
+def _common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def preference_sequences(tokenizer, records: Sequence[dict], max_length: int | None = None
+                         ) -> tuple[list[tuple[list[int], int]], list[tuple[list[int], int]]]:
+    """(tokens, response length) of the chosen and of the rejected side of each preference record.
+
+    trl 1.16 trainer/dpo_trainer.py, DPOTrainer._prepare_dataset.tokenize_fn (conversational):
+    prompt_ids = apply_chat_template(prompt, add_generation_prompt=True); prompt_chosen_ids =
+    apply_chat_template(prompt + chosen) (likewise rejected); prompt_len = the shorter common prefix
+    of prompt_ids with either; chosen_ids = prompt_chosen_ids[prompt_len:]. The prompt is
+    `prompts.messages(record)` and each side one assistant turn, as `prompts.examples` builds them.
+    `max_length` truncates prompt + response to its first tokens, as DataCollatorForPreference does
+    (TRL's default truncation keeps the start).
+    """
+    chosen, rejected = [], []
+    for r in records:
+        prompt = messages(r)
+        p_ids = prompt_ids(tokenizer, prompt)
+        sides = []
+        for text in (r["chosen"], r["rejected"]):
+            full = tokenizer.apply_chat_template(prompt + [{"role": "assistant", "content": text}], tokenize=True,
+                                                 return_dict=True)["input_ids"]
+            sides.append(list(full))
+        prompt_len = min(_common_prefix_length(p_ids, s) for s in sides)
+        for full, out in zip(sides, (chosen, rejected)):
+            tokens = p_ids[:prompt_len] + full[prompt_len:]
+            if max_length is not None:
+                tokens = tokens[:max_length]
+            out.append((tokens, max(0, len(tokens) - prompt_len)))
+    return chosen, rejected
+
+
+def pairs_cut_equal(tokenizer, records: Sequence[dict], max_length: int | None) -> tuple[int, int]:
+    """How many pairs `max_length` cuts before their two sides differ (DPO sees two identical sequences:
+    no gradient, a tied reward), and the length the longest pair needs."""
+    full_c, full_r = preference_sequences(tokenizer, records)
+    need = max((len(t) for t, _ in full_c + full_r), default=0)
+    if max_length is None or need <= max_length:
+        return 0, need
+    cut = sum(a[0] != b[0] and a[0][:max_length] == b[0][:max_length] for a, b in zip(full_c, full_r))
+    return cut, need

@@ -32,7 +32,7 @@ from typing import Iterable
 from .. import files, logs
 from ..environment import installed_versions
 from . import modeldir, speed
-from .prompts import examples
+from .prompts import examples, pairs_cut_equal
 
 log = logging.getLogger("zephyr.model.training")  # also when run as `python -m zephyr.model.training`
 
@@ -70,6 +70,19 @@ def check_prompt_lengths(name: str, tokenizer, rows: list[dict], max_length: int
     if too_long:
         log.warning("run %s: %d of %d prompts are at least max_length=%d tokens and will be dropped or cut",
                     name, too_long, len(rows), max_length)
+
+
+def check_pair_lengths(name: str, tokenizer, records: list[dict], max_length: int | None) -> None:
+    """DPO learns where chosen and rejected differ: a pair cut at `max_length` before that point is two
+    identical sequences and no gradient. Say how many before training; refuse a run losing most of them."""
+    cut, need = pairs_cut_equal(tokenizer, records, max_length)
+    if not cut:
+        return
+    message = (f"run {name}: {cut} of {len(records)} preference pairs are cut at max_length={max_length} before "
+               f"chosen and rejected differ, so DPO learns nothing from them (the longest pair needs {need} tokens)")
+    if 2 * cut > len(records):
+        raise TrainingError(message + "; raise max_length")
+    log.warning(message)
 
 
 def config_class(trainer: str):
@@ -213,6 +226,8 @@ def train(
     train_examples = examples(trainer_kind, train_records)
     max_length = hyper.get("max_length", trl_default(trainer_kind, "max_length"))
     check_prompt_lengths(name, tokenizer, train_examples, max_length)
+    if trainer_kind == "dpo":
+        check_pair_lengths(name, tokenizer, train_records, max_length)
     plan = _speed_plan(f"hyperparameters of run {name}", run_hyper, checkpoint_dir, device=device, qlora=qlora,
                        model_config=AutoConfig.from_pretrained(base_dir), max_length=max_length or 2048)
     run_hyper = {**run_hyper, **plan.settings()}
