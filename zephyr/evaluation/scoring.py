@@ -21,7 +21,7 @@ from __future__ import annotations
 import inspect
 from typing import Sequence
 
-from ..model.prompts import chat_messages, preference_sequences
+from ..model.prompts import chat_messages, preference_sequences, prompt_ids
 
 #: Positions whose log-softmax is taken at once when scoring long sequences (bounds peak memory).
 _CHUNK = 512
