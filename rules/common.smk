@@ -183,7 +183,7 @@ def table1_inputs():
     return [
         f"results/metrics/{row['model']}/{row['variant']}/{task}.csv"
         for row in TABLE1
-        for task in study.table1_tasks(row["variant"])
+        for task in study.row_tasks(row)
     ]
 
 

@@ -19,6 +19,13 @@ def test_form_names():
     assert "reward" in study.table1_tasks() and "reward" not in study.table1_tasks("M0")
 
 
+def test_reward_accuracy_is_evaluated_only_for_rows_that_show_it():
+    assert "reward" in study.row_tasks({"variant": "M2-DS", "reward": True})
+    assert "reward" not in study.row_tasks({"variant": "M1-DL-cosine"})
+    assert "hellaswag" in study.row_tasks({"variant": "M1-DL-cosine"})
+    assert "reward" not in study.row_tasks({"variant": "M0", "reward": True})  # no parent to compare with
+
+
 def test_qlora_runs_stay_out_of_the_paper_s_figures():
     variants = {"M1": {"models": ["q"], "hyperparameters": "sft", "qlora": None},
                 "M1-qlora": {"models": ["q", "b"], "hyperparameters": "sft", "qlora": "nf4"}}

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = ["Task", "TASKS", "TRAINERS", "PRECISIONS", "FORMS", "TABLE1", "PAPER_TABLE1", "MCQA_TABLE", "QLORA_TABLE", "form_name",
-           "table1_tasks", "qlora_tasks", "paper_runs", "trainer_of", "figure_outputs"]
+           "table1_tasks", "row_tasks", "shows_reward", "qlora_tasks", "paper_runs", "trainer_of", "figure_outputs"]
 
 @dataclass(frozen=True)
 class Task:
@@ -92,6 +92,17 @@ def table1_tasks(variant: str | None = None) -> list[str]:
     if variant == "M0":
         tasks = [t for t in tasks if not TASKS[t].needs_parent]
     return tasks
+
+
+def row_tasks(row: dict) -> list[str]:
+    """The tasks one Table 1 row is evaluated on: reward accuracy only where the row shows it (`reward: true`),
+    since the rest would be computed for nothing."""
+    return [t for t in table1_tasks(row["variant"]) if t != "reward" or shows_reward(row)]
+
+
+def shows_reward(row: dict) -> bool:
+    """Whether a Table 1 row shows reward accuracy: the paper prints it for the DPO-related rows only."""
+    return bool(row.get("reward", False))
 
 
 def qlora_tasks() -> list[str]:

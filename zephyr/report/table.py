@@ -12,7 +12,7 @@ from typing import Iterable
 import pandas as pd
 
 from .. import files
-from ..study import MCQA_TABLE, PAPER_TABLE1, QLORA_TABLE, TABLE1, form_name
+from ..study import MCQA_TABLE, PAPER_TABLE1, QLORA_TABLE, TABLE1, form_name, shows_reward
 
 METRIC_FIELDS = ["model", "variant", "task", "metric", "value", "stderr", "n"]
 MISSING = "–"  # what the paper prints where a metric does not apply (M0 has no reward accuracy)
@@ -83,7 +83,7 @@ def _layout(rows: list[dict], metrics: pd.DataFrame, columns: dict, decimals: in
         line = {"Model": row["label"]}
         for column, (task, metric, scale) in columns.items():
             key = (row["model"], row["variant"], task, metric)
-            shown = key in index and pd.notna(index[key]) and (task != "reward" or row.get("reward", False))
+            shown = key in index and pd.notna(index[key]) and (task != "reward" or shows_reward(row))
             line[column] = round(float(index[key]) * scale, decimals) if shown else MISSING
         out.append(line)
     return pd.DataFrame(out, columns=["Model", *columns])
