@@ -6,7 +6,7 @@ STAMP := $(VENV)/.zephyr-installed
 CORES ?= 2
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: setup run report test dryrun plan envs lint clean dag
+.PHONY: setup run report test dryrun plan envs lint clean dag check-default
 
 setup: $(STAMP)
 
@@ -20,6 +20,10 @@ $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 run: setup
 	$(BIN)/snakemake --cores $(CORES)
 	$(BIN)/snakemake --report results/report.html
+
+# Which of the study's effects the finished run shows beyond their uncertainty (after `make run`).
+check-default: setup
+	$(BIN)/python -m zephyr.report.effects $(CONFIG)
 
 report: setup
 	$(BIN)/snakemake --report results/report.html

@@ -1,0 +1,60 @@
+"""zephyr.report.effects: which effects a finished run shows, on hand-made results."""
+
+import pandas as pd
+
+from zephyr.report import effects
+
+CONFIG = {
+    "hyperparameters": {"cos": {"trainer": "sft", "lr_scheduler_type": "cosine"},
+                        "const": {"trainer": "sft", "lr_scheduler_type": "constant"},
+                        "dpo": {"trainer": "dpo", "lr_scheduler_type": "cosine"}},
+    "variants": {"M1-cosine": {"models": ["q"], "parent": "M0", "hyperparameters": "cos"},
+                 "M1-constant": {"models": ["q"], "parent": "M0", "hyperparameters": "const"},
+                 "M2": {"models": ["q"], "parent": "M1-cosine", "hyperparameters": "dpo"}},
+    "table1": [{"label": "Q M0", "model": "q", "variant": "M0"},
+               {"label": "Q M1", "model": "q", "variant": "M1-cosine"},
+               {"label": "Q M2", "model": "q", "variant": "M2", "reward": True}],
+}
+
+
+def rows(variant, task, values, n):
+    return [{"model": "q", "variant": variant, "task": task, "metric": m, "value": v, "stderr": s, "n": n}
+            for m, (v, s) in values.items()]
+
+
+def history(column, values):
+    return pd.DataFrame({"step": [0, 8, 16], column: values})
+
+
+def run(bleu_m1=20.0, reward=(0.75, 0.056), n=60, sft_losses=(2.0, 1.5, 1.2), constant_final=1.3):
+    metrics = pd.DataFrame(
+        rows("M0", "gsm8k", {"bleu": (5.0, 1.0), "rouge1": (30.0, 1.0), "rouge2": (10.0, 1.0), "rougeL": (20.0, 1.0)}, 24)
+        + rows("M1-cosine", "gsm8k", {"bleu": (bleu_m1, 2.0), "rouge1": (45.0, 1.0), "rouge2": (25.0, 1.0),
+                                      "rougeL": (35.0, 1.0)}, 24)
+        + rows("M2", "reward", {"reward_accuracy": reward}, n)
+        + rows("M0", "hellaswag", {"acc_norm": (0.4, (0.4 * 0.6 / n) ** 0.5)}, n))
+    histories = {("q", "M1-cosine"): history("eval_loss", list(sft_losses)),
+                 ("q", "M1-constant"): history("eval_loss", [2.0, 1.6, constant_final]),
+                 ("q", "M2"): history("eval_rewards/accuracies", [0.0, 0.6, 0.75])}
+    return {c.effect: c.holds for c in effects.check(CONFIG, metrics, histories)}
+
+
+def test_a_run_showing_every_effect_passes_each_check():
+    got = run()
+    assert got and all(got.values()), got
+    assert got["Q M1 beats Q M0 on bleu"] and got["DPO lifts reward accuracy above chance: Q M2"]
+    assert set(got) >= {"SFT lowers the validation loss: q M1-cosine", "cosine and constant end apart: q M1-cosine vs M1-constant",
+                        "DPO validation reward accuracy rises: q M2", "hellaswag rests on enough items"}
+
+
+def test_each_missing_effect_fails_its_own_check():
+    # BLEU up by 2.0 with stderr hypot(2, 1) = 2.24: within the noise.
+    assert [k for k, v in run(bleu_m1=7.0).items() if not v] == ["Q M1 beats Q M0 on bleu"]
+    # 0.55 with stderr 0.064: above 0.5 by less than one stderr.
+    assert not run(reward=(0.55, 0.064))["DPO lifts reward accuracy above chance: Q M2"]
+    # 40 items: too few (and stderr sqrt(0.24 / 40) = 0.077 too large).
+    assert not run(n=40)["hellaswag rests on enough items"]
+    # A 2 % drop is not a visible one (the bar is 5 %).
+    assert not run(sft_losses=(2.0, 1.98, 1.96))["SFT lowers the validation loss: q M1-cosine"]
+    # Schedules ending 0.001 apart look the same.
+    assert not run(constant_final=1.201)["cosine and constant end apart: q M1-cosine vs M1-constant"]

@@ -1,0 +1,148 @@
+"""Which of the study's effects a finished run shows beyond its uncertainty (`make check-default`).
+
+A reading of results, not a timed test: it says, effect by effect, what the run measured and whether
+that clears the bar the default experiment is sized for, and exits non-zero when one does not.
+
+- SFT lowers the validation loss (first against last evaluation of every SFT run);
+- cosine and constant schedules end apart (their final validation losses differ);
+- M1 beats M0 on BLEU-4 and ROUGE-1/2/L by more than the difference's standard error;
+- DPO lifts held-out reward accuracy above chance (0.5) by more than its standard error, and the
+  validation reward accuracy rises during training (Figure 4);
+- every accuracy rests on enough items (n, and a standard error at most `MAX_STDERR`).
+
+Usage: `python -m zephyr.report.effects [CONFIG]` after the run (reads results/).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from ..study import shows_reward, trainer_of
+
+#: Least items per task, and the largest standard error an accuracy may have (issue: ~0.07 or less).
+MIN_ITEMS = {"hellaswag": 50, "mcqa": 50, "reward": 50, "gsm8k": 20}
+MAX_STDERR = 0.071
+#: A validation-loss drop, relative, that counts as visible; a gap between schedules that counts as apart.
+MIN_LOSS_DROP = 0.05
+MIN_SCHEDULE_GAP = 0.005
+ACCURACIES = {"hellaswag": "acc_norm", "mcqa": "acc", "reward": "reward_accuracy"}
+OVERLAP = ("bleu", "rouge1", "rouge2", "rougeL")
+
+
+@dataclass
+class Check:
+    effect: str
+    measured: str
+    holds: bool
+
+
+def _metric(metrics: pd.DataFrame, model: str, variant: str, task: str, metric: str) -> pd.Series | None:
+    rows = metrics[(metrics["model"] == model) & (metrics["variant"] == variant) & (metrics["task"] == task)
+                   & (metrics["metric"] == metric)]
+    return rows.iloc[0] if len(rows) else None
+
+
+def _evals(history: pd.DataFrame, column: str) -> pd.Series:
+    return history.dropna(subset=[column]).set_index("step")[column] if column in history else pd.Series(dtype=float)
+
+
+def check(config: dict, metrics: pd.DataFrame, histories: dict[tuple[str, str], pd.DataFrame]) -> list[Check]:
+    """Every effect the config's runs should show; `histories` maps (model, variant) to log_history."""
+    variants, hyper = config["variants"], config["hyperparameters"]
+    out = []
+    for (model, variant), history in sorted(histories.items()):
+        trainer = trainer_of(variants[variant], hyper)
+        losses = _evals(history, "eval_loss")
+        if trainer == "sft" and len(losses) >= 2:
+            first, last = losses.iloc[0], losses.iloc[-1]
+            out.append(Check(f"SFT lowers the validation loss: {model} {variant}",
+                             f"{first:.3f} at step {losses.index[0]} -> {last:.3f} at step {losses.index[-1]}",
+                             last < first * (1 - MIN_LOSS_DROP)))
+        accuracy = _evals(history, "eval_rewards/accuracies")
+        if trainer == "dpo" and len(accuracy) >= 2:
+            out.append(Check(f"DPO validation reward accuracy rises: {model} {variant}",
+                             " -> ".join(f"{a:.2f}" for a in accuracy), accuracy.iloc[-1] > accuracy.iloc[0]))
+    for name, spec in variants.items():
+        schedule = hyper[spec["hyperparameters"]].get("lr_scheduler_type")
+        twin = name.replace("cosine", "constant")
+        if schedule != "cosine" or twin == name or twin not in variants:
+            continue
+        for model in spec["models"]:
+            a, b = (_evals(histories.get((model, v), pd.DataFrame()), "eval_loss") for v in (name, twin))
+            if len(a) and len(b):
+                gap = abs(a.iloc[-1] - b.iloc[-1])
+                out.append(Check(f"cosine and constant end apart: {model} {name} vs {twin}",
+                                 f"final validation loss {a.iloc[-1]:.3f} vs {b.iloc[-1]:.3f}", gap > MIN_SCHEDULE_GAP))
+    rows = config["table1"]
+    for row in rows:
+        if row["variant"] == "M0":
+            continue
+        base = next((r for r in rows if r["model"] == row["model"] and r["variant"] == "M0"), None)
+        if base is not None and variants[row["variant"]]["parent"] == "M0" and \
+                trainer_of(variants[row["variant"]], hyper) == "sft":
+            for metric in OVERLAP:
+                new, old = (_metric(metrics, r["model"], r["variant"], "gsm8k", metric) for r in (row, base))
+                if new is None or old is None:
+                    continue
+                se = math.hypot(new["stderr"], old["stderr"])
+                out.append(Check(f"{row['label']} beats {base['label']} on {metric}",
+                                 f"{new['value']:.2f} vs {old['value']:.2f}, difference {new['value'] - old['value']:+.2f}"
+                                 f" (stderr {se:.2f})", new["value"] - old["value"] > se))
+        if shows_reward(row) and trainer_of(variants[row["variant"]], hyper) == "dpo":
+            got = _metric(metrics, row["model"], row["variant"], "reward", "reward_accuracy")
+            if got is not None:
+                out.append(Check(f"DPO lifts reward accuracy above chance: {row['label']}",
+                                 f"{got['value']:.3f} (stderr {got['stderr']:.3f}, n {got['n']:.0f})",
+                                 got["value"] - 0.5 > got["stderr"]))
+    for task, least in MIN_ITEMS.items():
+        metric = ACCURACIES.get(task, "bleu")
+        found = metrics[(metrics["task"] == task) & (metrics["metric"] == metric)]
+        if found.empty:
+            continue
+        n, worst = int(found["n"].min()), found["stderr"].max()
+        bound = task in ACCURACIES
+        out.append(Check(f"{task} rests on enough items", f"n {n} (at least {least})"
+                         + (f", largest stderr {worst:.3f} (at most {MAX_STDERR})" if bound else ""),
+                         n >= least and (not bound or worst <= MAX_STDERR)))
+    return out
+
+
+def read(config: dict, results: str | Path = "results") -> tuple[pd.DataFrame, dict]:
+    """The run's metric rows and the log history of every trained (model, variant)."""
+    results = Path(results)
+    paths = sorted(results.glob("metrics/*/*/*.csv"))
+    metrics = pd.concat([pd.read_csv(p) for p in paths], ignore_index=True) if paths else pd.DataFrame(
+        columns=["model", "variant", "task", "metric", "value", "stderr", "n"])
+    histories = {}
+    for name, spec in config["variants"].items():
+        for model in spec["models"]:
+            path = results / "adapters" / model / name / "log_history.csv"
+            if path.is_file():
+                histories[(model, name)] = pd.read_csv(path)
+    return metrics, histories
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ..config import load
+
+    argv = sys.argv[1:] if argv is None else argv
+    config = load(argv[0] if argv else "config.yaml")
+    checks = check(config, *read(config))
+    if not checks:
+        print("no results to check: run the workflow first (make run)")
+        return 1
+    width = max(len(c.effect) for c in checks)
+    for c in checks:
+        print(f"{'holds ' if c.holds else 'FAILS '} {c.effect:<{width}}  {c.measured}")
+    failed = sum(not c.holds for c in checks)
+    print(f"{len(checks) - failed} of {len(checks)} effects hold")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
