@@ -36,8 +36,8 @@ KILLS = {
 # left out: a training summary (wall time, tokens/s, peak memory, and whether it resumed) and a model
 # card (it quotes the summary). The log history and the manifests are compared as `comparable` says.
 WALL_TIME_FILES = ("summary.json", "README.md")
-# Log-history columns that a resumed run restarts (TRL's `num_tokens` and `eval_num_tokens` count
-# from the restart, the Trainer's final `train_loss` averages the steps since it): see the xfail test.
+# Log-history columns a resumed run would restart without zephyr.model.training carrying them over
+# (TRL's `num_tokens` and `eval_num_tokens`, the Trainer's final `train_loss`): compared on their own.
 RESTARTED_COLUMNS = ("num_tokens", "eval_num_tokens", "train_loss")
 
 
@@ -151,8 +151,6 @@ def test_finished_outputs_equal_the_uninterrupted_runs(killed_run, tiny_study):
     assert "Nothing to be done" in snakemake(workdir, TARGET, "-n", "--configfile", str(config)).stdout
 
 
-@pytest.mark.xfail(strict=True, reason="a resumed run's log history restarts TRL's num_tokens counts and the Trainer's "
-                                       "train_loss at the restart (zephyr/model/training.py could carry them over)")
 def test_a_resumed_runs_log_history_counts_from_the_first_step(killed_run, tiny_study):
     name = "results/adapters/qwen/M1-DS-cosine/log_history.csv"
     assert digest(killed_run["workdir"] / name, drop=()) == digest(tiny_study / name, drop=())

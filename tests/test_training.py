@@ -93,8 +93,16 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(tmp_path, base):
     assert not (tmp_path / "adapter").exists()
     summary = training.train(*args)
     assert summary["resumed_from"].endswith("checkpoint-4")
-    steps = pd.read_csv(tmp_path / "adapter" / "log_history.csv").dropna(subset=["loss"])["step"].tolist()
-    assert steps == list(range(1, summary["steps"] + 1))  # the log continues, steps 1-4 restored
+    resumed = pd.read_csv(tmp_path / "adapter" / "log_history.csv")
+    assert resumed.dropna(subset=["loss"])["step"].tolist() == list(range(1, summary["steps"] + 1))  # steps 1-4 restored
+    training.train("t/resume", hyper, base, train, val, tmp_path / "straight", tmp_path / "ckpt2")
+    straight = pd.read_csv(tmp_path / "straight" / "log_history.csv")
+    for column in ("num_tokens", "eval_num_tokens", "loss"):
+        assert resumed[column].tolist() == pytest.approx(straight[column].tolist(), nan_ok=True), column
+    # train_loss: the mean of every step's logged loss (logging_steps 1), resumed or not
+    losses = straight.dropna(subset=["loss"])["loss"]
+    for history in (resumed, straight):
+        assert history["train_loss"].dropna().tolist() == pytest.approx([losses.sum() / len(losses)])
 
 
 def test_a_changed_run_does_not_resume_a_stale_checkpoint(tmp_path, base):

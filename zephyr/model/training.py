@@ -252,6 +252,8 @@ def train(
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
         start = time.perf_counter()
+        if last:
+            _carry_token_count(trainer, last)
         trainer.train(resume_from_checkpoint=last)
         evaluated = [e["step"] for e in trainer.state.log_history if "eval_loss" in e]
         if val_records and evaluated[-1:] != [trainer.state.global_step]:
@@ -260,7 +262,7 @@ def train(
 
     if not trainer.is_world_process_zero():
         return {}
-    history = pd.DataFrame(trainer.state.log_history)
+    history = _whole_run_train_loss(pd.DataFrame(trainer.state.log_history))
     tokens = int(trainer.state.num_input_tokens_seen or 0)
     summary = {
         "run": name,
@@ -294,6 +296,30 @@ def train(
     log.info("%s: %d steps, %d tokens in %.1f s (%.0f tokens/s)", name, summary["steps"], tokens, wall,
              summary["tokens_per_second"] or 0)
     return summary
+
+
+def _carry_token_count(trainer, checkpoint: str) -> None:
+    """TRL counts `num_tokens` in the trainer, not in the checkpoint, so a resumed run would count from
+    zero again: start it at the count logged at the checkpoint's step."""
+    state = json.loads((Path(checkpoint) / "trainer_state.json").read_text())
+    counts = [e["num_tokens"] for e in state["log_history"] if "num_tokens" in e and e["step"] <= state["global_step"]]
+    if counts and hasattr(trainer, "_total_train_tokens"):
+        trainer._total_train_tokens = int(counts[-1])
+
+
+def _whole_run_train_loss(history: pd.DataFrame) -> pd.DataFrame:
+    """The Trainer's final `train_loss` averages only the steps of its own `train()` call, so a resumed
+    run reports the mean since the restart: recompute it over every logged step (each logged loss is the
+    mean over its logging interval), the same way for a run resumed or not."""
+    if "train_loss" not in history or "loss" not in history:
+        return history
+    logged = history.dropna(subset=["loss"])
+    if logged.empty:
+        return history
+    steps = logged["step"].astype(float)
+    intervals = steps.diff().fillna(steps.iloc[0])
+    history.loc[history["train_loss"].notna(), "train_loss"] = float((logged["loss"] * intervals).sum() / steps.iloc[-1])
+    return history
 
 
 def last_complete_checkpoint(checkpoint_dir: Path) -> str | None:
