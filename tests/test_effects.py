@@ -26,7 +26,7 @@ def history(column, values):
     return pd.DataFrame({"step": [0, 8, 16], column: values})
 
 
-def run(bleu_m1=20.0, reward=(0.75, 0.056), n=60, sft_losses=(2.0, 1.5, 1.2), constant_final=1.3):
+def run(bleu_m1=20.0, reward=(0.75, 0.056), n=60, sft_losses=(2.0, 1.5, 1.2), constant_final=1.3, dpo_curve=(0.6, 0.7, 0.75)):
     metrics = pd.DataFrame(
         rows("M0", "gsm8k", {"bleu": (5.0, 1.0), "rouge1": (30.0, 1.0), "rouge2": (10.0, 1.0), "rougeL": (20.0, 1.0)}, 24)
         + rows("M1-cosine", "gsm8k", {"bleu": (bleu_m1, 2.0), "rouge1": (45.0, 1.0), "rouge2": (25.0, 1.0),
@@ -35,7 +35,7 @@ def run(bleu_m1=20.0, reward=(0.75, 0.056), n=60, sft_losses=(2.0, 1.5, 1.2), co
         + rows("M0", "hellaswag", {"acc_norm": (0.4, (0.4 * 0.6 / n) ** 0.5)}, n))
     histories = {("q", "M1-cosine"): history("eval_loss", list(sft_losses)),
                  ("q", "M1-constant"): history("eval_loss", [2.0, 1.6, constant_final]),
-                 ("q", "M2"): history("eval_rewards/accuracies", [0.0, 0.6, 0.75])}
+                 ("q", "M2"): pd.DataFrame({"step": [0, 8, 16, 24], "eval_rewards/accuracies": [0.0] + list(dpo_curve)})}
     return {c.effect: c.holds for c in effects.check(CONFIG, metrics, histories)}
 
 
@@ -56,5 +56,7 @@ def test_each_missing_effect_fails_its_own_check():
     assert not run(n=40)["hellaswag rests on enough items"]
     # A 2 % drop is not a visible one (the bar is 5 %).
     assert not run(sft_losses=(2.0, 1.98, 1.96))["SFT lowers the validation loss: q M1-cosine"]
+    # Only the tie at step 0 below the rest: no rise.
+    assert not run(dpo_curve=(0.7, 0.7, 0.65))["DPO validation reward accuracy rises: q M2"]
     # Schedules ending 0.001 apart look the same.
     assert not run(constant_final=1.201)["cosine and constant end apart: q M1-cosine vs M1-constant"]

@@ -7,7 +7,7 @@ that clears the bar the default experiment is sized for, and exits non-zero when
 - cosine and constant schedules end apart (their final validation losses differ);
 - M1 beats M0 on BLEU-4 and ROUGE-1/2/L by more than the difference's standard error;
 - DPO lifts held-out reward accuracy above chance (0.5) by more than its standard error, and the
-  validation reward accuracy rises during training (Figure 4);
+  validation reward accuracy rises during training (Figure 4; from its first evaluation after step 0);
 - every accuracy rests on enough items (n, and a standard error at most `MAX_STDERR`).
 
 Usage: `python -m zephyr.report.effects [CONFIG]` after the run (reads results/).
@@ -64,6 +64,7 @@ def check(config: dict, metrics: pd.DataFrame, histories: dict[tuple[str, str], 
                              f"{first:.3f} at step {losses.index[0]} -> {last:.3f} at step {losses.index[-1]}",
                              last < first * (1 - MIN_LOSS_DROP)))
         accuracy = _evals(history, "eval_rewards/accuracies")
+        accuracy = accuracy[accuracy.index > 0]  # at step 0 the policy is its reference: every pair a tie
         if trainer == "dpo" and len(accuracy) >= 2:
             out.append(Check(f"DPO validation reward accuracy rises: {model} {variant}",
                              " -> ".join(f"{a:.2f}" for a in accuracy), accuracy.iloc[-1] > accuracy.iloc[0]))
