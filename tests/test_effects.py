@@ -26,17 +26,24 @@ def history(column, values):
     return pd.DataFrame({"step": [0, 8, 16], column: values})
 
 
-def run(bleu_m1=20.0, reward=(0.75, 0.056), n=60, sft_losses=(2.0, 1.5, 1.2), constant_final=1.3, dpo_curve=(0.6, 0.7, 0.75)):
+REFERENCES = [f"Step one makes {i} apples . Step two adds {i + 1} more , so {2 * i + 1} in all ." for i in range(20)]
+UNRELATED = [f"Perhaps the weather will turn cold on day {i} or later" for i in range(20)]
+
+
+def answers(predictions):
+    return [{"id": i, "reference": r, "prediction": p} for i, (r, p) in enumerate(zip(REFERENCES, predictions))]
+
+
+def run(m1=REFERENCES, m0=UNRELATED, reward=(0.75, 0.056), n=60, sft_losses=(2.0, 1.5, 1.2), constant_final=1.3,
+        dpo_curve=(0.6, 0.7, 0.75)):
     metrics = pd.DataFrame(
-        rows("M0", "gsm8k", {"bleu": (5.0, 1.0), "rouge1": (30.0, 1.0), "rouge2": (10.0, 1.0), "rougeL": (20.0, 1.0)}, 24)
-        + rows("M1-cosine", "gsm8k", {"bleu": (bleu_m1, 2.0), "rouge1": (45.0, 1.0), "rouge2": (25.0, 1.0),
-                                      "rougeL": (35.0, 1.0)}, 24)
-        + rows("M2", "reward", {"reward_accuracy": reward}, n)
+        rows("M2", "reward", {"reward_accuracy": reward}, n)
         + rows("M0", "hellaswag", {"acc_norm": (0.4, (0.4 * 0.6 / n) ** 0.5)}, n))
     histories = {("q", "M1-cosine"): history("eval_loss", list(sft_losses)),
                  ("q", "M1-constant"): history("eval_loss", [2.0, 1.6, constant_final]),
                  ("q", "M2"): pd.DataFrame({"step": [0, 8, 16, 24], "eval_rewards/accuracies": [0.0] + list(dpo_curve)})}
-    return {c.effect: c.holds for c in effects.check(CONFIG, metrics, histories)}
+    gsm8k = {("q", "M0"): answers(m0), ("q", "M1-cosine"): answers(m1)}
+    return {c.effect: c.holds for c in effects.check(CONFIG, metrics, histories, gsm8k)}
 
 
 def test_a_run_showing_every_effect_passes_each_check():
@@ -48,8 +55,12 @@ def test_a_run_showing_every_effect_passes_each_check():
 
 
 def test_each_missing_effect_fails_its_own_check():
-    # BLEU up by 2.0 with stderr hypot(2, 1) = 2.24: within the noise.
-    assert [k for k, v in run(bleu_m1=7.0).items() if not v] == ["Q M1 beats Q M0 on bleu"]
+    # M1 answering as M0 does: no gain on any overlap metric.
+    assert [k for k, v in run(m1=UNRELATED).items() if not v] == [
+        f"Q M1 beats Q M0 on {m}" for m in ("bleu", "rouge1", "rouge2", "rougeL")]
+    # M1 right on question 0, M0 on question 1 instead: as good as each other, no gain.
+    got = run(m1=REFERENCES[:1] + UNRELATED[1:], m0=UNRELATED[:1] + REFERENCES[1:2] + UNRELATED[2:])
+    assert not any(got[f"Q M1 beats Q M0 on {m}"] for m in ("bleu", "rouge1", "rouge2", "rougeL"))
     # 0.55 with stderr 0.064: above 0.5 by less than one stderr.
     assert not run(reward=(0.55, 0.064))["DPO lifts reward accuracy above chance: Q M2"]
     # 40 items: too few (and stderr sqrt(0.24 / 40) = 0.077 too large).

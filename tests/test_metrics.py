@@ -246,6 +246,12 @@ def test_bleu_stderr_equals_a_bootstrap_of_the_whole_metric():
     samples = np.random.default_rng(1234).integers(0, 40, size=(50, 40))
     slow = [metrics.bleu([preds[i] for i in idx], [refs[i] for i in idx]) for idx in samples]
     assert metrics.bleu_stderr(preds, refs, iterations=50) == pytest.approx(float(np.std(slow, ddof=1)), rel=1e-9)
+    # Paired: the difference from another system's answers, rescored on the same resamples.
+    other = [" ".join(rng.choice(words) for _ in range(rng.randint(3, 30))) for _ in range(40)]
+    diffs = [a - metrics.bleu([other[i] for i in idx], [refs[i] for i in idx]) for a, idx in zip(slow, samples)]
+    assert metrics.bleu_stderr(preds, refs, iterations=50, baseline=other) == pytest.approx(
+        float(np.std(diffs, ddof=1)), rel=1e-9)
+    assert metrics.bleu_stderr(preds, refs, iterations=50, baseline=preds) == 0.0
 
 
 def test_rouge_items_average_to_rouge():

@@ -87,22 +87,27 @@ def _bleu_of_tokenized(hyps: list[str], refs: list[str]) -> float:
 
 
 def bleu_stderr(predictions: Sequence[str], references: Sequence[str], iterations: int = 1000,
-                seed: int = 1234) -> float:
+                seed: int = 1234, baseline: Sequence[str] | None = None) -> float:
     """Bootstrap standard error of `bleu` over the items: each resample sums the items' BLEU statistics
     (lengths, n-gram matches and counts, extracted once by sacrebleu, as its own bootstrap does) and
-    scores the sums; the sample standard deviation of `iterations` such scores."""
+    scores the sums; the sample standard deviation of `iterations` such scores.
+
+    With `baseline` (another model's answers to the same items), the standard error of the difference
+    bleu(predictions) - bleu(baseline), both scored on each resample (a paired bootstrap: what the two
+    share, the items' difficulty, cancels)."""
     import numpy as np
     from sacrebleu.metrics.bleu import BLEU
 
-    hyps, refs = _tokenized(predictions), _tokenized(references)
-    if len(hyps) < 2 or not any(hyps) or not any(refs):
+    refs = _tokenized(references)
+    systems = [_tokenized(predictions)] + ([_tokenized(baseline)] if baseline is not None else [])
+    if len(refs) < 2 or not any(refs) or not all(any(hyps) for hyps in systems):
         return float("nan")
     scorer = BLEU(tokenize="none", smooth_method="none", force=True)
-    stats = np.array(scorer._extract_corpus_statistics(hyps, [refs]), dtype=np.int64)
+    stats = [np.array(scorer._extract_corpus_statistics(hyps, [refs]), dtype=np.int64) for hyps in systems]
     rng = np.random.default_rng(seed)
-    samples = rng.integers(0, len(stats), size=(iterations, len(stats)))
-    scores = [scorer._compute_score_from_stats(stats[idx].sum(0).tolist()).score for idx in samples]
-    return float(np.std(scores, ddof=1))
+    samples = rng.integers(0, len(refs), size=(iterations, len(refs)))
+    scores = [[scorer._compute_score_from_stats(s[idx].sum(0).tolist()).score for s in stats] for idx in samples]
+    return float(np.std([row[0] - (row[1] if len(row) > 1 else 0.0) for row in scores], ddof=1))
 
 
 def rouge(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:

@@ -5,7 +5,8 @@ that clears the bar the default experiment is sized for, and exits non-zero when
 
 - SFT lowers the validation loss (first against last evaluation of every SFT run);
 - cosine and constant schedules end apart (their final validation losses differ);
-- M1 beats M0 on BLEU-4 and ROUGE-1/2/L by more than the difference's standard error;
+- M1 beats M0 on BLEU-4 and ROUGE-1/2/L by more than the difference's standard error (paired: both
+  models answered the same questions);
 - DPO lifts held-out reward accuracy above chance (0.5) by more than its standard error, and the
   validation reward accuracy rises during training (Figure 4; from its first evaluation after step 0);
 - every accuracy rests on enough items (n, and a standard error at most `MAX_STDERR`).
@@ -22,6 +23,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from .. import files
+from ..evaluation.metrics import bleu, bleu_stderr, mean_stderr, rouge_items
 from ..study import shows_reward, trainer_of
 
 #: Least items per task, and the largest standard error an accuracy may have (issue: ~0.07 or less).
@@ -31,7 +34,6 @@ MAX_STDERR = 0.071
 MIN_LOSS_DROP = 0.05
 MIN_SCHEDULE_GAP = 0.005
 ACCURACIES = {"hellaswag": "acc_norm", "mcqa": "acc", "reward": "reward_accuracy"}
-OVERLAP = ("bleu", "rouge1", "rouge2", "rougeL")
 
 
 @dataclass
@@ -51,8 +53,24 @@ def _evals(history: pd.DataFrame, column: str) -> pd.Series:
     return history.dropna(subset=[column]).set_index("step")[column] if column in history else pd.Series(dtype=float)
 
 
-def check(config: dict, metrics: pd.DataFrame, histories: dict[tuple[str, str], pd.DataFrame]) -> list[Check]:
-    """Every effect the config's runs should show; `histories` maps (model, variant) to log_history."""
+def _overlap_gain(answers: list[dict], baseline: list[dict]) -> dict[str, tuple[float, float, float]]:
+    """BLEU-4 and ROUGE of two models' answers to the same questions, with the standard error of their
+    difference from the same resamples (a paired bootstrap for BLEU, per-question differences for ROUGE)."""
+    theirs = {a["id"]: a["prediction"] for a in baseline}
+    common = [a for a in answers if a["id"] in theirs]
+    refs, mine, base = [a["reference"] for a in common], [a["prediction"] for a in common], [theirs[a["id"]] for a in common]
+    out = {"bleu": (bleu(mine, refs), bleu(base, refs), bleu_stderr(mine, refs, baseline=base))}
+    items = [rouge_items(p, refs) for p in (mine, base)]
+    for key in ("rouge1", "rouge2", "rougeL"):
+        a, b = ([100 * i[key] for i in side] for side in items)
+        out[key] = (sum(a) / len(a), sum(b) / len(b), mean_stderr([x - y for x, y in zip(a, b)]))
+    return out
+
+
+def check(config: dict, metrics: pd.DataFrame, histories: dict[tuple[str, str], pd.DataFrame],
+          answers: dict[tuple[str, str], list[dict]]) -> list[Check]:
+    """Every effect the config's runs should show; `histories` maps (model, variant) to log_history,
+    `answers` to the GSM8K answers (per question: id, reference, prediction)."""
     variants, hyper = config["variants"], config["hyperparameters"]
     out = []
     for (model, variant), history in sorted(histories.items()):
@@ -84,16 +102,13 @@ def check(config: dict, metrics: pd.DataFrame, histories: dict[tuple[str, str], 
         if row["variant"] == "M0":
             continue
         base = next((r for r in rows if r["model"] == row["model"] and r["variant"] == "M0"), None)
-        if base is not None and variants[row["variant"]]["parent"] == "M0" and \
+        pair = [answers.get((r["model"], r["variant"])) for r in (row, base)] if base else [None]
+        if all(pair) and variants[row["variant"]]["parent"] == "M0" and \
                 trainer_of(variants[row["variant"]], hyper) == "sft":
-            for metric in OVERLAP:
-                new, old = (_metric(metrics, r["model"], r["variant"], "gsm8k", metric) for r in (row, base))
-                if new is None or old is None:
-                    continue
-                se = math.hypot(new["stderr"], old["stderr"])
+            for metric, (new, old, se) in _overlap_gain(*pair).items():
                 out.append(Check(f"{row['label']} beats {base['label']} on {metric}",
-                                 f"{new['value']:.2f} vs {old['value']:.2f}, difference {new['value'] - old['value']:+.2f}"
-                                 f" (stderr {se:.2f})", new["value"] - old["value"] > se))
+                                 f"{new:.2f} vs {old:.2f}, difference {new - old:+.2f} (paired stderr {se:.2f})",
+                                 new - old > se))
         if shows_reward(row) and trainer_of(variants[row["variant"]], hyper) == "dpo":
             got = _metric(metrics, row["model"], row["variant"], "reward", "reward_accuracy")
             if got is not None:
@@ -113,8 +128,8 @@ def check(config: dict, metrics: pd.DataFrame, histories: dict[tuple[str, str], 
     return out
 
 
-def read(config: dict, results: str | Path = "results") -> tuple[pd.DataFrame, dict]:
-    """The run's metric rows and the log history of every trained (model, variant)."""
+def read(config: dict, results: str | Path = "results") -> tuple[pd.DataFrame, dict, dict]:
+    """The run's metric rows, the log history of every trained (model, variant) and its GSM8K answers."""
     results = Path(results)
     paths = sorted(results.glob("metrics/*/*/*.csv"))
     metrics = pd.concat([pd.read_csv(p) for p in paths], ignore_index=True) if paths else pd.DataFrame(
@@ -125,7 +140,8 @@ def read(config: dict, results: str | Path = "results") -> tuple[pd.DataFrame, d
             path = results / "adapters" / model / name / "log_history.csv"
             if path.is_file():
                 histories[(model, name)] = pd.read_csv(path)
-    return metrics, histories
+    answers = {(p.parts[-3], p.parts[-2]): files.read_rows(p) for p in results.glob("metrics/*/*/gsm8k.jsonl")}
+    return metrics, histories, answers
 
 
 def main(argv: list[str] | None = None) -> int:
