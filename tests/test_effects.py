@@ -5,14 +5,18 @@ import pandas as pd
 from zephyr.report import effects
 
 CONFIG = {
+    "models": {"q": {"source": {"kind": "gguf"}}, "b": {"source": {"kind": "scratch"}}},
     "hyperparameters": {"cos": {"trainer": "sft", "lr_scheduler_type": "cosine"},
                         "const": {"trainer": "sft", "lr_scheduler_type": "constant"},
                         "dpo": {"trainer": "dpo", "lr_scheduler_type": "cosine"}},
     "variants": {"M1-cosine": {"models": ["q"], "parent": "M0", "hyperparameters": "cos"},
                  "M1-constant": {"models": ["q"], "parent": "M0", "hyperparameters": "const"},
+                 "M1-other": {"models": ["q", "b"], "parent": "M0", "hyperparameters": "cos"},
                  "M2": {"models": ["q"], "parent": "M1-cosine", "hyperparameters": "dpo"}},
     "table1": [{"label": "Q M0", "model": "q", "variant": "M0"},
                {"label": "Q M1", "model": "q", "variant": "M1-cosine"},
+               {"label": "Q M1 other", "model": "q", "variant": "M1-other"},
+               {"label": "B M1 other", "model": "b", "variant": "M1-other"},
                {"label": "Q M2", "model": "q", "variant": "M2", "reward": True}],
 }
 
@@ -41,8 +45,10 @@ def run(m1=REFERENCES, m0=UNRELATED, reward=(0.75, 0.056), n=60, sft_losses=(2.0
         + rows("M0", "hellaswag", {"acc_norm": (0.4, (0.4 * 0.6 / n) ** 0.5)}, n))
     histories = {("q", "M1-cosine"): history("eval_loss", list(sft_losses)),
                  ("q", "M1-constant"): history("eval_loss", [2.0, 1.6, constant_final]),
+                 ("b", "M1-other"): history("eval_loss", [10.0, 10.0, 10.0]),
                  ("q", "M2"): pd.DataFrame({"step": [0, 8, 16, 24], "eval_rewards/accuracies": [0.0] + list(dpo_curve)})}
-    gsm8k = {("q", "M0"): answers(m0), ("q", "M1-cosine"): answers(m1)}
+    gsm8k = {("q", "M0"): answers(m0), ("q", "M1-cosine"): answers(m1), ("q", "M1-other"): answers(UNRELATED),
+             ("b", "M0"): answers(UNRELATED), ("b", "M1-other"): answers(UNRELATED)}
     return {c.effect: c.holds for c in effects.check(CONFIG, metrics, histories, gsm8k)}
 
 
@@ -51,7 +57,10 @@ def test_a_run_showing_every_effect_passes_each_check():
     assert got and all(got.values()), got
     assert got["Q M1 beats Q M0 on bleu"] and got["DPO lifts reward accuracy above chance: Q M2"]
     assert set(got) >= {"SFT lowers the validation loss: q M1-cosine", "cosine and constant end apart: q M1-cosine vs M1-constant",
-                        "DPO validation reward accuracy rises: q M2", "hellaswag rests on enough items"}
+                        "DPO validation reward accuracy rises above chance and stays: q M2",
+                        "hellaswag rests on enough items"}
+    # Only the M1 that DPO builds on is held to beating M0; a scratch model's runs to nothing.
+    assert not any("other" in effect or effect.endswith(" b M1-other") for effect in got)
 
 
 def test_each_missing_effect_fails_its_own_check():
@@ -67,7 +76,8 @@ def test_each_missing_effect_fails_its_own_check():
     assert not run(n=40)["hellaswag rests on enough items"]
     # A 2 % drop is not a visible one (the bar is 5 %).
     assert not run(sft_losses=(2.0, 1.98, 1.96))["SFT lowers the validation loss: q M1-cosine"]
-    # Only the tie at step 0 below the rest: no rise.
-    assert not run(dpo_curve=(0.7, 0.7, 0.65))["DPO validation reward accuracy rises: q M2"]
+    # Ending below its first evaluation after step 0 (the tie at step 0 does not count), or at chance.
+    assert not run(dpo_curve=(0.7, 0.7, 0.65))["DPO validation reward accuracy rises above chance and stays: q M2"]
+    assert not run(dpo_curve=(0.5, 0.5, 0.5))["DPO validation reward accuracy rises above chance and stays: q M2"]
     # Schedules ending 0.001 apart look the same.
     assert not run(constant_final=1.201)["cosine and constant end apart: q M1-cosine vs M1-constant"]
