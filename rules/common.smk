@@ -46,6 +46,12 @@ TABLE1 = config["table1"]
 LOCK_FILE = str(zlock.lock_path(CONFIG_FILES[-1].path))
 
 
+def lock_file(source):
+    """The lock file for a hub source, None for the others: as a param it would otherwise rerun every
+    local and generated source when the same config is given under another file name."""
+    return LOCK_FILE if source["kind"] == "hub" else None
+
+
 def _alternatives(names):
     return "|".join(re.escape(n) for n in sorted(names))
 

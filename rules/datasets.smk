@@ -20,6 +20,6 @@ rule fetch_dataset:
         rows=lambda wc: DATASETS[wc.dataset]["rows"],
         allow_row_change=lambda wc: DATASETS[wc.dataset]["allow_row_change"],
         content=source_content,
-        lock=LOCK_FILE,
+        lock=lambda wc: lock_file(DATASETS[wc.dataset]["source"]),
     script:
         "../scripts/fetch_dataset.py"

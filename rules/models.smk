@@ -16,6 +16,6 @@ rule fetch_model:
         source=lambda wc: MODELS[wc.model]["source"],
         chat_template=lambda wc: MODELS[wc.model]["chat_template"],
         trust_remote_code=lambda wc: MODELS[wc.model]["trust_remote_code"],
-        lock=LOCK_FILE,
+        lock=lambda wc: lock_file(MODELS[wc.model]["source"]),
     script:
         "../scripts/fetch_model.py"

@@ -45,10 +45,10 @@ def expected_jobs(config: dict) -> dict[str, int]:
         "train_adapter": trained,
         "merge_adapter": trained,
         "export_quantized": exported * len(exports["precisions"]),
-        # Table 1's rows on its four tasks (M0 has no reward accuracy), the QLoRA variants on the three
-        # that need no parent
-        "evaluate": len({(r["model"], r["variant"]) for r in rows}) * 4 - sum(r["variant"] == "M0" for r in rows)
-        + 3 * len(qlora),
+        # Table 1's rows on its three tasks that need no parent, reward accuracy for the rows that show
+        # it (never M0), the QLoRA variants on the three
+        "evaluate": len({(r["model"], r["variant"]) for r in rows}) * 3
+        + len({(r["model"], r["variant"]) for r in rows if r.get("reward") and r["variant"] != "M0"}) + 3 * len(qlora),
         "evaluate_perplexity": exported * (1 + len(exports["precisions"])) + len(set(qlora) - exported_pairs),
         "table1": 1, "quantization": 1, "figures": 1, "dataset_info": 1, "all": 1,
         **({"qlora_table": 1} if qlora else {}),
