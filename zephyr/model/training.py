@@ -307,7 +307,7 @@ def _carry_token_count(trainer, checkpoint: str) -> None:
         trainer._total_train_tokens = int(counts[-1])
 
 
-def _whole_run_train_loss(history: pd.DataFrame) -> pd.DataFrame:
+def _whole_run_train_loss(history):
     """The Trainer's final `train_loss` averages only the steps of its own `train()` call, so a resumed
     run reports the mean since the restart: recompute it over every logged step (each logged loss is the
     mean over its logging interval), the same way for a run resumed or not."""
