@@ -10,7 +10,7 @@ Each run trains LoRA through `zephyr.model.training` in its own process (so that
 own), with one hyperparameter set and one speed setting: `today` (TRL's defaults as Zephyr used them
 until 2026-12: gradient checkpointing, TRL's fused LM head, the set's micro-batch, float32 on the CPU
 and the stored dtype on a GPU), `auto` (what Zephyr now decides), or one knob changed from `today`
-(`no-checkpointing`, `plain-head`). Runs of the settings are interleaved, so that a busy machine slows
+(`no-checkpointing`, `plain-head`), or `auto` with one knob forced (`padded`, `auto-float32`, ...). Runs of the settings are interleaved, so that a busy machine slows
 them alike. Models: a named shape built from scratch with the exact Qwen tokenizer (`--shape`), or a
 model folder (`--model`). Records: D_S-like lengths (log-normal, median ~330 tokens, capped at the
 max length) or GSM8K-style word problems with worked solutions as Alpaca records (`--records gsm8k`:
@@ -54,8 +54,10 @@ PEAKS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 1
          "RTX 4090": 165e12, "RTX 3090": 71e12, "V100": 125e12, "T4": 65e12}
 #: Speed settings; "today" is TRL's defaults as Zephyr used them (None: the set's micro-batch, and the
 #: stored dtype on a GPU / float32 on the CPU, as the loader did).
-TODAY = {"gradient_checkpointing": True, "lm_head": "fused", "micro_batch": None, "base_dtype": None}
-SETTINGS = {"today": TODAY, "auto": {}, "no-checkpointing": {**TODAY, "gradient_checkpointing": False},
+TODAY = {"gradient_checkpointing": True, "lm_head": "fused", "micro_batch": None, "base_dtype": None,
+         "padding_free": False}
+SETTINGS = {"today": TODAY, "auto": {}, "padded": {"padding_free": False},
+            "no-checkpointing": {**TODAY, "gradient_checkpointing": False},
             "plain-head": {**TODAY, "lm_head": "plain"}, "auto-float32": {"base_dtype": "float32"},
             "auto-bfloat16": {"base_dtype": "bfloat16"}}
 WORDS = ("the of and a to in is was for on that with as by at from he she it they number total each apples "

@@ -14,7 +14,9 @@ from zephyr import files
 from zephyr.model import modeldir, speed, training
 
 #: Today's settings (TRL's defaults as Zephyr used them) against the fast ones, at a changed split.
-SLOW = {"gradient_checkpointing": True, "lm_head": "fused", "base_dtype": "float32", "micro_batch": 2}
+SLOW = {"gradient_checkpointing": True, "lm_head": "fused", "base_dtype": "float32", "micro_batch": 2,
+        "padding_free": False}
+#: padding_free left to auto: on for SFT on the CPU (the tiny Qwen2 keeps joined records apart), off for DPO.
 FAST = {"gradient_checkpointing": False, "lm_head": "plain", "base_dtype": "float32", "micro_batch": 4}
 COMMON = {"logging_steps": 1, "learning_rate": 1e-2, "lr_scheduler_type": "constant", "per_device_train_batch_size": 4,
           "max_steps": 4, "max_length": 64, "save_steps": 10**6, "lora": {"r": 8, "alpha": 16, "dropout": 0.0}}
@@ -30,24 +32,38 @@ def losses(out):
     return history.dropna(subset=["loss"]).set_index("step")["loss"]
 
 
+def uneven(records):
+    """Records of different lengths, so that a padded batch pads (and a padding-free one has something to drop)."""
+    return [{**r, "instruction": r["instruction"] + " Think step by step." * (4 * (i % 4))} for i, r in enumerate(records)]
+
+
 @pytest.mark.parametrize("trainer, records, extra", [
-    ("sft", sft_records(16), {}),
-    ("dpo", pair_records(16), {"beta": 0.5}),
+    ("sft", uneven(sft_records(16)), {}),
+    ("dpo", uneven(pair_records(16)), {"beta": 0.5}),
 ])
 def test_fast_settings_give_the_same_loss_at_every_step(tmp_path, base, trainer, records, extra):
     train = write(tmp_path / "train.json", records)
-    runs = {}
+    validation = write(tmp_path / "validation.json", uneven(sft_records(6, offset=40) if trainer == "sft"
+                                                            else pair_records(6, offset=40)))
+    runs, evaluated, tokens = {}, {}, {}
     for name, settings in (("slow", SLOW), ("fast", FAST)):
-        hyper = {"trainer": trainer, **COMMON, **extra, "speed": settings}
-        summary = training.train(f"t/{name}", hyper, base, train, None, tmp_path / name, tmp_path / f"ckpt-{name}")
+        hyper = {"trainer": trainer, **COMMON, **extra, "max_length": 256, "eval_steps": 2, "speed": settings}
+        summary = training.train(f"t/{name}", hyper, base, train, validation, tmp_path / name, tmp_path / f"ckpt-{name}")
         assert summary["speed"]["gradient_checkpointing"] is settings["gradient_checkpointing"]
         assert summary["speed"]["micro_batch"] == settings["micro_batch"]
         assert summary["speed"]["accumulation"] == 4 // settings["micro_batch"]
         assert summary["global_batch_size"] == 4
         runs[name] = losses(tmp_path / name)
+        history = pd.read_csv(tmp_path / name / "log_history.csv")
+        evaluated[name] = history.dropna(subset=["eval_loss"]).set_index("step")["eval_loss"]
+        tokens[name] = summary["tokens_seen"]
+    assert summary["speed"]["padding_free"] is (trainer == "sft")
     assert list(runs["slow"].index) == [1, 2, 3, 4]
     assert runs["fast"].tolist() == pytest.approx(runs["slow"].tolist(), rel=1e-4)
     assert runs["slow"].iloc[-1] != runs["slow"].iloc[0]  # it trained: the comparison is not between constants
+    assert list(evaluated["slow"].index) == [2, 4]
+    assert evaluated["fast"].tolist() == pytest.approx(evaluated["slow"].tolist(), rel=1e-4)
+    assert tokens["fast"] == tokens["slow"]  # non-padding tokens, counted alike padded or joined
 
 
 def config_of(**sizes):
@@ -58,10 +74,11 @@ def config_of(**sizes):
 def test_a_forced_setting_wins_over_auto(monkeypatch):
     monkeypatch.setattr(speed, "free_bytes", lambda device: 10**15)  # memory would allow anything
     forced = speed.plan("h", {"gradient_checkpointing": True, "micro_batch": 2, "base_dtype": "bfloat16",
-                              "lm_head": "fused"}, micro_batch=16, accumulation=8, device="cuda",
+                              "lm_head": "fused", "padding_free": False}, micro_batch=16, accumulation=8, device="cuda",
                         model_config=config_of(), max_length=2048, sequences_per_example=1)
     assert (forced.gradient_checkpointing, forced.micro_batch, forced.accumulation) == (True, 2, 64)
-    assert (forced.base_dtype, forced.lm_head) == ("bfloat16", "fused") and forced.why == {}
+    assert (forced.base_dtype, forced.lm_head, forced.padding_free) == ("bfloat16", "fused", False)
+    assert forced.why == {}
 
 
 def test_auto_splits_the_global_batch_by_memory_on_a_gpu(monkeypatch):
@@ -107,6 +124,45 @@ def test_bad_speed_settings_name_the_key(bad, message):
     with pytest.raises(speed.SpeedError, match=message):
         speed.plan("h", {"base_dtype": "float32", "lm_head": "fused", **bad}, micro_batch=4, accumulation=2,
                    device="cpu", model_config=config_of(), max_length=64, sequences_per_example=1)
+
+
+def test_padding_free_only_for_architectures_that_keep_joined_records_apart(base, monkeypatch):
+    from transformers import AutoConfig, BloomConfig
+
+    qwen2 = AutoConfig.from_pretrained(base)
+    bloom = BloomConfig(hidden_size=32, n_layer=1, n_head=2, vocab_size=97)
+    assert speed.packs_exactly(qwen2)[0]
+    works, why = speed.packs_exactly(bloom)
+    assert not works and "attention crosses records" in why
+    fixed = {"base_dtype": "float32", "lm_head": "plain"}
+    sizes = {"micro_batch": 4, "accumulation": 1, "device": "cpu", "max_length": 64}
+    uneven, even = [10, 60, 20, 64, 15, 40], [60, 62, 64, 61]
+    joined = speed.plan("h", fixed, model_config=qwen2, sequences_per_example=1, lengths=uneven, **sizes)
+    assert joined.padding_free and "padding" in joined.why["padding_free"]
+    padded = speed.plan("h", fixed, model_config=qwen2, sequences_per_example=1, lengths=even, **sizes)
+    assert not padded.padding_free and "not more than" in padded.why["padding_free"]
+    forced = speed.plan("h", {**fixed, "padding_free": True}, model_config=qwen2, sequences_per_example=1,
+                        lengths=even, **sizes)
+    assert forced.padding_free
+    for config, sequences, padded_to in ((bloom, 1, None), (qwen2, 2, None), (qwen2, 1, 8)):
+        auto = speed.plan("h", fixed, model_config=config, sequences_per_example=sequences, padded_to=padded_to,
+                          lengths=uneven, **sizes)
+        assert not auto.padding_free and auto.why["padding_free"]
+        with pytest.raises(speed.SpeedError, match=r"h.speed.padding_free: "):
+            speed.plan("h", {**fixed, "padding_free": True}, model_config=config, sequences_per_example=sequences,
+                       padded_to=padded_to, **sizes)
+    monkeypatch.setattr(speed, "free_bytes", lambda device: 10**12)
+    on_gpu = speed.plan("h", {**fixed, "micro_batch": 4}, model_config=qwen2, sequences_per_example=1,
+                        lengths=uneven, **{**sizes, "device": "cuda"})
+    assert not on_gpu.padding_free
+
+
+def test_padding_share_is_the_expected_padding_of_a_random_batch():
+    assert speed.padding_share([7] * 9, 4) == 0
+    # two records, batches of two: always both, 10 + 30 real tokens in 2 x 30
+    assert speed.padding_share([10, 30], 2) == pytest.approx(1 - 40 / 60)
+    # batches of one never pad
+    assert speed.padding_share([3, 50, 9], 1) == 0
 
 
 def test_trl_s_gradient_checkpointing_field_points_to_speed():

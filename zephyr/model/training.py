@@ -72,6 +72,13 @@ def check_prompt_lengths(name: str, tokenizer, rows: list[dict], max_length: int
                     name, too_long, len(rows), max_length)
 
 
+def sft_lengths(tokenizer, rows: list[dict], max_length: int | None) -> list[int]:
+    """Token lengths of SFT examples (prompt and completion through the chat template), cut at `max_length`."""
+    texts = [tokenizer.apply_chat_template(r["prompt"] + r["completion"], tokenize=False) for r in rows]
+    lengths = map(len, tokenizer(texts, add_special_tokens=False)["input_ids"])
+    return [min(n, max_length) if max_length else n for n in lengths]
+
+
 def check_pair_lengths(name: str, tokenizer, records: list[dict], max_length: int | None) -> None:
     """DPO learns where chosen and rejected differ: a pair cut at `max_length` before that point is two
     identical sequences and no gradient. Say how many before training; refuse a run losing most of them."""
@@ -229,7 +236,8 @@ def train(
     if trainer_kind == "dpo":
         check_pair_lengths(name, tokenizer, train_records, max_length)
     plan = _speed_plan(f"hyperparameters of run {name}", run_hyper, checkpoint_dir, device=device, qlora=qlora,
-                       model_config=AutoConfig.from_pretrained(base_dir), max_length=max_length or 2048)
+                       model_config=AutoConfig.from_pretrained(base_dir), max_length=max_length or 2048,
+                       lengths=sft_lengths(tokenizer, train_examples, max_length) if trainer_kind == "sft" else None)
     run_hyper = {**run_hyper, **plan.settings()}
     model = modeldir.load_for_training(base_dir, device, qlora, dtype=plan.base_dtype)
     lora = hyper.get("lora", {})
@@ -249,6 +257,8 @@ def train(
             peft_config=peft_config,
             callbacks=[_LogToFile(), *callbacks],
         )
+        if plan.padding_free:
+            _join_batches(trainer)
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
         start = time.perf_counter()
@@ -298,6 +308,16 @@ def train(
     return summary
 
 
+def _join_batches(trainer) -> None:
+    """Batches as one row of joined records (`speed.padding_free`), through TRL's own collator. TRL
+    refuses `padding_free` with a `max_length` because it would not cut the records; here the trainer
+    was built padded, so its datasets are already tokenized and cut at `max_length`."""
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    trainer.data_collator = DataCollatorForLanguageModeling(pad_token_id=trainer.processing_class.pad_token_id,
+                                                            padding_free=True)
+
+
 def _carry_token_count(trainer, checkpoint: str) -> None:
     """TRL counts `num_tokens` in the trainer, not in the checkpoint, so a resumed run would count from
     zero again: start it at the count logged at the checkpoint's step."""
@@ -345,9 +365,10 @@ def _speed_plan(where: str, hyper: dict, checkpoint_dir: Path, **context) -> spe
                       micro_batch=hyper.get("per_device_train_batch_size",
                                             trl_default(trainer, "per_device_train_batch_size")),
                       accumulation=hyper.get("gradient_accumulation_steps", 1), max_length=context["max_length"],
-                      sequences_per_example=2 if trainer == "dpo" else 1, quantized=bool(context["qlora"]))
+                      sequences_per_example=2 if trainer == "dpo" else 1, quantized=bool(context["qlora"]),
+                      padded_to=hyper.get("pad_to_multiple_of"), lengths=context["lengths"])
     log.info("%s: speed settings %s", where, ", ".join(f"{k}={v}" for k, v in plan.settings().items()) +
-             f", base_dtype={plan.base_dtype}, lm_head={plan.lm_head}")
+             f", base_dtype={plan.base_dtype}, lm_head={plan.lm_head}, padding_free={plan.padding_free}")
     for knob, reason in plan.why.items():
         log.info("  %s: %s", knob, reason)
     files.write_json(saved, {k: v for k, v in dataclasses.asdict(plan).items() if k != "why"})
