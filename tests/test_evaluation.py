@@ -322,3 +322,32 @@ def test_load_model_reads_a_quantized_folder(lively_dir, tmp_path):
     got = scoring.loglikelihoods(model, tok, REQUESTS[:3], batch_size=2)
     assert got == pytest.approx(scoring.loglikelihoods(model, tok, REQUESTS[:3], batch_size=1), abs=1e-4)
     assert all(math.isfinite(v) for v in got)
+
+
+@pytest.mark.parametrize("setting, timed, expected", [
+    ("auto", None, torch.float32),  # the CPU's float32, whatever the timing would say
+    ("bfloat16", None, torch.bfloat16),
+    ("fastest", "bfloat16", torch.bfloat16),  # this machine's timed choice
+    ("fastest", "float32", torch.float32),
+])
+def test_evaluation_dtype(lively_dir, tmp_path, monkeypatch, caplog, setting, timed, expected):
+    """`evaluation.dtype`: the dense model (and its reference) load in the dtype the setting names."""
+    from zephyr.model import speed
+
+    monkeypatch.setattr(speed, "fastest_dtype", lambda device, hidden: (timed, f"timed {hidden} wide"))
+    loaded, real_load = [], modeldir.load
+
+    def spy(*args, **kwargs):
+        model, tokenizer = real_load(*args, **kwargs)
+        loaded.append(model.dtype)
+        return model, tokenizer
+
+    monkeypatch.setattr(modeldir, "load", spy)
+    data = tmp_path / "pairs.json"
+    data.write_text(json.dumps(PAIRS))
+    caplog.set_level("INFO", logger="zephyr.evaluation.tasks")
+    summary = tasks.evaluate_files("reward", lively_dir, data, tmp_path / "m.csv", tmp_path / "m.jsonl", model="tiny",
+                                   variant="M1", settings={"beta": 0.5, "dtype": setting}, parent_dir=lively_dir)
+    assert loaded == [expected, expected]
+    assert f"in {expected}" in caplog.text
+    assert summary["n"] == len(PAIRS)

@@ -142,13 +142,29 @@ RUNNERS: dict[str, Callable] = {
 }
 
 
+def eval_dtype(setting: str, model_dir: str | Path) -> tuple[str | None, str]:
+    """(dtype to load dense models in, None for the loader's own; why) of `evaluation.dtype`; `fastest`
+    on the CPU is training's timed base_dtype choice for the model's width."""
+    from .. import files
+    from ..devices import device
+    from ..model import speed
+
+    if setting in ("float32", "bfloat16"):
+        return setting, "evaluation.dtype"
+    if setting == "fastest" and device() == "cpu":
+        hidden = files.read_json(Path(model_dir) / "config.json")["hidden_size"]
+        dtype, why = speed.fastest_dtype("cpu", hidden)
+        return dtype, f"evaluation.dtype fastest: {why}"
+    return None, "evaluation.dtype auto: the stored dtype on a GPU, float32 on the CPU"
+
+
 def evaluate_files(task: str, model_dir: str | Path, data_path: str | Path, out_csv: str | Path,
                    items_path: str | Path, *, model: str, variant: str, settings: dict,
                    parent_dir: str | Path | None = None) -> dict:
     """Evaluate one model on one task; write the tidy metric CSV and the per-item JSONL beside it.
 
-    `settings`: batch_size, and the task's own (max_new_tokens for gsm8k, beta and max_length for
-    reward, window for perplexity). Reward accuracy scores the model against `parent_dir`, its reference.
+    `settings`: batch_size, dtype (`evaluation.dtype`; auto when absent), and the task's own
+    (max_new_tokens for gsm8k, beta and max_length for reward, window for perplexity). Reward accuracy scores the model against `parent_dir`, its reference.
     """
     from .. import files
     from ..model import modeldir
@@ -160,9 +176,11 @@ def evaluate_files(task: str, model_dir: str | Path, data_path: str | Path, out_
     if spec.needs_parent and parent_dir is None:
         raise ValueError(f"{model} {variant}: {task} needs the parent model as reference")
     records = files.read_json(data_path)
-    policy, tokenizer = modeldir.load(model_dir)
-    reference = modeldir.load(parent_dir)[0] if spec.needs_parent else None
-    log.info("%s %s: %s on %d records from %s", model, variant, task, len(records), data_path)
+    dtype, why = eval_dtype(settings.get("dtype", "auto"), model_dir)
+    policy, tokenizer = modeldir.load(model_dir, dtype=dtype)
+    reference = modeldir.load(parent_dir, dtype=dtype)[0] if spec.needs_parent else None
+    log.info("%s %s: %s on %d records from %s, in %s (%s)", model, variant, task, len(records), data_path,
+             policy.dtype, why)
     rows, summary = RUNNERS[task](policy, tokenizer, records, {"batch_size": 8, **settings}, reference)
     files.write_jsonl(items_path, rows)
     table.write_metrics(out_csv, model, variant, task, summary)

@@ -171,9 +171,9 @@ def load_model(model_dir: str | os.PathLike, device: str | None = None, *, preci
     return model
 
 
-def load(model_dir: str | os.PathLike, device: str | None = None):
-    """(model, tokenizer) of a folder, dense or quantized, in eval mode: ready to score."""
-    model = load_model(model_dir, device)
+def load(model_dir: str | os.PathLike, device: str | None = None, dtype: str | None = None):
+    """(model, tokenizer) of a folder, dense or quantized, in eval mode: ready to score (in `dtype` if given)."""
+    model = load_model(model_dir, device, dtype=dtype)
     model.eval()
     return model, load_tokenizer(model_dir)
 
