@@ -193,6 +193,35 @@ def test_plain_head_equals_trl_s_fused_head(softcap, scale, temperature):
             torch.testing.assert_close(plain, fused, rtol=1e-4, atol=1e-5)
 
 
+def test_the_plain_head_scores_only_labelled_positions(tmp_path, base, monkeypatch):
+    """Prompt and padding positions have no label: the plain head leaves them out (their log-probs are
+    zeroed afterwards either way), so it scores fewer rows than the batch has positions."""
+    scored, positions = [], []
+    apply = speed.PlainLogProb.apply
+
+    def spy(hidden, weight, bias, targets, *args):
+        scored.append(hidden.shape[0])
+        return apply(hidden, weight, bias, targets, *args)
+
+    from trl.trainer import sft_trainer
+
+    collate = sft_trainer.DataCollatorForLanguageModeling.torch_call
+
+    def spy_collate(self, examples):
+        batch = collate(self, examples)
+        rows, width = batch["input_ids"].shape
+        positions.append(rows * (width - 1))  # every position that predicts a next token
+        return batch
+
+    monkeypatch.setattr(speed.PlainLogProb, "apply", staticmethod(spy))
+    monkeypatch.setattr(sft_trainer.DataCollatorForLanguageModeling, "torch_call", spy_collate)
+    train = write(tmp_path / "train.json", uneven(sft_records(8)))
+    hyper = {"trainer": "sft", **COMMON, "max_steps": 2, "speed": {**FAST, "padding_free": False}}
+    training.train("t/compact", hyper, base, train, None, tmp_path / "out", tmp_path / "ckpt")
+    assert len(scored) == len(positions) == 2
+    assert all(0 < rows < total for rows, total in zip(scored, positions))
+
+
 def test_a_retrained_parent_is_never_resumed(tmp_path, base):
     """A run killed mid-way, its parent then retrained (new weights, new manifest): the rerun starts over."""
     parent = tmp_path / "M1"

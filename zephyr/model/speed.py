@@ -397,15 +397,21 @@ class PlainLogProb:
 
 @contextlib.contextmanager
 def head(choice: str):
-    """Within the block, TRL's fused LM head computes through `choice` ("fused" changes nothing)."""
+    """Within the block, TRL's fused LM head computes through `choice` ("fused" changes nothing).
+
+    The plain head also scores only the positions that have a label, as TRL does on Triton devices
+    (`compact`): elsewhere TRL scores every position (prompt and padding too) and zeroes the masked
+    ones afterwards, to keep tile shapes fixed for compilers; on the CPU nothing compiles, and the
+    result is the same zeros."""
     if choice == "fused":
         yield
         return
     from trl.trainer import utils
 
-    original = utils._ChunkedLogProbFunction  # trl==1.16.0, pinned: the kernel its fused head calls
-    utils._ChunkedLogProbFunction = PlainLogProb
+    # trl==1.16.0, pinned: the kernel its fused head calls, and the test that decides `compact`
+    originals = utils._ChunkedLogProbFunction, utils._use_triton
+    utils._ChunkedLogProbFunction, utils._use_triton = PlainLogProb, lambda device: True
     try:
         yield
     finally:
-        utils._ChunkedLogProbFunction = original
+        utils._ChunkedLogProbFunction, utils._use_triton = originals
