@@ -36,7 +36,8 @@ rule evaluate_perplexity:
         "benchmarks/evaluate/{model}/{variant}/perplexity-{form}.tsv"
     conda:
         "../envs/evaluate.yaml"
-    threads: 2
+    # mostly start-up and file work: two such jobs side by side on 2 cores
+    threads: 1
     resources:
         mem_mb=16000,
         runtime=120,

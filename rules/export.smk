@@ -10,7 +10,8 @@ rule export_quantized:
         "benchmarks/export_quantized/{model}/{variant}-{precision}.tsv"
     conda:
         "../envs/train.yaml"
-    threads: 2
+    # mostly start-up and file work: two such jobs side by side on 2 cores
+    threads: 1
     resources:
         mem_mb=16000,
         runtime=60,

@@ -42,7 +42,8 @@ rule merge_adapter:
         "benchmarks/merge_adapter/{model}/{variant}.tsv"
     conda:
         "../envs/train.yaml"
-    threads: 2
+    # mostly start-up and file work: two such jobs side by side on 2 cores
+    threads: 1
     resources:
         mem_mb=16000,
         runtime=60,
