@@ -1,9 +1,14 @@
-"""Evaluation throughput of one model folder: HellaSwag items/s and greedy generation tokens/s.
+"""Evaluation throughput of one model folder: HellaSwag items/s and greedy generation tokens/s; or,
+with --dtypes, how far each evaluation's metrics move between dtypes, against their standard errors.
 
     .venv/bin/python bench/bench_eval.py --model resources/models/qwen --items 40
+    .venv/bin/python bench/bench_eval.py --model results/models/qwen/M2-DS --parent results/models/qwen/M1-DS-cosine \
+        --dtypes float32 bfloat16      # after `make run`: the default's evaluation sets and settings
 
 Records come from results/mixtures/hellaswag_eval.json and gsm8k_eval.json when the workflow has drawn
-them, else from the seeded generators passed through the same formatters. Not a test: it prints.
+them, else from the seeded generators passed through the same formatters. With --dtypes every task of
+the config (`--config`) runs on its drawn mixture with its settings, in each dtype, through
+`zephyr.evaluation.tasks` (reward accuracy when --parent names the reference). Not a test: it prints.
 """
 
 from __future__ import annotations
@@ -42,7 +47,14 @@ def main(argv=None) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default: torch's; 1 avoids OpenMP stalls when another job holds a core)")
+    parser.add_argument("--dtypes", nargs="+", choices=["float32", "bfloat16"], default=None,
+                        help="compare every task's metrics between these dtypes instead")
+    parser.add_argument("--parent", default=None, help="the reference model of reward accuracy (with --dtypes)")
+    parser.add_argument("--config", default="config.yaml", help="evaluation settings and sets (with --dtypes)")
     args = parser.parse_args(argv)
+    if args.dtypes:
+        compare_dtypes(args)
+        return
 
     import torch
 
@@ -76,6 +88,53 @@ def main(argv=None) -> None:
     print(f"generation ({origin}): {len(gs)} prompts ({stats['prompt_tokens']} prompt tokens), "
           f"{stats['new_tokens']} new tokens in {wall:.1f} s: {stats['new_tokens'] / wall:.1f} tokens/s "
           f"(batch {args.batch_size}, max_new_tokens {args.max_new_tokens})")
+
+
+def compare_dtypes(args) -> None:
+    """Each task of the config on its drawn mixture, once per dtype: metric values, their difference and
+    the first dtype's standard error, and the wall time of each."""
+    import torch
+
+    from zephyr import config as zconfig
+    from zephyr import files
+    from zephyr.evaluation import tasks
+    from zephyr.model import modeldir
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    evaluation = zconfig.load(args.config)["evaluation"]
+    names = [t for t in ("hellaswag", "mcqa", "gsm8k", "reward") if t in evaluation and (t != "reward" or args.parent)]
+    results: dict = {}
+    for dtype in args.dtypes:
+        model, tok = modeldir.load(args.model, dtype=dtype)
+        parent = modeldir.load(args.parent, dtype=dtype)[0] if args.parent else None
+        for task in names:
+            settings = {"batch_size": evaluation["batch_size"], **evaluation[task]}
+            records = files.read_json(ROOT / "results" / "mixtures" / f"{settings['data']}.json")
+            start = time.perf_counter()
+            _, summary = tasks.RUNNERS[task](model, tok, records, settings, parent)
+            results[task, dtype] = (summary, time.perf_counter() - start)
+    first, *others = args.dtypes
+    print(f"{args.model}{' against ' + args.parent if args.parent else ''}, torch threads {torch.get_num_threads()}")
+    print(f"{'task':10} {'metric':16} " + " ".join(f"{d:>9}" for d in args.dtypes) + "      diff    stderr  diff/se")
+    for task in names:
+        summary = results[task, first][0]
+        for metric in study_metrics(task):
+            values = [results[task, d][0][metric] for d in args.dtypes]
+            se = summary["stderr"].get(metric)
+            diff = values[-1] - values[0]
+            ratio = f"{abs(diff) / se:8.2f}" if se else "       -"
+            print(f"{task:10} {metric:16} " + " ".join(f"{v:9.4f}" for v in values)
+                  + f" {diff:+9.4f} {se if se is not None else float('nan'):9.4f} {ratio}")
+        times = ", ".join(f"{d} {results[task, d][1]:.1f} s" for d in args.dtypes)
+        print(f"{task:10} {'wall':16} {times}")
+
+
+def study_metrics(task: str) -> list[str]:
+    """The metrics of a task that carry a standard error (the registry's, less the bookkeeping ones)."""
+    from zephyr.study import TASKS
+
+    return [m for m in TASKS[task].metrics if m != "beta"]
 
 
 if __name__ == "__main__":
