@@ -5,6 +5,8 @@
     .venv/bin/python bench/bench_train.py --model resources/models/qwen --records gsm8k --batch 4 \\
         --max-length 512 --steps 30 --dpo-steps 20 --targets q_proj v_proj      # the CPU comparison with LlamaFactory
     .venv/bin/python bench/bench_train.py --processes 1 2 --settings auto    # data-parallel processes
+    .venv/bin/python bench/bench_train.py --model resources/models/qwen --records mixtures --trainers sft \
+        --max-length 256 --steps 24 --settings today auto     # the default experiment's SFT, after `make run`
 
 Each run trains LoRA through `zephyr.model.training` in its own process (so that peak memory is its
 own), with one hyperparameter set and one speed setting: `today` (TRL's defaults as Zephyr used them
@@ -153,7 +155,8 @@ def main(argv=None) -> None:
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--shape", choices=SHAPES, help="a scratch model of this shape (built once, cached in --work)")
     where.add_argument("--model", help="a model folder")
-    parser.add_argument("--records", choices=["d_s", "gsm8k"], default="d_s")
+    parser.add_argument("--records", choices=["d_s", "gsm8k", "mixtures"], default="d_s",
+                        help="mixtures: the drawn D_S and DPO mixtures of a finished run (results/mixtures/)")
     parser.add_argument("--n-records", type=int, default=400)
     parser.add_argument("--trainers", nargs="+", default=["sft", "dpo"], choices=["sft", "dpo"])
     parser.add_argument("--settings", nargs="+", default=["today", "auto"], choices=list(SETTINGS))
@@ -188,15 +191,20 @@ def main(argv=None) -> None:
 
     config = AutoConfig.from_pretrained(model_dir)
     stored = str(config.dtype or "float32").removeprefix("torch.")
-    if args.records == "gsm8k":
-        from bench_eval import records
-
-        rows, origin = records("metamathqa", "", args.n_records, seed=11)
-    else:
-        rows, origin = d_s_like(args.n_records, args.max_length), "D_S-like lengths"
     data = {"sft": work / "sft.json", "dpo": work / "dpo.json"}
-    data["sft"].write_text(json.dumps(rows))
-    data["dpo"].write_text(json.dumps(as_pairs(rows) if args.records == "d_s" else _gsm8k_pairs(rows)))
+    if args.records == "mixtures":
+        mixtures = ROOT / "results" / "mixtures"
+        data = {"sft": mixtures / "D_S.json", "dpo": mixtures / "DPO.json"}
+        origin = f"the drawn D_S and DPO mixtures ({mixtures})"
+    else:
+        if args.records == "gsm8k":
+            from bench_eval import records
+
+            rows, origin = records("metamathqa", "", args.n_records, seed=11)
+        else:
+            rows, origin = d_s_like(args.n_records, args.max_length), "D_S-like lengths"
+        data["sft"].write_text(json.dumps(rows))
+        data["dpo"].write_text(json.dumps(as_pairs(rows) if args.records == "d_s" else _gsm8k_pairs(rows)))
     peak, peak_note = device_peak(device)
     params = matmul_params(config)
     print(f"device: {peak_note}; torch {torch.__version__}, {torch.get_num_threads()} threads")
@@ -236,7 +244,8 @@ def main(argv=None) -> None:
                     print(f"{trainer:7} {setting:17} {processes:>4} {summary['tokens_per_second']:>9.1f} "
                           f"{flops / peak:>6.1%} {summary['peak_memory_mb']:>9.0f} {loss:>9.4f}  "
                           f"ckpt={plan['gradient_checkpointing']} micro={plan['micro_batch']}x{plan['accumulation']} "
-                          f"{plan['base_dtype']} {plan['lm_head']} head", flush=True)
+                          f"{plan['base_dtype']} {plan['lm_head']} head"
+                          f"{' padding-free' if plan.get('padding_free') else ''}", flush=True)
 
 
 def run_llamafactory(args, trainer: str, steps: int, model_dir: Path, records: Path, out: Path):
