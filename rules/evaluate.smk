@@ -11,7 +11,8 @@ rule evaluate:
         "benchmarks/evaluate/{model}/{variant}/{task}.tsv"
     conda:
         "../envs/evaluate.yaml"
-    threads: 2
+    # two 1-thread evaluations side by side end no later than two of 2 threads in turn (measured), start-up included
+    threads: 1
     resources:
         mem_mb=16000,
         runtime=120,
