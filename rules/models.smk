@@ -8,7 +8,8 @@ rule fetch_model:
         "benchmarks/fetch_model/{model}.tsv"
     conda:
         "../envs/train.yaml"
-    threads: 2
+    # a download or a single-threaded GGUF conversion: it runs beside the dataset jobs
+    threads: 1
     resources:
         mem_mb=16000,
         runtime=120,
