@@ -164,7 +164,8 @@ def evaluate_files(task: str, model_dir: str | Path, data_path: str | Path, out_
     """Evaluate one model on one task; write the tidy metric CSV and the per-item JSONL beside it.
 
     `settings`: batch_size, dtype (`evaluation.dtype`; auto when absent), and the task's own
-    (max_new_tokens for gsm8k, beta and max_length for reward, window for perplexity). Reward accuracy scores the model against `parent_dir`, its reference.
+    (max_new_tokens for gsm8k, beta and max_length for reward, window for perplexity). Reward
+    accuracy scores the model against `parent_dir`, its reference.
     """
     from .. import files
     from ..model import modeldir

@@ -72,8 +72,13 @@ def check_prompt_lengths(name: str, tokenizer, rows: list[dict], max_length: int
                     name, too_long, len(rows), max_length)
 
 
-def sft_lengths(tokenizer, rows: list[dict], max_length: int | None) -> list[int]:
-    """Token lengths of SFT examples (prompt and completion through the chat template), cut at `max_length`."""
+def sft_lengths(tokenizer, rows: list[dict], max_length: int | None, most: int = 2000) -> list[int]:
+    """Token lengths of SFT examples (prompt and completion through the chat template), cut at
+    `max_length`: of `most` of them drawn at random (seeded) from a larger set, enough for a padding share."""
+    import random
+
+    if len(rows) > most:
+        rows = random.Random(0).sample(rows, most)
     texts = [tokenizer.apply_chat_template(r["prompt"] + r["completion"], tokenize=False) for r in rows]
     lengths = map(len, tokenizer(texts, add_special_tokens=False)["input_ids"])
     return [min(n, max_length) if max_length else n for n in lengths]
