@@ -114,7 +114,7 @@ def compare_dtypes(args) -> None:
             start = time.perf_counter()
             _, summary = tasks.RUNNERS[task](model, tok, records, settings, parent)
             results[task, dtype] = (summary, time.perf_counter() - start)
-    first, *others = args.dtypes
+    first = args.dtypes[0]
     print(f"{args.model}{' against ' + args.parent if args.parent else ''}, torch threads {torch.get_num_threads()}")
     print(f"{'task':10} {'metric':16} " + " ".join(f"{d:>9}" for d in args.dtypes) + "      diff    stderr  diff/se")
     for task in names:
