@@ -165,6 +165,20 @@ def test_padding_share_is_the_expected_padding_of_a_random_batch():
     assert speed.padding_share([3, 50, 9], 1) == 0
 
 
+def test_sft_lengths_are_chat_template_lengths_of_a_seeded_sample(base):
+    from zephyr.model.prompts import examples
+
+    tokenizer = modeldir.load_tokenizer(base)
+    rows = examples("sft", uneven(sft_records(12)))
+    whole = training.sft_lengths(tokenizer, rows, None)
+    first = tokenizer.apply_chat_template(rows[0]["prompt"] + rows[0]["completion"], tokenize=False)
+    assert whole[0] == len(tokenizer(first, add_special_tokens=False)["input_ids"])
+    assert training.sft_lengths(tokenizer, rows, 20) == [min(n, 20) for n in whole]
+    sample = training.sft_lengths(tokenizer, rows, None, most=5)
+    assert len(sample) == 5 and set(sample) <= set(whole)
+    assert sample == training.sft_lengths(tokenizer, rows, None, most=5)  # the same records every time
+
+
 def test_trl_s_gradient_checkpointing_field_points_to_speed():
     with pytest.raises(training.TrainingError, match=r"set speed.gradient_checkpointing instead"):
         training.check_hyperparameters("h", {"trainer": "sft", "gradient_checkpointing": True})
