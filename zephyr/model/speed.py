@@ -18,7 +18,7 @@ A hyperparameter set's `speed` mapping says, for each knob, `auto` (decided here
   start-up on this device with the model's own hidden size and vocabulary. Both give the same
   per-token log-probabilities up to float rounding.
 - `padding_free` (SFT): the micro-batch's records joined into one row, position ids restarting at each
-  record and no attention mask, so that no step computes on padding (D_S pads a batch of 4 by ~40 %).
+  record and no attention mask, so that no step computes on padding (D_S pads a batch of 4 by ~35 %).
   Transformers then builds a block-diagonal causal mask from the position ids, for most decoders but
   not all (BLOOM's alibi path ignores them). The joined row pays attention over its whole length, so
   it only wins where padding is large: on 2 CPU cores (SmolLM2-135M, batch 4, max length 256) 1.20x on
@@ -138,26 +138,37 @@ def plan(where: str, speed: dict, *, micro_batch: int, accumulation: int, device
         fitting = [m for m in divisors if need(m, checkpointing) <= budget]
         micro = fitting[-1] if fitting else 1
         why["micro_batch"] = f"the largest of {divisors} whose activations fit in {budget / 2**30:.1f} GiB"
-    padding_free = speed["padding_free"]
-    if padding_free is True and (sequences_per_example != 1 or padded_to):
-        raise SpeedError(f"{where}.speed.padding_free: only SFT without pad_to_multiple_of trains padding-free")
-    if padding_free is True and not packs_exactly(model_config)[0]:
-        raise SpeedError(f"{where}.speed.padding_free: {packs_exactly(model_config)[1]}")
-    if padding_free == "auto":
-        padding_free, why["padding_free"] = False, "DPO pads (TRL has no padding-free DPO)"
-        if sequences_per_example == 1 and padded_to:
-            why["padding_free"] = "the set pads to a multiple of pad_to_multiple_of"
-        elif sequences_per_example == 1 and device != "cpu":
-            why["padding_free"] = "padded batches on a GPU (not measured padding-free)"
-        elif sequences_per_example == 1 and not packs_exactly(model_config)[0]:
-            why["padding_free"] = packs_exactly(model_config)[1]
-        elif sequences_per_example == 1:
-            share = padding_share(lengths or [max_length], micro)
-            padding_free = share > JOIN_ABOVE
-            why["padding_free"] = (f"a random batch of {micro} of these records is {share:.0%} padding "
-                                   f"({'more' if padding_free else 'not more'} than {JOIN_ABOVE:.0%}); "
-                                   + packs_exactly(model_config)[1])
+    padding_free, reason = _padding_free(where, speed["padding_free"], sft=sequences_per_example == 1,
+                                         padded_to=padded_to, device=device, model_config=model_config,
+                                         lengths=lengths or [max_length], micro=micro)
+    if reason:
+        why["padding_free"] = reason
     return Plan(bool(checkpointing), micro, batch // micro, base_dtype, lm_head, why, bool(padding_free))
+
+
+def _padding_free(where: str, forced, *, sft: bool, padded_to, device: str, model_config, lengths: list[int],
+                  micro: int) -> tuple[bool, str | None]:
+    """(join records, why) for `speed.padding_free`; a forced True where joining would change the math
+    is an error."""
+    if (not sft or padded_to) and forced is True:
+        raise SpeedError(f"{where}.speed.padding_free: only SFT without pad_to_multiple_of trains padding-free")
+    if forced is False:
+        return False, None
+    if not sft or padded_to:
+        return False, "the set pads to a multiple of pad_to_multiple_of" if sft else "DPO pads (TRL has no padding-free DPO)"
+    if forced == "auto" and device != "cpu":
+        return False, "padded batches on a GPU (not measured padding-free)"
+    works, check_why = packs_exactly(model_config)
+    if not works:
+        if forced is True:
+            raise SpeedError(f"{where}.speed.padding_free: {check_why}")
+        return False, check_why
+    if forced is True:
+        return True, None
+    share = padding_share(lengths, micro)
+    join = share > JOIN_ABOVE
+    return join, (f"a random batch of {micro} of these records is {share:.0%} padding "
+                  f"({'more' if join else 'not more'} than {JOIN_ABOVE:.0%}); {check_why}")
 
 
 def padding_share(lengths: list[int], batch: int, draws: int = 2000) -> float:
