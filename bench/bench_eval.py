@@ -96,7 +96,7 @@ def compare_dtypes(args) -> None:
     import torch
 
     from zephyr import config as zconfig
-    from zephyr import files
+    from zephyr import files, study
     from zephyr.evaluation import tasks
     from zephyr.model import modeldir
 
@@ -109,7 +109,7 @@ def compare_dtypes(args) -> None:
         model, tok = modeldir.load(args.model, dtype=dtype)
         parent = modeldir.load(args.parent, dtype=dtype)[0] if args.parent else None
         for task in names:
-            settings = {"batch_size": evaluation["batch_size"], **evaluation[task]}
+            settings = study.task_settings(evaluation, task)
             records = files.read_json(ROOT / "results" / "mixtures" / f"{settings['data']}.json")
             start = time.perf_counter()
             _, summary = tasks.RUNNERS[task](model, tok, records, settings, parent)

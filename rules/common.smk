@@ -155,10 +155,7 @@ def all_models():
 
 
 def eval_settings(task):
-    """A task's settings; the evaluation dtype for tasks measured on the dense form only (perplexity
-    compares the dense and quantized forms, each in its own dtype)."""
-    dtype = {} if study.TASKS[task].per_form else {"dtype": EVALUATION["dtype"]}
-    return {"batch_size": EVALUATION["batch_size"], **dtype, **EVALUATION[task]}
+    return study.task_settings(EVALUATION, task)
 
 
 def evaluate_inputs(wildcards):

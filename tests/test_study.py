@@ -33,3 +33,11 @@ def test_qlora_runs_stay_out_of_the_paper_s_figures():
     assert set(outputs) == {"learning_rates", "sft_q"}  # no figure for b, whose only SFT run is QLoRA
     assert list(study.paper_runs(variants)) == ["M1"]
     assert study.qlora_tasks() == ["hellaswag", "gsm8k", "mcqa", "perplexity"]
+
+
+def test_task_settings_give_the_evaluation_dtype_to_dense_only_tasks():
+    evaluation = {"batch_size": 6, "dtype": "fastest", "gsm8k": {"data": "g", "max_new_tokens": 9},
+                  "perplexity": {"data": "w", "window": 32}}
+    assert study.task_settings(evaluation, "gsm8k") == {"batch_size": 6, "dtype": "fastest", "data": "g",
+                                                        "max_new_tokens": 9}
+    assert study.task_settings(evaluation, "perplexity") == {"batch_size": 6, "data": "w", "window": 32}

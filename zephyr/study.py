@@ -35,6 +35,14 @@ TASKS: dict[str, Task] = {task.name: task for task in (
     Task("perplexity", "text", ("perplexity", "tokens", "windows", "window", "text_tokens", "nll"), per_form=True),
 )}
 
+def task_settings(evaluation: dict, task: str) -> dict:
+    """A task's settings from the config's `evaluation`: the batch size, the evaluation dtype for tasks
+    measured on the dense form only (perplexity compares the dense and quantized forms, each in its own
+    dtype), and the task's own keys."""
+    dtype = {} if TASKS[task].per_form else {"dtype": evaluation["dtype"]}
+    return {"batch_size": evaluation["batch_size"], **dtype, **evaluation[task]}
+
+
 #: trainer → the mixture task it learns from.
 TRAINERS = {"sft": "sft", "dpo": "preference"}
 
