@@ -106,6 +106,15 @@ def test_auto_splits_the_global_batch_by_memory_on_a_gpu(monkeypatch):
     assert tight.gradient_checkpointing and tight.micro_batch * tight.accumulation == 128
 
 
+def test_the_head_is_timed_on_a_micro_batch_s_worth_of_tokens_on_a_gpu():
+    vocab = 151936  # Qwen's
+    assert speed.head_probe_tokens("cpu", vocab, 0) == speed.HEAD_PROBE_TOKENS
+    # an H200's free memory: a tenth of it holds 140e9 / 10 / (12 * vocab) tokens of float32 logits
+    assert speed.head_probe_tokens("cuda", vocab, 140 * 10**9) == 140 * 10**9 // 10 // (12 * vocab)
+    assert speed.head_probe_tokens("cuda", vocab, 10**15) == speed.GPU_HEAD_PROBE_TOKENS
+    assert speed.head_probe_tokens("cuda", vocab, 10**9) == speed.HEAD_PROBE_TOKENS  # never fewer than on the CPU
+
+
 def test_auto_keeps_the_set_s_split_on_the_cpu_and_measures_dtype_and_head():
     plan = speed.plan("h", {}, micro_batch=4, accumulation=2, device="cpu", model_config=config_of(
         hidden_size=64, num_hidden_layers=2, vocab_size=384, intermediate_size=128), max_length=64,

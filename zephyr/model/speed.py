@@ -15,7 +15,8 @@ A hyperparameter set's `speed` mapping says, for each knob, `auto` (decided here
   start-up (bf16 is emulated, ~25x slower, on CPUs without AVX-512-bf16).
 - `lm_head`: TRL's fused, tiled LM head (`fused`: never materializes the logits, recomputes them in
   the backward pass) or the plain head (`plain`: the whole logits, one matmul each way), timed at
-  start-up on this device with the model's own hidden size and vocabulary. Both give the same
+  start-up on this device with the model's own hidden size and vocabulary (on a GPU over up to a
+  micro-batch's worth of tokens, where a few hundred would time kernel launches). Both give the same
   per-token log-probabilities up to float rounding.
 - `padding_free` (SFT): the micro-batch's records joined into one row, position ids restarting at each
   record and no attention mask, so that no step computes on padding (D_S pads a batch of 4 by ~35 %).
@@ -56,8 +57,10 @@ MEMORY_SHARE = 0.7
 #: Padding share of a batch above which joined records train faster on the CPU (between the 21 % measured
 #: slower and the 35 % measured faster).
 JOIN_ABOVE = 0.28
-#: Tokens of the LM-head timing: enough for a stable figure, few enough to take well under a second.
+#: Tokens of the LM-head timing on the CPU: enough for a stable figure, few enough to take well under a second.
 HEAD_PROBE_TOKENS = 256
+#: On a GPU, at most a micro-batch's worth of tokens (there 256 would time kernel launches, not the head).
+GPU_HEAD_PROBE_TOKENS = 8192
 
 
 class SpeedError(ValueError):
@@ -353,10 +356,11 @@ def time_head(device: str, hidden: int, vocab: int, dtype: str) -> tuple[str, st
     from trl.kernels import ChunkedLogProbFunction
 
     torch_dtype = getattr(torch, dtype)
+    tokens = head_probe_tokens(device, vocab, free_bytes(device) if device == "cuda" else 0)
     gen = torch.Generator().manual_seed(0)
     weight = (torch.randn(vocab, hidden, generator=gen) * 0.02).to(device=device, dtype=torch_dtype)
-    x = torch.randn(HEAD_PROBE_TOKENS, hidden, generator=gen).to(device=device, dtype=torch_dtype).requires_grad_()
-    labels = torch.randint(0, vocab, (HEAD_PROBE_TOKENS,), generator=gen).to(device)
+    x = torch.randn(tokens, hidden, generator=gen).to(device=device, dtype=torch_dtype).requires_grad_()
+    labels = torch.randint(0, vocab, (tokens,), generator=gen).to(device)
     outputs = ("log_probs", "entropy", "is_top1")
 
     def run(fn):
@@ -368,8 +372,16 @@ def time_head(device: str, hidden: int, vocab: int, dtype: str) -> tuple[str, st
 
     times = {"fused": run(ChunkedLogProbFunction), "plain": run(PlainLogProb)}
     best = min(times, key=times.get)
-    return best, (f"{HEAD_PROBE_TOKENS} tokens x {vocab} vocabulary, forward and backward: fused "
+    return best, (f"{tokens} tokens x {vocab} vocabulary, forward and backward: fused "
                   f"{times['fused'] * 1e3:.1f} ms, plain {times['plain'] * 1e3:.1f} ms")
+
+
+def head_probe_tokens(device: str, vocab: int, free: int) -> int:
+    """Tokens of the LM-head timing: on a GPU as many as a micro-batch holds while the plain head's float32
+    logits, log-softmax and gradient (12 bytes a token and word) take at most a tenth of free memory."""
+    if device == "cpu":
+        return HEAD_PROBE_TOKENS
+    return max(HEAD_PROBE_TOKENS, min(GPU_HEAD_PROBE_TOKENS, free // 10 // (12 * vocab)))
 
 
 # ---- the plain head --------------------------------------------------------------------------------
