@@ -6,7 +6,6 @@ from zephyr import devices, logs
 from zephyr.model import training
 
 logs.setup(snakemake.log[0])
-gpus = devices.for_job(snakemake.threads, snakemake.resources)
 spec = dict(
     name=f"{snakemake.wildcards.model}/{snakemake.wildcards.variant}",
     hyper=snakemake.params.hyperparameters,
@@ -19,4 +18,6 @@ spec = dict(
     lora_targets=snakemake.params.lora_targets,
     qlora=snakemake.params.qlora,
 )
+booking = training.gpu_booking_mb(spec["hyper"], spec["base_dir"], spec["qlora"])  # small runs share a GPU
+gpus = devices.for_job(snakemake.threads, snakemake.resources, booking)
 training.launch(spec, processes=len(gpus), threads=snakemake.threads, log_file=snakemake.log[0])

@@ -100,4 +100,4 @@ def test_shared_claims_wait_for_a_whole_gpu_job(tmp_path, monkeypatch):
 
 def test_inference_memory_is_the_weights_and_an_overhead(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"\0" * (100 * 2**20))
-    assert devices.inference_memory_mb(tmp_path) == 120 + devices.INFERENCE_OVERHEAD_MB
+    assert devices.inference_memory_mb(tmp_path) == 120 + devices.OVERHEAD_MB

@@ -7,6 +7,7 @@ import types
 import pandas as pd
 import pytest
 import torch
+from transformers import AutoConfig
 
 import tinymodels
 from test_training import pair_records, sft_records, write
@@ -104,6 +105,49 @@ def test_auto_splits_the_global_batch_by_memory_on_a_gpu(monkeypatch):
     # too little memory for one example without checkpointing: checkpointing goes on
     tight = plan_with(speed.weight_bytes(config, "bfloat16") * 2)
     assert tight.gradient_checkpointing and tight.micro_batch * tight.accumulation == 128
+
+
+@pytest.mark.parametrize("trainer, micro, max_length", [("sft", 1, 2048), ("dpo", 1, 1024), ("sft", 2, 512)])
+def test_a_small_run_books_what_its_plan_needs_and_shares_a_gpu(tmp_path, monkeypatch, trainer, micro, max_length):
+    """The Qwen1.5-0.5B shape at a small micro-batch books memory on an 80 GB GPU (activations dominate:
+    a booking short of them would turn checkpointing on); within it the plan keeps the set's micro-batch
+    without checkpointing. At Table 2's settings it takes a GPU whole."""
+    qwen05b = tmp_config(tmp_path / "qwen05b", hidden_size=1024, num_hidden_layers=24, intermediate_size=2816,
+                         num_attention_heads=16, vocab_size=151936)
+    hyper = {"trainer": trainer, "per_device_train_batch_size": micro, "gradient_accumulation_steps": 8,
+             "max_length": max_length, "speed": {"base_dtype": "bfloat16", "lm_head": "plain"}}
+    booking = training.gpu_booking_mb(hyper, qwen05b, capacity_mb={"0": 80_000})
+    assert booking is not None and booking <= 80_000 * training.SHARE_GPU_UP_TO
+    monkeypatch.setattr(speed, "free_bytes", lambda device: booking * 2**20)
+    plan = speed.plan("h", hyper["speed"], micro_batch=micro, accumulation=8, device="cuda",
+                      model_config=AutoConfig.from_pretrained(qwen05b), max_length=max_length,
+                      sequences_per_example=2 if trainer == "dpo" else 1)
+    assert not plan.gradient_checkpointing and plan.micro_batch >= micro
+
+    table2 = {"trainer": "sft", "per_device_train_batch_size": 16, "max_length": 2048}
+    assert training.gpu_booking_mb(table2, qwen05b, capacity_mb={"0": 143_771}) is None
+    assert training.gpu_booking_mb(hyper, qwen05b, capacity_mb={}) is None  # no GPU: nothing to book
+
+
+def tmp_config(folder, **sizes):
+    from transformers import Qwen2Config
+
+    Qwen2Config(**sizes).save_pretrained(folder)
+    return folder
+
+
+def test_a_shared_job_plans_within_its_booking(tmp_path, monkeypatch):
+    from zephyr import devices
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: (100 * 2**30, 141 * 2**30))
+    assert speed.free_bytes("cuda") == 100 * 2**30  # a whole GPU: what is free
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    devices.claim_gpus(1, available=1, lock_dir=tmp_path, wait_seconds=0, memory_mb=3_000, capacity_mb={"0": 141_000})
+    try:
+        assert devices.booked_bytes() == 3_000 * 2**20 == speed.free_bytes("cuda")
+    finally:
+        devices.release_gpus()
+    assert devices.booked_bytes() is None
 
 
 def test_the_head_is_timed_on_a_micro_batch_s_worth_of_tokens_on_a_gpu():

@@ -19,10 +19,11 @@ log = logging.getLogger(__name__)
 #: Lock files that keep concurrent local jobs on different GPUs (one file per GPU index, machine-wide).
 LOCK_DIR = Path(tempfile.gettempdir()) / "zephyr-gpu-locks"
 _held: list = []  # the claimed GPUs' open lock files: released when the job's process exits
-_shares: list = []  # (ledger, entry) of this process's shared claims: removed on release
+_shares: list = []  # (ledger, entry, MB) of this process's shared claims: removed on release
 _entry_ids = itertools.count()
-#: Extra GPU memory an inference job needs beyond its weights (activations, KV cache, CUDA context).
-INFERENCE_OVERHEAD_MB = 1536
+#: Extra GPU memory a job books beyond what it plans for: the CUDA context, and an inference job's
+#: activations and KV cache.
+OVERHEAD_MB = 1536
 
 
 class DeviceError(RuntimeError):
@@ -140,7 +141,7 @@ def _claim_shared(pool: list[str], memory_mb: int, capacity: Mapping[str, int], 
                 handle.close()
                 continue
             _held.append(handle)
-            _shares.append((lock_dir / f"gpu{gpu}.json", entry))
+            _shares.append((lock_dir / f"gpu{gpu}.json", entry, memory_mb))
             log.info("GPU %s shared: %d MB booked of its %d MB (ledger in %s)", gpu, memory_mb, capacity[gpu],
                      lock_dir)
             return _use([gpu])
@@ -191,7 +192,13 @@ def inference_memory_mb(model_dir: str | Path) -> int:
     """GPU memory an evaluation or export of a model folder needs: its weights and a fixed overhead."""
     from .files import weights_size
 
-    return int(weights_size(model_dir) * 1.2 / 2**20) + INFERENCE_OVERHEAD_MB
+    return int(weights_size(model_dir) * 1.2 / 2**20) + OVERHEAD_MB
+
+
+def booked_bytes() -> int | None:
+    """The GPU memory this process booked on a shared GPU, which its plans must stay within; None when
+    it holds its GPUs whole (or none)."""
+    return sum(mb for _, _, mb in _shares) * 2**20 if _shares else None
 
 
 def _use(ids: list[str]) -> list[str]:
@@ -202,7 +209,7 @@ def _use(ids: list[str]) -> list[str]:
 def release_gpus() -> None:
     """Give the claimed GPUs back before the process ends (tests; a job just exits)."""
     while _shares:
-        ledger, entry = _shares.pop()
+        ledger, entry, _ = _shares.pop()
         with open(ledger.with_suffix(".ledger-lock"), "w") as guard:
             fcntl.flock(guard, fcntl.LOCK_EX)
             booked = json.loads(ledger.read_text()) if ledger.is_file() else {}

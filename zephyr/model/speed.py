@@ -41,6 +41,7 @@ import fcntl
 import functools
 import json
 import logging
+import math
 import os
 import platform
 import time
@@ -227,11 +228,16 @@ def _packs_exactly(config_json: str) -> tuple[bool, str]:
 
 
 def free_bytes(device: str) -> int:
-    """Free memory of the device a run trains on: the GPU's, or the machine's available RAM."""
+    """Free memory of the device a run trains on: the GPU's (at most what the job booked on a shared
+    GPU), or the machine's available RAM."""
     if device == "cuda":
         import torch
 
-        return torch.cuda.mem_get_info()[0]
+        from .. import devices
+
+        free = torch.cuda.mem_get_info()[0]
+        booked = devices.booked_bytes()
+        return free if booked is None else min(free, booked)
     import psutil
 
     return psutil.virtual_memory().available
@@ -247,6 +253,15 @@ def weight_bytes(config, dtype: str, quantized: bool = False) -> int:
     inter = getattr(config, "intermediate_size", None) or 4 * h
     params = layers * (4 * h * h + 3 * h * inter) + 2 * vocab * h
     return params // 2 if quantized else params * _bytes_per(dtype)
+
+
+def training_bytes(config, *, micro_batch: int, max_length: int, sequences_per_example: int, dtype: str,
+                   quantized: bool = False) -> int:
+    """Device memory in which `plan` keeps a micro-batch of `micro_batch` without checkpointing: its
+    weights and activations (the plain head's, the larger) over the share of memory a plan fills."""
+    used = weight_bytes(config, dtype, quantized) + activation_bytes(
+        config, micro_batch * sequences_per_example * max_length, dtype, checkpointing=False, plain_head=True)
+    return math.ceil(used / MEMORY_SHARE)
 
 
 def activation_bytes(config, tokens: int, dtype: str, *, checkpointing: bool, plain_head: bool) -> int:

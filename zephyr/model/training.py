@@ -52,6 +52,9 @@ DEFAULTS = {
     "include_num_input_tokens_seen": "non_padding",
     "ddp_find_unused_parameters": False,  # every LoRA weight gets a gradient; the search costs a pass
 }
+#: A one-GPU run that needs at most this share of its GPU's memory books it and shares the GPU with other
+#: jobs (the tiny study's runs); a larger one takes the GPU whole, and `speed` grows its micro-batch into it.
+SHARE_GPU_UP_TO = 0.25
 
 
 class TrainingError(ValueError):
@@ -145,6 +148,32 @@ def check_hyperparameters(where: str, hyper: dict) -> None:
 def trl_default(trainer: str, field: str):
     """A TRL config field's default (TrainingArguments' per-device batch 8, TRL's max_length 1024...)."""
     return {f.name: f.default for f in dataclasses.fields(config_class(trainer))}[field]
+
+
+def gpu_booking_mb(hyper: dict, base_dir: str | Path, qlora: str | None = None,
+                   capacity_mb: dict[str, int] | None = None) -> int | None:
+    """GPU memory a one-GPU run books to share its GPU: what `speed.plan` needs to keep the set's own
+    micro-batch without checkpointing, and a job's overhead; None where it would take more than
+    `SHARE_GPU_UP_TO` of the smallest GPU (`capacity_mb`, GPU id to MB; nvidia-smi's when not given),
+    or there is no GPU: the run takes a GPU whole."""
+    from transformers import AutoConfig
+
+    from .. import devices
+
+    capacity = devices.gpu_memory_mb() if capacity_mb is None else capacity_mb
+    if not capacity:
+        return None
+    trainer, knobs = hyper["trainer"], speed.check("speed", hyper.get("speed"))
+    micro = knobs["micro_batch"]
+    if micro == "auto":
+        micro = hyper.get("per_device_train_batch_size", trl_default(trainer, "per_device_train_batch_size"))
+    need = speed.training_bytes(
+        AutoConfig.from_pretrained(base_dir), micro_batch=micro,
+        max_length=hyper.get("max_length", trl_default(trainer, "max_length")) or 2048,
+        sequences_per_example=2 if trainer == "dpo" else 1, quantized=bool(qlora),
+        dtype="bfloat16" if knobs["base_dtype"] == "auto" else knobs["base_dtype"])
+    booking = -(-need // 2**20) + devices.OVERHEAD_MB
+    return booking if booking <= SHARE_GPU_UP_TO * min(capacity.values()) else None
 
 
 def split_accumulation(where: str, hyper: dict, processes: int) -> dict:
