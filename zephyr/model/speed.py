@@ -3,7 +3,7 @@
 A hyperparameter set's `speed` mapping says, for each knob, `auto` (decided here) or a forced value:
 
 - `gradient_checkpointing`: recompute activations in the backward pass only when they would not fit
-  in free device memory (CPU RAM on the CPU). TRL turns it on by default; without need it costs a
+  in free device memory (CPU RAM on the CPU; on a GPU shared with other jobs, what the job booked). TRL turns it on by default; without need it costs a
   third of every step on a CPU and 2.2x on an H200 (STACK-NOTES).
 - `micro_batch`: the per-device batch of one forward pass. The global batch (the set's
   per_device_train_batch_size x gradient_accumulation_steps x processes) never changes: `auto` takes
