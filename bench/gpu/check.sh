@@ -2,7 +2,7 @@
 # The GPU check, in one call to a GPU machine without network (issue 10's figures), from the repository
 # root with .gpu/ built here first (`.venv/bin/python bench/gpu/payload.py`):
 #
-#   device run: command "bash bench/gpu/check.sh", carry [".gpu"], timeout_s 560
+#   device run: command "bash bench/gpu/check.sh", carry [".gpu"], timeout_s 540 (stages at most 8 minutes)
 #
 # Stages, in turn so that each has the GPU alone (STAGES picks some, e.g. STAGES="study tests" to rerun):
 #   bench  training throughput on the Qwen1.5-0.5B shape, Table 2's set, today's settings against auto
@@ -39,7 +39,7 @@ stamp "installed"
 
 case " $STAGES " in *" bench "*)
   # shellcheck disable=SC2086  # BENCH_ARGS is a list of arguments
-  timeout "${BENCH_S:-270}" "$PY" bench/bench_train.py $BENCH_ARGS --settings today auto --work /tmp/zbench \
+  timeout "${BENCH_S:-240}" "$PY" bench/bench_train.py $BENCH_ARGS --settings today auto --work /tmp/zbench \
     >"$OUT/bench.txt" 2>&1
   echo "bench exit $?" >>"$OUT/bench.txt"
   grep -v -E "^(\s*$|.*Warning|.*warn)" "$OUT/bench.txt" | cut -c1-300 | tail -15
@@ -50,7 +50,7 @@ case " $STAGES " in *" study "*)
   rm -rf /tmp/tiny && cp -r .gpu/tiny /tmp/tiny
   echo "compute: {gpus: ${GPUS:-1}}" >/tmp/tiny/gpus.yaml
   start=$(date +%s)
-  (cd /tmp/tiny && timeout "${STUDY_S:-150}" "$PY" -m snakemake --snakefile "$ROOT/Snakefile" --directory /tmp/tiny \
+  (cd /tmp/tiny && timeout "${STUDY_S:-120}" "$PY" -m snakemake --snakefile "$ROOT/Snakefile" --directory /tmp/tiny \
     --configfile /tmp/tiny/config.yaml /tmp/tiny/gpus.yaml --cores 16 --scheduler greedy >"$OUT/study.txt" 2>&1)
   echo "study exit $? after $(($(date +%s) - start)) s" >>"$OUT/study.txt"
   tail -n 3 "$OUT/study.txt"
@@ -65,7 +65,7 @@ case " $STAGES " in *" study "*)
 esac
 
 case " $STAGES " in *" tests "*)
-  timeout "${TEST_S:-110}" "$PY" -m pytest -v -p no:cacheprovider -m "not workflow and not slurm and not slow" \
+  timeout "${TEST_S:-100}" "$PY" -m pytest -v -p no:cacheprovider -m "not workflow and not slurm and not slow" \
     tests/test_speed.py tests/test_training.py tests/test_models.py tests/test_export.py tests/test_evaluation.py \
     tests/test_devices.py >"$OUT/tests.txt" 2>&1
   echo "tests exit $?" >>"$OUT/tests.txt"
