@@ -12,7 +12,8 @@ Each run trains LoRA through `zephyr.model.training` in its own process (so that
 own), with one hyperparameter set and one speed setting: `today` (TRL's defaults as Zephyr used them
 until 2026-12: gradient checkpointing, TRL's fused LM head, the set's micro-batch, float32 on the CPU
 and the stored dtype on a GPU), `auto` (what Zephyr now decides), or one knob changed from `today`
-(`no-checkpointing`, `plain-head`), or `auto` with one knob forced (`padded`, `auto-float32`, ...). Runs of the settings are interleaved, so that a busy machine slows
+(`no-checkpointing`, `plain-head`), or `auto` with one knob forced (`padded`, `auto-float32`, ...), or
+`auto` with length-grouped batches (`grouped`: the set's `train_sampling_strategy: group_by_length`). Runs of the settings are interleaved, so that a busy machine slows
 them alike. Models: a named shape built from scratch with the exact Qwen tokenizer (`--shape`), or a
 model folder (`--model`). Records: D_S-like lengths (log-normal, median ~330 tokens, capped at the
 max length) or GSM8K-style word problems with worked solutions as Alpaca records (`--records gsm8k`:
@@ -61,7 +62,10 @@ TODAY = {"gradient_checkpointing": True, "lm_head": "fused", "micro_batch": None
 SETTINGS = {"today": TODAY, "auto": {}, "padded": {"padding_free": False},
             "no-checkpointing": {**TODAY, "gradient_checkpointing": False},
             "plain-head": {**TODAY, "lm_head": "plain"}, "auto-float32": {"base_dtype": "float32"},
-            "auto-bfloat16": {"base_dtype": "bfloat16"}}
+            "auto-bfloat16": {"base_dtype": "bfloat16"}, "grouped": {}}
+#: Settings that change the set itself: `grouped` is `auto` with length-grouped batches (an opt-in: it
+#: changes the order of the examples).
+SET_CHANGES = {"grouped": {"train_sampling_strategy": "group_by_length"}}
 WORDS = ("the of and a to in is was for on that with as by at from he she it they number total each apples "
          "minutes dollars more than half twice per day week step then so answer equals left gives").split()
 
@@ -231,7 +235,8 @@ def main(argv=None) -> None:
                              "max_length": args.max_length, "learning_rate": 5e-5, "lr_scheduler_type": "cosine",
                              "warmup_steps": 5, "logging_steps": 1, "save_steps": 10**6,
                              "lora": {"r": 8, "alpha": 16, "dropout": 0.0},
-                             "speed": speed_of(setting, batch=args.batch, device=device, stored=stored)}
+                             "speed": speed_of(setting, batch=args.batch, device=device, stored=stored),
+                             **SET_CHANGES.get(setting, {})}
                     tag = f"{trainer}-{setting}-{processes}-{repeat}"
                     spec = dict(name=f"bench/{tag}", hyper=hyper, base_dir=str(model_dir),
                                 train_path=str(data[trainer]), validation_path=None, out_dir=str(work / tag),

@@ -204,6 +204,9 @@ def test_padding_free_only_for_architectures_that_keep_joined_records_apart(base
         with pytest.raises(speed.SpeedError, match=r"h.speed.padding_free: "):
             speed.plan("h", {**fixed, "padding_free": True}, model_config=config, sequences_per_example=sequences,
                        padded_to=padded_to, **sizes)
+    grouped = speed.plan("h", fixed, model_config=qwen2, sequences_per_example=1, lengths=uneven * 20, grouped=True,
+                         **sizes)  # batches of like lengths pad little: no need to join them
+    assert not grouped.padding_free and "length-grouped batch of 4" in grouped.why["padding_free"]
     monkeypatch.setattr(speed, "free_bytes", lambda device: 10**12)
     on_gpu = speed.plan("h", {**fixed, "micro_batch": 4}, model_config=qwen2, sequences_per_example=1,
                         lengths=uneven, **{**sizes, "device": "cuda"})
@@ -216,6 +219,24 @@ def test_padding_share_is_the_expected_padding_of_a_random_batch():
     assert speed.padding_share([10, 30], 2) == pytest.approx(1 - 40 / 60)
     # batches of one never pad
     assert speed.padding_share([3, 50, 9], 1) == 0
+
+
+def test_padding_share_of_length_grouped_batches_is_transformers_sampler_s():
+    """The share `padding_share` expects with grouping against batches cut from transformers' own
+    LengthGroupedSampler order (the reference), over many seeds; both far below random batches'."""
+    from transformers.trainer_pt_utils import get_length_grouped_indices
+
+    rng = torch.Generator().manual_seed(0)
+    lengths = torch.randint(5, 300, (400,), generator=rng).tolist()
+    real = padded = 0
+    for seed in range(40):
+        order = get_length_grouped_indices(lengths, 8, generator=torch.Generator().manual_seed(seed))
+        for start in range(0, len(order), 4):  # micro-batches of 4 in a step of 8 examples
+            batch = [lengths[i] for i in order[start:start + 4]]
+            real, padded = real + sum(batch), padded + len(batch) * max(batch)
+    reference = 1 - real / padded
+    assert speed.padding_share(lengths, 4, group=8) == pytest.approx(reference, abs=0.01)
+    assert reference < speed.padding_share(lengths, 4) / 5
 
 
 def test_sft_lengths_are_chat_template_lengths_of_a_seeded_sample(base):

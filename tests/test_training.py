@@ -162,6 +162,16 @@ def test_qlora_trains_an_adapter_on_a_4bit_base(tmp_path, base):
     assert (tmp_path / "adapter" / "adapter_model.safetensors").exists()
 
 
+@pytest.mark.parametrize("hyper, records", [(SFT, sft_records), (DPO, pair_records)])
+def test_length_grouped_batches_train_sft_and_dpo(tmp_path, base, hyper, records):
+    """transformers' length-grouped sampler measures rows by `input_ids`, which TRL's DPO rows lack."""
+    train = write(tmp_path / "train.json", records(16))
+    grouped = {**hyper, "num_train_epochs": 1, "per_device_train_batch_size": 4, "eval_on_start": False,
+               "train_sampling_strategy": "group_by_length"}
+    summary = training.train("t/grouped", grouped, base, train, None, tmp_path / "adapter", tmp_path / "ckpt")
+    assert summary["steps"] == 4 and summary["tokens_seen"] > 0
+
+
 def test_two_processes_train_data_parallel_with_the_run_s_global_batch(tmp_path, base):
     """The multi-GPU path on CPU: `accelerate launch` starts two gloo processes; they split the
     accumulation, so a run sees the same steps and tokens as one process, and one rank writes."""

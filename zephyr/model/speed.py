@@ -26,7 +26,8 @@ A hyperparameter set's `speed` mapping says, for each knob, `auto` (decided here
   D_S (35 % of a padded batch is padding), 0.89x on GSM8K-style records alone (21 %). `auto` joins on
   the CPU for a model that passes `packs_exactly` when a random batch of the run's records would be
   more than `JOIN_ABOVE` padding; a GPU keeps padded batches (not measured there). TRL's DPO has no
-  padding-free path (TRL 1.16 turns it off).
+  padding-free path (TRL 1.16 turns it off). A set that batches records of like lengths (`GROUPING`,
+  an opt-in since it changes the order of the examples) pads little, and its batches stay padded.
 
 A forced value always wins. Every decision is logged and recorded in the run's summary. A timed
 choice is made once per machine and kept (`$ZEPHYR_CACHE`, default ~/.cache/zephyr/speed.json), so
@@ -58,6 +59,9 @@ MEMORY_SHARE = 0.7
 #: Padding share of a batch above which joined records train faster on the CPU (between the 21 % measured
 #: slower and the 35 % measured faster).
 JOIN_ABOVE = 0.28
+#: TRL's `train_sampling_strategy` values that batch records of like lengths (an opt-in of the set: it
+#: changes the order of the examples, so no `auto` takes it).
+GROUPING = ("group_by_length", "batch_rebalance")
 #: Tokens of the LM-head timing on the CPU: enough for a stable figure, few enough to take well under a second.
 HEAD_PROBE_TOKENS = 256
 #: On a GPU, at most a micro-batch's worth of tokens (there 256 would time kernel launches, not the head).
@@ -103,11 +107,12 @@ def check(where: str, speed: dict | None) -> dict:
 
 def plan(where: str, speed: dict, *, micro_batch: int, accumulation: int, device: str, model_config,
          max_length: int, sequences_per_example: int, quantized: bool = False, padded_to: int | None = None,
-         lengths: list[int] | None = None) -> Plan:
+         lengths: list[int] | None = None, grouped: bool = False) -> Plan:
     """Decide every knob for one process that the set gives `micro_batch` x `accumulation` examples a step.
 
     `sequences_per_example` is 2 for DPO (a chosen and a rejected sequence), 1 for SFT; `padded_to` is
-    the set's pad_to_multiple_of; `lengths` the token lengths of the records (SFT).
+    the set's pad_to_multiple_of; `lengths` the token lengths of the records (SFT); `grouped` whether
+    the set batches records of like lengths (`GROUPING`).
     """
     speed = check(where, speed)
     batch = micro_batch * accumulation
@@ -144,14 +149,15 @@ def plan(where: str, speed: dict, *, micro_batch: int, accumulation: int, device
         why["micro_batch"] = f"the largest of {divisors} whose activations fit in {budget / 2**30:.1f} GiB"
     padding_free, reason = _padding_free(where, speed["padding_free"], sft=sequences_per_example == 1,
                                          padded_to=padded_to, device=device, model_config=model_config,
-                                         lengths=lengths or [max_length], micro=micro)
+                                         lengths=lengths or [max_length], micro=micro,
+                                         group=batch if grouped else None)
     if reason:
         why["padding_free"] = reason
     return Plan(bool(checkpointing), micro, batch // micro, base_dtype, lm_head, why, bool(padding_free))
 
 
 def _padding_free(where: str, forced, *, sft: bool, padded_to, device: str, model_config, lengths: list[int],
-                  micro: int) -> tuple[bool, str | None]:
+                  micro: int, group: int | None = None) -> tuple[bool, str | None]:
     """(join records, why) for `speed.padding_free`; a forced True where joining would change the math
     is an error."""
     if (not sft or padded_to) and forced is True:
@@ -169,22 +175,31 @@ def _padding_free(where: str, forced, *, sft: bool, padded_to, device: str, mode
         return False, check_why
     if forced is True:
         return True, None
-    share = padding_share(lengths, micro)
+    share = padding_share(lengths, micro, group)
     join = share > JOIN_ABOVE
-    return join, (f"a random batch of {micro} of these records is {share:.0%} padding "
+    drawn = f"a length-grouped batch of {micro}" if group else f"a random batch of {micro}"
+    return join, (f"{drawn} of these records is {share:.0%} padding "
                   f"({'more' if join else 'not more'} than {JOIN_ABOVE:.0%}); {check_why}")
 
 
-def padding_share(lengths: list[int], batch: int, draws: int = 2000) -> float:
+def padding_share(lengths: list[int], batch: int, group: int | None = None, draws: int = 2000) -> float:
     """Expected share of padding in a batch of `batch` records drawn at random (seeded: the same answer
-    for the same records)."""
+    for the same records). With `group` (the examples of a step), batches come as transformers'
+    LengthGroupedSampler makes them: up to 50 steps' worth (a quarter of the records at most) drawn at
+    random, sorted longest first, cut in turn."""
     import random
 
     rng = random.Random(0)
     real = padded = 0
-    for _ in range(draws):
-        drawn = rng.sample(lengths, min(batch, len(lengths)))
-        real, padded = real + sum(drawn), padded + len(drawn) * max(drawn)
+    steps = max(1, min(len(lengths) // (4 * group), 50)) if group else 0
+    drawn_at_once = min(steps * group, len(lengths)) if group else min(batch, len(lengths))
+    for _ in range(max(1, draws * batch // drawn_at_once)):
+        drawn = rng.sample(lengths, drawn_at_once)
+        if group:
+            drawn.sort(reverse=True)
+        for start in range(0, len(drawn), batch):
+            cut = drawn[start:start + batch]
+            real, padded = real + sum(cut), padded + len(cut) * max(cut)
     return 1 - real / padded
 
 

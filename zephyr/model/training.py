@@ -293,6 +293,8 @@ def train(
         )
         if plan.padding_free:
             _join_batches(trainer)
+        if trainer_kind == "dpo" and run_hyper.get("train_sampling_strategy") in speed.GROUPING:
+            _measure_pairs(trainer)
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
         start = time.perf_counter()
@@ -352,6 +354,17 @@ def _join_batches(trainer) -> None:
                                                             padding_free=True)
 
 
+def _measure_pairs(trainer) -> None:
+    """transformers' length-grouped samplers measure a row by its `input_ids`, which TRL's tokenized
+    pairs lack (prompt, chosen and rejected ids apart): give each pair the length of its longer sequence
+    in the length column, and keep that column through the unused-column filter (the collator ignores it)."""
+    data, column = trainer.train_dataset, trainer.args.length_column_name
+    trainer.train_dataset = data.add_column(column, [len(p) + max(len(c), len(r)) for p, c, r in zip(
+        data["prompt_ids"], data["chosen_ids"], data["rejected_ids"], strict=True)])
+    trainer._set_signature_columns_if_needed()
+    trainer._signature_columns = [*trainer._signature_columns, column]
+
+
 def _carry_token_count(trainer, checkpoint: str) -> None:
     """TRL counts `num_tokens` in the trainer, not in the checkpoint, so a resumed run would count from
     zero again: start it at the count logged at the checkpoint's step."""
@@ -400,7 +413,8 @@ def _speed_plan(where: str, hyper: dict, checkpoint_dir: Path, **context) -> spe
                                             trl_default(trainer, "per_device_train_batch_size")),
                       accumulation=hyper.get("gradient_accumulation_steps", 1), max_length=context["max_length"],
                       sequences_per_example=2 if trainer == "dpo" else 1, quantized=bool(context["qlora"]),
-                      padded_to=hyper.get("pad_to_multiple_of"), lengths=context["lengths"])
+                      padded_to=hyper.get("pad_to_multiple_of"), lengths=context["lengths"],
+                      grouped=hyper.get("train_sampling_strategy") in speed.GROUPING)
     log.info("%s: speed settings %s", where, ", ".join(f"{k}={v}" for k, v in plan.settings().items()) +
              f", base_dtype={plan.base_dtype}, lm_head={plan.lm_head}, padding_free={plan.padding_free}")
     for knob, reason in plan.why.items():
