@@ -17,6 +17,7 @@ PY=${PY:-python3}
 case $PY in /*) ;; */*) PY=$ROOT/$PY ;; esac  # the study runs from its own folder
 STAGES=${STAGES:-bench study tests}
 BENCH_ARGS=${BENCH_ARGS:---shape qwen1.5-0.5b --batch 16 --accumulation 8 --max-length 2048 --steps 8 --dpo-steps 6}
+SETTINGS=${SETTINGS:-today auto}  # bench/bench_train.py's settings, e.g. "today auto grouped"
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 t0=$(date +%s)
@@ -39,7 +40,7 @@ stamp "installed"
 
 case " $STAGES " in *" bench "*)
   # shellcheck disable=SC2086  # BENCH_ARGS is a list of arguments
-  timeout "${BENCH_S:-240}" "$PY" bench/bench_train.py $BENCH_ARGS --settings today auto --work /tmp/zbench \
+  timeout "${BENCH_S:-240}" "$PY" bench/bench_train.py $BENCH_ARGS --settings $SETTINGS --work /tmp/zbench \
     >"$OUT/bench.txt" 2>&1
   echo "bench exit $?" >>"$OUT/bench.txt"
   grep -v -E "^(\s*$|.*Warning|.*warn)" "$OUT/bench.txt" | cut -c1-300 | tail -15
