@@ -3,8 +3,9 @@
 A hyperparameter set's `speed` mapping says, for each knob, `auto` (decided here) or a forced value:
 
 - `gradient_checkpointing`: recompute activations in the backward pass only when they would not fit
-  in free device memory (CPU RAM on the CPU; on a GPU shared with other jobs, what the job booked). TRL turns it on by default; without need it costs a
-  third of every step on a CPU and 2.2x on an H200 (STACK-NOTES).
+  in free device memory (CPU RAM on the CPU; on a GPU shared with other jobs, what the job booked).
+  TRL turns it on by default; without need it costs a third of every step on a CPU and 2.2x on an
+  H200 (STACK-NOTES).
 - `micro_batch`: the per-device batch of one forward pass. The global batch (the set's
   per_device_train_batch_size x gradient_accumulation_steps x processes) never changes: `auto` takes
   the largest micro-batch that divides it and fits in memory on a GPU (the paper's 16 x 8 becomes
@@ -62,7 +63,7 @@ JOIN_ABOVE = 0.28
 #: TRL's `train_sampling_strategy` values that batch records of like lengths (an opt-in of the set: it
 #: changes the order of the examples, so no `auto` takes it).
 GROUPING = ("group_by_length", "batch_rebalance")
-#: Tokens of the LM-head timing on the CPU: enough for a stable figure, few enough to take well under a second.
+#: Tokens of the LM-head timing on the CPU: enough for a stable figure, well under a second.
 HEAD_PROBE_TOKENS = 256
 #: On a GPU, at most a micro-batch's worth of tokens (there 256 would time kernel launches, not the head).
 GPU_HEAD_PROBE_TOKENS = 8192
