@@ -20,6 +20,7 @@ import difflib
 import hashlib
 import json
 import logging
+import math
 import os
 import resource
 import shutil
@@ -163,17 +164,24 @@ def gpu_booking_mb(hyper: dict, base_dir: str | Path, qlora: str | None = None,
     capacity = devices.gpu_memory_mb() if capacity_mb is None else capacity_mb
     if not capacity:
         return None
-    trainer, knobs = hyper["trainer"], speed.check("speed", hyper.get("speed"))
-    micro = knobs["micro_batch"]
-    if micro == "auto":
-        micro = hyper.get("per_device_train_batch_size", trl_default(trainer, "per_device_train_batch_size"))
+    knobs, shape = speed.check("speed", hyper.get("speed")), step_shape(hyper)
     need = speed.training_bytes(
-        AutoConfig.from_pretrained(base_dir), micro_batch=micro,
-        max_length=hyper.get("max_length", trl_default(trainer, "max_length")) or 2048,
-        sequences_per_example=2 if trainer == "dpo" else 1, quantized=bool(qlora),
-        dtype="bfloat16" if knobs["base_dtype"] == "auto" else knobs["base_dtype"])
-    booking = -(-need // 2**20) + devices.OVERHEAD_MB
+        AutoConfig.from_pretrained(base_dir), max_length=shape["max_length"],
+        micro_batch=shape["micro_batch"] if knobs["micro_batch"] == "auto" else knobs["micro_batch"],
+        sequences_per_example=shape["sequences_per_example"], quantized=bool(qlora),
+        dtype="bfloat16" if knobs["base_dtype"] == "auto" else knobs["base_dtype"])  # auto's choice on a GPU
+    booking = math.ceil(need / 2**20) + devices.OVERHEAD_MB
     return booking if booking <= SHARE_GPU_UP_TO * min(capacity.values()) else None
+
+
+def step_shape(hyper: dict) -> dict:
+    """A set's step as `speed.plan` sizes it: the micro-batch and accumulation it gives, the longest
+    sequence (TRL's default max_length when unset; 2048 where that is unbounded), sequences per example."""
+    trainer = hyper["trainer"]
+    return {"micro_batch": hyper.get("per_device_train_batch_size", trl_default(trainer, "per_device_train_batch_size")),
+            "accumulation": hyper.get("gradient_accumulation_steps", 1),
+            "max_length": hyper.get("max_length", trl_default(trainer, "max_length")) or 2048,
+            "sequences_per_example": 2 if trainer == "dpo" else 1}
 
 
 def split_accumulation(where: str, hyper: dict, processes: int) -> dict:
@@ -270,7 +278,7 @@ def train(
     if trainer_kind == "dpo":
         check_pair_lengths(name, tokenizer, train_records, max_length)
     plan = _speed_plan(f"hyperparameters of run {name}", run_hyper, checkpoint_dir, device=device, qlora=qlora,
-                       model_config=AutoConfig.from_pretrained(base_dir), max_length=max_length or 2048,
+                       model_config=AutoConfig.from_pretrained(base_dir),
                        lengths=sft_lengths(tokenizer, train_examples, max_length) if trainer_kind == "sft" else None)
     run_hyper = {**run_hyper, **plan.settings()}
     model = modeldir.load_for_training(base_dir, device, qlora, dtype=plan.base_dtype)
@@ -407,14 +415,9 @@ def _speed_plan(where: str, hyper: dict, checkpoint_dir: Path, **context) -> spe
         kept = files.read_json(saved)
         log.info("%s: speed settings of the interrupted run: %s", where, kept)
         return speed.Plan(**kept, why={"resumed": str(saved)})
-    trainer = hyper["trainer"]
     plan = speed.plan(where, hyper.get("speed"), device=context["device"], model_config=context["model_config"],
-                      micro_batch=hyper.get("per_device_train_batch_size",
-                                            trl_default(trainer, "per_device_train_batch_size")),
-                      accumulation=hyper.get("gradient_accumulation_steps", 1), max_length=context["max_length"],
-                      sequences_per_example=2 if trainer == "dpo" else 1, quantized=bool(context["qlora"]),
-                      padded_to=hyper.get("pad_to_multiple_of"), lengths=context["lengths"],
-                      grouped=hyper.get("train_sampling_strategy") in speed.GROUPING)
+                      **step_shape(hyper), quantized=bool(context["qlora"]), padded_to=hyper.get("pad_to_multiple_of"),
+                      lengths=context["lengths"], grouped=hyper.get("train_sampling_strategy") in speed.GROUPING)
     log.info("%s: speed settings %s", where, ", ".join(f"{k}={v}" for k, v in plan.settings().items()) +
              f", base_dtype={plan.base_dtype}, lm_head={plan.lm_head}, padding_free={plan.padding_free}")
     for knob, reason in plan.why.items():
