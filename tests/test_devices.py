@@ -10,8 +10,9 @@ from zephyr import devices
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch):
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    for name in ("CUDA_VISIBLE_DEVICES", "SLURM_JOB_ID"):  # set first, so that what the claims set is undone after
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     yield
     devices.release_gpus()
 

@@ -141,7 +141,8 @@ def test_a_shared_job_plans_within_its_booking(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: (100 * 2**30, 141 * 2**30))
     assert speed.free_bytes("cuda") == 100 * 2**30  # a whole GPU: what is free
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # set first, so that what the claim sets is undone after
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     devices.claim_gpus(1, available=1, lock_dir=tmp_path, wait_seconds=0, memory_mb=3_000, capacity_mb={"0": 141_000})
     try:
         assert devices.booked_bytes() == 3_000 * 2**20 == speed.free_bytes("cuda")
@@ -180,7 +181,7 @@ def test_bad_speed_settings_name_the_key(bad, message):
 
 
 def test_padding_free_only_for_architectures_that_keep_joined_records_apart(base, monkeypatch):
-    from transformers import AutoConfig, BloomConfig
+    from transformers import BloomConfig
 
     qwen2 = AutoConfig.from_pretrained(base)
     bloom = BloomConfig(hidden_size=32, n_layer=1, n_head=2, vocab_size=97)
