@@ -13,11 +13,12 @@ own), with one hyperparameter set and one speed setting: `today` (TRL's defaults
 until 2026-12: gradient checkpointing, TRL's fused LM head, the set's micro-batch, float32 on the CPU
 and the stored dtype on a GPU), `auto` (what Zephyr now decides), or one knob changed from `today`
 (`no-checkpointing`, `plain-head`), or `auto` with one knob forced (`padded`, `auto-float32`, ...), or
-`auto` with length-grouped batches (`grouped`: the set's `train_sampling_strategy: group_by_length`). Runs of the settings are interleaved, so that a busy machine slows
-them alike. Models: a named shape built from scratch with the exact Qwen tokenizer (`--shape`), or a
-model folder (`--model`). Records: D_S-like lengths (log-normal, median ~330 tokens, capped at the
-max length) or GSM8K-style word problems with worked solutions as Alpaca records (`--records gsm8k`:
-the default experiment's MetaMathQA stand-in).
+`auto` with length-grouped batches (`grouped`: the set's `train_sampling_strategy: group_by_length`).
+Runs of the settings are interleaved, so that a busy machine slows them alike. Models: a named shape
+built from scratch with the exact Qwen tokenizer (`--shape`), or a model folder (`--model`). Records:
+D_S-like lengths (log-normal, median ~330 tokens, capped at the max length), GSM8K-style word problems
+with worked solutions as Alpaca records (`--records gsm8k`: the default experiment's MetaMathQA
+stand-in), or a finished run's drawn mixtures (`--records mixtures`).
 
 Share of peak: LoRA training costs about 4 x (matmul parameters) FLOPs per token (6 x for DPO, with
 its reference pass), against the device's dense bf16 peak (a table by name; on a CPU, or a GPU not in
@@ -177,6 +178,10 @@ def main(argv=None) -> None:
                         help="also train with LlamaFactory from this venv (bench/llamafactory_check.py builds one), "
                              "same model, records and settings, interleaved with Zephyr's runs")
     args = parser.parse_args(argv)
+    drawn = {"sft": "D_S.json", "dpo": "DPO.json"}
+    missing = [drawn[t] for t in args.trainers if not (ROOT / "results" / "mixtures" / drawn[t]).is_file()]
+    if args.records == "mixtures" and missing:
+        raise SystemExit(f"--records mixtures: no {', '.join(missing)} in results/mixtures; run the workflow first")
 
     import pandas as pd
     import torch
@@ -198,7 +203,7 @@ def main(argv=None) -> None:
     data = {"sft": work / "sft.json", "dpo": work / "dpo.json"}
     if args.records == "mixtures":
         mixtures = ROOT / "results" / "mixtures"
-        data = {"sft": mixtures / "D_S.json", "dpo": mixtures / "DPO.json"}
+        data = {trainer: mixtures / name for trainer, name in drawn.items()}
         origin = f"the drawn D_S and DPO mixtures ({mixtures})"
     else:
         if args.records == "gsm8k":
