@@ -109,7 +109,7 @@ def compare_dtypes(args) -> None:
         model, tok = modeldir.load(args.model, dtype=dtype)
         parent = modeldir.load(args.parent, dtype=dtype)[0] if args.parent else None
         for task in names:
-            settings = study.task_settings(evaluation, task)
+            settings = study.task_settings(evaluation, task, {"weights": dtype, "compute": "plain"})
             records = files.read_json(ROOT / "results" / "mixtures" / f"{settings['data']}.json")
             start = time.perf_counter()
             _, summary = tasks.RUNNERS[task](model, tok, records, settings, parent)

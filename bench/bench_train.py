@@ -10,10 +10,11 @@
 
 Each run trains LoRA through `zephyr.model.training` in its own process (so that peak memory is its
 own), with one hyperparameter set and one speed setting: `today` (TRL's defaults as Zephyr used them
-until 2026-12: gradient checkpointing, TRL's fused LM head, the set's micro-batch, float32 on the CPU
-and the stored dtype on a GPU), `auto` (what Zephyr now decides), or one knob changed from `today`
-(`no-checkpointing`, `plain-head`), or `auto` with one knob forced (`padded`, `auto-float32`, ...), or
-`auto` with length-grouped batches (`grouped`: the set's `train_sampling_strategy: group_by_length`).
+until 2026-12: gradient checkpointing, TRL's fused LM head, the set's micro-batch), `auto` (what Zephyr
+now decides), or one knob changed from `today` (`no-checkpointing`, `plain-head`), or `auto` with one
+knob forced (`padded`), or `auto` with length-grouped batches (`grouped`: the set's
+`train_sampling_strategy: group_by_length`).
+Every run is at the study precision --weights and --compute give (float32 by default, as the configs).
 Runs of the settings are interleaved, so that a busy machine slows them alike. Models: a named shape
 built from scratch with the exact Qwen tokenizer (`--shape`), or a model folder (`--model`). Records:
 D_S-like lengths (log-normal, median ~330 tokens, capped at the max length), GSM8K-style word problems
@@ -42,6 +43,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from zephyr import precision as precisions  # noqa: E402  (torch-free; after the path above)
+
 #: Scratch shapes: config sizes and the tokenizer (the Qwen BPE ships offline; BLOOM's does not, so
 #: its shape uses the Qwen tokenizer with BLOOM's vocabulary size).
 SHAPES = {
@@ -56,14 +59,12 @@ SHAPES = {
 #: Dense bf16 tensor peaks (FLOP/s) by a piece of the device name; from the vendors' data sheets.
 PEAKS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10": 125e12,
          "RTX 4090": 165e12, "RTX 3090": 71e12, "V100": 125e12, "T4": 65e12}
-#: Speed settings; "today" is TRL's defaults as Zephyr used them (None: the set's micro-batch, and the
-#: stored dtype on a GPU / float32 on the CPU, as the loader did).
-TODAY = {"gradient_checkpointing": True, "lm_head": "fused", "micro_batch": None, "base_dtype": None,
-         "padding_free": False}
+#: Speed settings; "today" is TRL's defaults as Zephyr used them (None: the set's micro-batch). The
+#: precision is not a speed setting: --weights and --compute give it, the same for every setting.
+TODAY = {"gradient_checkpointing": True, "lm_head": "fused", "micro_batch": None, "padding_free": False}
 SETTINGS = {"today": TODAY, "auto": {}, "padded": {"padding_free": False},
             "no-checkpointing": {**TODAY, "gradient_checkpointing": False},
-            "plain-head": {**TODAY, "lm_head": "plain"}, "auto-float32": {"base_dtype": "float32"},
-            "auto-bfloat16": {"base_dtype": "bfloat16"}, "grouped": {}}
+            "plain-head": {**TODAY, "lm_head": "plain"}, "grouped": {}}
 #: Settings that change the set itself: `grouped` is `auto` with length-grouped batches (an opt-in: it
 #: changes the order of the examples).
 SET_CHANGES = {"grouped": {"train_sampling_strategy": "group_by_length"}}
@@ -145,13 +146,11 @@ def run_one(spec: dict, work: Path, tag: str) -> dict:
     return json.loads((Path(spec["out_dir"]) / "summary.json").read_text())
 
 
-def speed_of(setting: str, *, batch: int, device: str, stored: str) -> dict:
+def speed_of(setting: str, *, batch: int) -> dict:
     """The `speed` mapping of a setting for a set whose per-device batch is `batch`."""
     chosen = dict(SETTINGS[setting])
     if "micro_batch" in chosen and chosen["micro_batch"] is None:
         chosen["micro_batch"] = batch
-    if "base_dtype" in chosen and chosen["base_dtype"] is None:
-        chosen["base_dtype"] = "float32" if device == "cpu" else stored
     return chosen
 
 
@@ -173,6 +172,10 @@ def main(argv=None) -> None:
     parser.add_argument("--targets", nargs="+", default=None, help="LoRA targets (default: the architecture's)")
     parser.add_argument("--processes", type=int, nargs="+", default=[1], help="data-parallel processes")
     parser.add_argument("--repeats", type=int, default=1, help="interleaved repeats of every run")
+    parser.add_argument("--weights", choices=precisions.WEIGHTS, default="float32",
+                        help="the study precision's weights dtype, for every setting")
+    parser.add_argument("--compute", choices=precisions.COMPUTE, default="plain",
+                        help="the study precision's compute mode, for every setting")
     parser.add_argument("--work", default=None, help="folder for models and runs (default: a temporary one)")
     parser.add_argument("--llamafactory", default=None, metavar="VENV",
                         help="also train with LlamaFactory from this venv (bench/llamafactory_check.py builds one), "
@@ -199,7 +202,6 @@ def main(argv=None) -> None:
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(model_dir)
-    stored = str(config.dtype or "float32").removeprefix("torch.")
     data = {"sft": work / "sft.json", "dpo": work / "dpo.json"}
     if args.records == "mixtures":
         mixtures = ROOT / "results" / "mixtures"
@@ -218,7 +220,8 @@ def main(argv=None) -> None:
     params = matmul_params(config)
     print(f"device: {peak_note}; torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"model: {model_dir} ({config.model_type}, {params / 1e6:.0f}M matmul parameters); records: {origin}")
-    print(f"set: batch {args.batch} x accumulation {args.accumulation}, max_length {args.max_length}, "
+    print(f"precision: {args.weights} weights, {args.compute} compute; "
+          f"set: batch {args.batch} x accumulation {args.accumulation}, max_length {args.max_length}, "
           f"SFT {args.steps} steps, DPO {args.dpo_steps or args.steps} steps\n")
     print(f"{'trainer':7} {'setting':17} {'proc':>4} {'tokens/s':>9} {'MFU':>6} {'peak MB':>9} {'last loss':>9}",
           " chosen")
@@ -240,12 +243,13 @@ def main(argv=None) -> None:
                              "max_length": args.max_length, "learning_rate": 5e-5, "lr_scheduler_type": "cosine",
                              "warmup_steps": 5, "logging_steps": 1, "save_steps": 10**6,
                              "lora": {"r": 8, "alpha": 16, "dropout": 0.0},
-                             "speed": speed_of(setting, batch=args.batch, device=device, stored=stored),
+                             "speed": speed_of(setting, batch=args.batch),
                              **SET_CHANGES.get(setting, {})}
                     tag = f"{trainer}-{setting}-{processes}-{repeat}"
                     spec = dict(name=f"bench/{tag}", hyper=hyper, base_dir=str(model_dir),
                                 train_path=str(data[trainer]), validation_path=None, out_dir=str(work / tag),
-                                checkpoint_root=str(work / f"ckpt-{tag}"), seed=42, lora_targets=args.targets)
+                                checkpoint_root=str(work / f"ckpt-{tag}"), seed=42, lora_targets=args.targets,
+                                precision={"weights": args.weights, "compute": args.compute})
                     summary = training.launch(spec, processes) if processes > 1 else run_one(spec, work, tag)
                     flops = (6 if trainer == "dpo" else 4) * params * summary["tokens_per_second"]
                     history = pd.read_csv(work / tag / "log_history.csv")
@@ -254,7 +258,7 @@ def main(argv=None) -> None:
                     print(f"{trainer:7} {setting:17} {processes:>4} {summary['tokens_per_second']:>9.1f} "
                           f"{flops / peak:>6.1%} {summary['peak_memory_mb']:>9.0f} {loss:>9.4f}  "
                           f"ckpt={plan['gradient_checkpointing']} micro={plan['micro_batch']}x{plan['accumulation']} "
-                          f"{plan['base_dtype']} {plan['lm_head']} head"
+                          f"{plan['lm_head']} head"
                           f"{' padding-free' if plan.get('padding_free') else ''}", flush=True)
 
 

@@ -41,6 +41,9 @@ EXPORTS = config["exports"]
 GPUS = config["compute"]["gpus"]
 INFERENCE_GPUS = min(GPUS, 1)
 EVALUATION = config["evaluation"]
+# What every model is loaded and computes in: a param of the jobs it changes (training, merge, export,
+# evaluation), so that a changed precision reruns those and nothing upstream.
+PRECISION = config["precision"]
 TABLE1 = config["table1"]
 # The commits of the hub sources, beside the config in use (the last --configfile: it has the last word).
 LOCK_FILE = str(zlock.lock_path(CONFIG_FILES[-1].path))
@@ -155,7 +158,7 @@ def all_models():
 
 
 def eval_settings(task):
-    return study.task_settings(EVALUATION, task)
+    return study.task_settings(EVALUATION, task, PRECISION)
 
 
 def evaluate_inputs(wildcards):
@@ -236,12 +239,23 @@ def qlora_rows():
 
 
 def qlora_inputs():
+    """Every QLoRA row's tasks, and the perplexity of each quantized form it is exported in."""
     return [
         f"results/metrics/{row['model']}/{row['variant']}/"
         + (f"{task}-dense.csv" if study.TASKS[task].per_form else f"{task}.csv")
         for row in qlora_rows()
         for task in study.qlora_tasks()
+    ] + [
+        f"results/metrics/{m}/{v}/perplexity-{form}.csv"
+        for m, v in qlora_exported()
+        for form in EXPORTS["precisions"]
     ]
+
+
+def qlora_exported():
+    """(model, variant) pairs of QLoRA rows that are exported (their 4-bit form, as it is served)."""
+    rows = {(row["model"], row["variant"]) for row in qlora_rows()}
+    return [pair for pair in exported() if pair in rows]
 
 
 def figure_outputs():

@@ -16,5 +16,7 @@ rule export_quantized:
         mem_mb=16000,
         runtime=60,
         gpu=INFERENCE_GPUS,
+    params:
+        precision=PRECISION,
     script:
         "../scripts/export_quantized.py"

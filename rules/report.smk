@@ -37,6 +37,7 @@ rule table1:
         "../envs/report.yaml"
     params:
         rows=TABLE1,
+        models=MODELS,
     script:
         "../scripts/table1.py"
 
@@ -107,5 +108,6 @@ rule qlora_table:
         "../envs/report.yaml"
     params:
         rows=qlora_rows(),
+        forms=EXPORTS["precisions"] if qlora_exported() else [],
     script:
         "../scripts/qlora_table.py"

@@ -10,6 +10,9 @@ rule train_adapter:
         "logs/train_adapter/{model}/{variant}.log",
     benchmark:
         "benchmarks/train_adapter/{model}/{variant}.tsv"
+    # the chain fetch → SFT → merge → DPO → merge → evaluation is the run's critical path: its jobs go
+    # first whenever they are ready, and evaluations fill the cores around them
+    priority: 10
     conda:
         "../envs/train.yaml"
     threads: 2
@@ -24,6 +27,7 @@ rule train_adapter:
         seed=lambda wc: VARIANTS[wc.variant]["seed"],
         qlora=lambda wc: VARIANTS[wc.variant]["qlora"],
         lora_targets=lambda wc: MODELS[wc.model]["lora_targets"],
+        precision=PRECISION,
         checkpoints="results/checkpoints/{model}/{variant}",
     script:
         "../scripts/train_adapter.py"
@@ -40,6 +44,7 @@ rule merge_adapter:
         "logs/merge_adapter/{model}/{variant}.log",
     benchmark:
         "benchmarks/merge_adapter/{model}/{variant}.tsv"
+    priority: 10
     conda:
         "../envs/train.yaml"
     # mostly start-up and file work: two such jobs side by side on 2 cores
@@ -49,5 +54,6 @@ rule merge_adapter:
         runtime=60,
     params:
         card=model_card,
+        precision=PRECISION,
     script:
         "../scripts/merge_adapter.py"

@@ -11,4 +11,5 @@ quantize.quantize(
     Path(snakemake.input[0]).parent,
     Path(snakemake.output.manifest).parent,
     snakemake.wildcards.precision,
+    snakemake.params.precision,
 )

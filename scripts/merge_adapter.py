@@ -12,4 +12,5 @@ merge.merge_adapter(
     Path(snakemake.input.adapter).parent,
     Path(snakemake.output.manifest).parent,
     card=snakemake.params.card,
+    precision=snakemake.params.precision,
 )

@@ -8,7 +8,7 @@ logs.setup(snakemake.log[0])
 metrics = table.read_metrics(snakemake.input)
 rows = snakemake.params.rows
 table1, stderr = table.table1(rows, metrics), table.table1(rows, metrics, stderr=True)
-versus = table.versus_paper(table1, stderr)
+versus = table.versus_paper(table1, stderr, rows, snakemake.params.models)
 table.write_csv(table1, snakemake.output.table1)
 table.write_csv(stderr, snakemake.output.stderr)
 table.write_csv(versus, snakemake.output.versus_paper)

@@ -17,7 +17,8 @@ spec = dict(
     seed=snakemake.params.seed,
     lora_targets=snakemake.params.lora_targets,
     qlora=snakemake.params.qlora,
+    precision=snakemake.params.precision,
 )
-booking = training.gpu_booking_mb(spec["hyper"], spec["base_dir"], spec["qlora"])  # small runs share a GPU
+booking = training.gpu_booking_mb(spec["hyper"], spec["base_dir"], spec["precision"], spec["qlora"])  # small runs share a GPU
 gpus = devices.for_job(snakemake.threads, snakemake.resources, booking)
 training.launch(spec, processes=len(gpus), threads=snakemake.threads, log_file=snakemake.log[0])

@@ -48,6 +48,11 @@ def test_both_configs_validate_and_get_defaults():
         (lambda c: c["variants"]["M1-DS-cosine"].update(parent="M2-DS", models=["qwen"]), r"cycle"),
         (lambda c: c["exports"].update(variants=["M7"]), r"exports\.variants: 'M7'"),
         (lambda c: c["exports"].update(precisions=["int4"]), r"exports\.precisions"),
+        (lambda c: c["precision"].update(weights="float16"), r"precision"),
+        (lambda c: c["precision"].update(weights="bfloat16", compute="bf16-autocast"),
+         r"precision\.compute: bf16-autocast runs over float32 weights"),
+        (lambda c: c["evaluation"].update(dtype="fastest"), r"'dtype' was unexpected"),
+        (lambda c: c["hyperparameters"]["dpo"].update(speed={"base_dtype": "bfloat16"}), r"base_dtype"),
         (lambda c: c.update(compute={"gpus": 2}),
          r"hyperparameters\.sft_cosine: gradient_accumulation_steps=1 cannot be split over 2 GPUs"),
     ],
@@ -269,6 +274,23 @@ def test_a_config_error_names_the_file_and_line_that_set_the_key(tmp_path):
     with pytest.raises(zconfig.ConfigError) as err:
         zconfig.load(path)
     assert str(err.value).startswith(f"config file {path}, line {line}: datasets.goat.format: unknown formatter 'goat_typo'")
+
+
+def test_a_precision_error_names_the_file_and_line(tmp_path):
+    text = (ROOT / "config.yaml").read_text().replace("  weights: float32", "  weights: bfloat16", 1)
+    text = text.replace("  compute: plain", "  compute: bf16-autocast", 1)
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    line = lines_of(text, "  compute: bf16-autocast")[0]
+    with pytest.raises(zconfig.ConfigError) as err:
+        zconfig.load(path)
+    assert str(err.value).startswith(f"config file {path}, line {line}: precision.compute: bf16-autocast runs over")
+
+
+def test_both_configs_say_float32_plainly():
+    """The report's "float 32 bits", unless a key says otherwise."""
+    for path in (ROOT / "config.yaml", ROOT / "config" / "paper.yaml"):
+        assert zconfig.load(path)["precision"] == {"weights": "float32", "compute": "plain"}
 
 
 def test_a_missing_key_is_placed_at_the_mapping_that_lacks_it(tmp_path):

@@ -5,6 +5,7 @@ import json
 import math
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
@@ -166,15 +167,19 @@ def test_hellaswag_matches_lm_eval(run, monkeypatch):
         assert summary["stderr"][key] == pytest.approx(expected["summary"][f"{key}_stderr"], rel=1e-9)
 
 
-def test_mcqa_scores_answer_letters(lm):
+def test_mcqa_scores_each_choice_s_text_as_lm_eval_scores_arc(lm):
+    """lm-eval's arc_easy: doc_to_text "Question: {{question}}\nAnswer:", doc_to_choice the choices' texts,
+    target_delimiter " "; acc the highest log-likelihood, acc_norm the highest per character."""
     model, tok = lm
-    record = {"id": "m0", "question": "What is 3 plus 4?", "choices": ["7", "8", "9"], "answer": 0}
+    record = {"id": "m0", "question": "What is 3 plus 4?", "choices": ["7", "eight", "The answer is 9"], "answer": 0}
     prompt = prompts.mcqa_prompt(record)
-    assert prompt == "Question: What is 3 plus 4?\nA. 7\nB. 8\nC. 9\nAnswer:"
+    assert prompt == "Question: What is 3 plus 4?\nAnswer:"
     rows, summary = tasks.mcqa(model, tok, [record], batch_size=2)
-    lls = scoring.loglikelihoods(model, tok, [(prompt, " A"), (prompt, " B"), (prompt, " C")], 1)
+    lls = scoring.loglikelihoods(model, tok, [(prompt, " 7"), (prompt, " eight"), (prompt, " The answer is 9")], 1)
     assert rows[0]["loglikelihoods"] == pytest.approx(lls, abs=1e-5)
     assert summary["acc"] == float(max(range(3), key=lambda i: lls[i]) == 0) and summary["n"] == 1
+    lengths = [1, 5, 15]
+    assert summary["acc_norm"] == float(max(range(3), key=lambda i: lls[i] / lengths[i]) == 0)
 
 
 def test_generation_is_deterministic_and_left_padding_changes_nothing(lm):
@@ -246,6 +251,7 @@ def test_perplexity_windows_partition_the_tokens(lm):
     assert got["perplexity"] == pytest.approx(math.exp(nll / got["tokens"]), rel=1e-4)
     assert tasks.perplexity(model, tok, texts, window=window, batch_size=1)["perplexity"] == pytest.approx(
         got["perplexity"], rel=1e-6)
+    assert got["stderr"]["perplexity"] > 0  # windows differ: their bootstrap spreads
 
 
 PAIRS = [
@@ -324,30 +330,36 @@ def test_load_model_reads_a_quantized_folder(lively_dir, tmp_path):
     assert all(math.isfinite(v) for v in got)
 
 
-@pytest.mark.parametrize("setting, timed, expected", [
-    ("auto", None, torch.float32),  # the CPU's float32, whatever the timing would say
-    ("bfloat16", None, torch.bfloat16),
-    ("fastest", "bfloat16", torch.bfloat16),  # this machine's timed choice
-    ("fastest", "float32", torch.float32),
+@pytest.mark.parametrize("precision, expected, autocast", [
+    ({"weights": "float32", "compute": "plain"}, torch.float32, False),
+    ({"weights": "bfloat16", "compute": "plain"}, torch.bfloat16, False),
+    ({"weights": "float32", "compute": "bf16-autocast"}, torch.float32, True),
 ])
-def test_evaluation_dtype(lively_dir, tmp_path, monkeypatch, caplog, setting, timed, expected):
-    """`evaluation.dtype`: the dense model (and its reference) load in the dtype the setting names."""
-    from zephyr.model import speed
-
-    monkeypatch.setattr(speed, "fastest_dtype", lambda device, hidden: (timed, f"timed {hidden} wide"))
+def test_evaluation_loads_and_computes_in_the_study_precision_and_records_it(lively_dir, tmp_path, monkeypatch,
+                                                                             caplog, precision, expected, autocast):
+    """The dense model and its reference load in the precision's weights dtype, the task runs under bf16
+    autocast only when the precision says so, and every metric row records dtype, compute and device."""
     loaded, real_load = [], modeldir.load
+    autocasting, real_runner = [], tasks.RUNNERS["reward"]
 
     def spy(*args, **kwargs):
         model, tokenizer = real_load(*args, **kwargs)
         loaded.append(model.dtype)
         return model, tokenizer
 
+    def runner(*args):
+        autocasting.append(torch.is_autocast_enabled("cpu"))
+        return real_runner(*args)
+
     monkeypatch.setattr(modeldir, "load", spy)
+    monkeypatch.setitem(tasks.RUNNERS, "reward", runner)
     data = tmp_path / "pairs.json"
     data.write_text(json.dumps(PAIRS))
     caplog.set_level("INFO", logger="zephyr.evaluation.tasks")
     summary = tasks.evaluate_files("reward", lively_dir, data, tmp_path / "m.csv", tmp_path / "m.jsonl", model="tiny",
-                                   variant="M1", settings={"beta": 0.5, "dtype": setting}, parent_dir=lively_dir)
-    assert loaded == [expected, expected]
-    assert f"in {expected}" in caplog.text
+                                   variant="M1", settings={"beta": 0.5, "precision": precision}, parent_dir=lively_dir)
+    assert loaded == [expected, expected] and autocasting == [autocast]
+    rows = pd.read_csv(tmp_path / "m.csv")
+    assert set(rows["dtype"]) == {precision["weights"]} and set(rows["compute"]) == {precision["compute"]}
+    assert set(rows["device"]) == {"cpu"}
     assert summary["n"] == len(PAIRS)

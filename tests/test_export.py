@@ -9,6 +9,7 @@ import torch
 
 import tinymodels
 from zephyr import devices, files
+from zephyr.evaluation import scoring
 from zephyr.model import merge, modeldir, quantize
 from zephyr.model.modeldir import ModelDirError
 from zephyr.study import PRECISIONS
@@ -28,6 +29,13 @@ CARD = {
 # merged model over 128 positions and several adapter seeds: NF4 0.78-0.85 and 0.15-0.18 (double
 # quantization the same to 3 digits), int8 0.96-0.98 and 0.013-0.018; the bounds leave about 2x margin.
 CLOSENESS = {"nf4": (0.6, 0.3), "nf4-dq": (0.6, 0.3), "int8": (0.9, 0.05)}
+#: Largest mean difference, per continuation token (nats), between a quantized copy's log-likelihoods and
+#: the dense model's, on the tiny merged model: about 3.5x what was measured (2026-12-03, AMD EPYC CPU:
+#: nf4 0.0145, nf4-dq 0.0137, int8 0.0009).
+LOGLIKELIHOOD_TOLERANCE = {"nf4": 0.05, "nf4-dq": 0.05, "int8": 0.003}
+#: Continuations scored for it: a context and a continuation of several tokens each.
+CONTINUATIONS = [("What is 3 plus 4?", " The answer is 7."), ("What is 12 plus 3? The answer is", " 15. Correct"),
+                 ("Be brief.", " The answer is 0 and nothing more.")]
 
 
 def tokens(vocab: int) -> torch.Tensor:
@@ -150,14 +158,16 @@ def test_merged_folder_manifest_and_card(merged, base, adapter):
         assert needle in card, needle
 
 
-def test_a_bf16_parent_gets_each_update_rounded_once(work):
-    """Merged in float32 and stored in the parent's bf16: every weight is round_bf16(W + s·B·A), exactly,
-    so small LoRA updates are not rounded away twice before M2 trains on M1."""
+@pytest.mark.parametrize("weights", ["bfloat16", "float32"])
+def test_a_merge_is_stored_in_the_study_precision_each_update_rounded_once(work, weights):
+    """Merged in float32 and stored in the study precision's dtype, whatever the parent's (here bf16):
+    every weight is round(W + s·B·A), exactly, so small LoRA updates are not rounded away twice before
+    M2 trains on M1; in float32 nothing is rounded at all."""
     from peft import LoraConfig, get_peft_model
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    parent = work / "resources" / "bf16"
+    parent = work / "resources" / f"bf16-{weights}"
     tinymodels.qwen2(parent)
     AutoModelForCausalLM.from_pretrained(parent, dtype=torch.float32).to(torch.bfloat16).save_pretrained(parent)
     write_base_manifest(parent)
@@ -168,19 +178,21 @@ def test_a_bf16_parent_gets_each_update_rounded_once(work):
         for name, param in peft.named_parameters():
             if "lora_B" in name:
                 param.normal_(0.0, 0.02)  # updates of the size of a bf16 weight's last bits
-    adapter = work / "adapters" / "bf16"
+    adapter = work / "adapters" / f"bf16-{weights}"
     peft.save_pretrained(adapter)
     AutoTokenizer.from_pretrained(parent).save_pretrained(adapter)
-    out = work / "models" / "tiny" / "bf16-M1"
-    manifest = merge.merge_adapter(parent, adapter, out, card=CARD)
-    assert manifest["dtype"] == "bfloat16"
+    out = work / "models" / "tiny" / f"bf16-M1-{weights}"
+    manifest = merge.merge_adapter(parent, adapter, out, card=CARD, precision={"weights": weights})
+    dtype = getattr(torch, weights)
+    assert manifest["dtype"] == weights and manifest["card"]["precision"] == {"weights": weights, "compute": "plain"}
+    assert f"| weights dtype | {weights} |" in (out / "README.md").read_text()
     weights, lora = load_file(parent / "model.safetensors"), load_file(adapter / "adapter_model.safetensors")
     merged = load_file(out / "model.safetensors")
     key = "model.layers.0.self_attn.q_proj.weight"
     a = lora["base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"]
     b = lora["base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight"]
-    expected = (weights[key].float() + (8 / 4) * (b.float() @ a.float())).to(torch.bfloat16)
-    assert merged[key].dtype == torch.bfloat16
+    expected = (weights[key].float() + (8 / 4) * (b.float() @ a.float())).to(dtype)
+    assert merged[key].dtype == dtype
     assert torch.equal(merged[key], expected)
     assert not torch.equal(merged[key], weights[key])  # the updates survived
 
@@ -273,6 +285,16 @@ def test_quantized_exports_reload_smaller_and_close(precision, exports, merged, 
     assert top1 >= min_top1 and relative <= max_relative, (precision, top1, relative)
     # a second forward (after the CPU kernels may have repacked the weights) gives the same answer
     assert torch.equal(logits(model, adapter["ids"]), got)
+    # what evaluation reads: each continuation's log-likelihood, close to the dense model's per token
+    tokenizer = modeldir.load_tokenizer(out)
+    dense = scoring.loglikelihoods(modeldir.load(src)[0], tokenizer, CONTINUATIONS)
+    quantized = scoring.loglikelihoods(model, tokenizer, CONTINUATIONS)
+    lengths = [n for _, n in scoring.encode_requests(tokenizer, CONTINUATIONS)]
+    per_token = sum(abs(q - d) for q, d in zip(quantized, dense)) / sum(lengths)
+    print(f"{precision}: log-likelihood difference {per_token:.4f} nats a token")
+    assert per_token <= LOGLIKELIHOOD_TOLERANCE[precision], (precision, per_token)
+    if precision != "int8":  # 4-bit layers compute in the study precision's dtype (float32 by default)
+        assert qconfig["bnb_4bit_compute_dtype"] == "float32" and manifest["study_precision"]["weights"] == "float32"
 
 
 def test_quantize_refuses_unknown_and_already_quantized(work, merged, exports):
@@ -327,6 +349,4 @@ def test_staged_dir_replaces_whole_or_not_at_all(tmp_path):
 
 def test_device_helpers():
     assert devices.device() in {"cpu", "cuda"}
-    assert devices.dtype_for("cpu") == torch.float32
-    assert devices.dtype_for() in {torch.float32, torch.bfloat16}
     assert files.weights_size(tinymodels.__file__.rsplit("/", 1)[0] + "/fixtures") == 0

@@ -224,6 +224,23 @@ def test_perplexity():
         metrics.perplexity(1.0, 0)
 
 
+def test_perplexity_stderr_is_the_delta_method_s_for_many_windows():
+    """Windows of equal length: perplexity = exp(mean per-token NLL), so its standard error is about
+    perplexity x (standard deviation of the windows' per-token NLL) / sqrt(windows)."""
+    import random
+
+    rng = random.Random(0)
+    tokens = [255] * 400
+    per_token = [2.0 + rng.gauss(0, 0.3) for _ in tokens]
+    nlls = [x * n for x, n in zip(per_token, tokens)]
+    ppl = math.exp(sum(nlls) / sum(tokens))
+    mean = sum(per_token) / len(per_token)
+    sd = math.sqrt(sum((x - mean) ** 2 for x in per_token) / (len(per_token) - 1))
+    assert metrics.perplexity_stderr(nlls, tokens) == pytest.approx(ppl * sd / math.sqrt(len(tokens)), rel=0.1)
+    assert metrics.perplexity_stderr([510.0] * 5, [255] * 5) == pytest.approx(0.0, abs=1e-12)  # nothing varies
+    assert math.isnan(metrics.perplexity_stderr([510.0], [255]))
+
+
 # ---- standard errors, as lm-evaluation-harness reports them ----------------------------------------
 
 

@@ -31,3 +31,26 @@ def test_max_steps_and_a_warmup_fraction(tiny_config):
     assert line["steps"] == 40 and line["warmup"] == 4 and line["epochs"] == "-"
     text = plan.render(plan.runs(tiny_config))
     assert text.splitlines()[0].split()[:3] == ["variant", "trainer", "data"]
+
+
+def test_d_l_is_planned_from_what_formatting_keeps(tmp_path):
+    """WikiQA's only_correct keeps 1,040 of 20,360 rows: D_L plans from the recorded `records`, and from
+    the formatted records' own count once they exist."""
+    config = zconfig.load(ROOT / "config" / "paper.yaml")
+    d_l = config["mixtures"]["D_L"]
+
+    def records_of(lines):
+        return next(line["records"] for line in lines if line["variant"].startswith("M1-DL-cosine"))
+
+    def expected(wiki_qa):
+        held = {**{c["dataset"]: min(config["datasets"][c["dataset"]]["rows"], c["cap"]) for c in d_l["components"]},
+                "wiki_qa": min(wiki_qa, 12000)}
+        total = sum(held.values())
+        return total - round(d_l["validation"] * total)
+
+    assert config["datasets"]["wiki_qa"]["records"] == 1040
+    assert records_of(plan.runs(config)) == expected(1040)
+    (tmp_path / "wiki_qa.jsonl").write_text("".join('{"id": %d}\n' % i for i in range(987)))
+    counted = plan.formatted_counts(config, tmp_path)
+    assert counted == {"wiki_qa": 987}
+    assert records_of(plan.runs(config, counted)) == expected(987)

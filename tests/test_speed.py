@@ -15,10 +15,10 @@ from zephyr import files
 from zephyr.model import modeldir, speed, training
 
 #: Today's settings (TRL's defaults as Zephyr used them) against the fast ones, at a changed split.
-SLOW = {"gradient_checkpointing": True, "lm_head": "fused", "base_dtype": "float32", "micro_batch": 2,
+SLOW = {"gradient_checkpointing": True, "lm_head": "fused", "micro_batch": 2,
         "padding_free": False}
 #: padding_free left to auto: on for SFT on the CPU (the tiny Qwen2 keeps joined records apart), off for DPO.
-FAST = {"gradient_checkpointing": False, "lm_head": "plain", "base_dtype": "float32", "micro_batch": 4}
+FAST = {"gradient_checkpointing": False, "lm_head": "plain", "micro_batch": 4}
 COMMON = {"logging_steps": 1, "learning_rate": 1e-2, "lr_scheduler_type": "constant", "per_device_train_batch_size": 4,
           "max_steps": 4, "max_length": 64, "save_steps": 10**6, "lora": {"r": 8, "alpha": 16, "dropout": 0.0}}
 
@@ -74,22 +74,22 @@ def config_of(**sizes):
 
 def test_a_forced_setting_wins_over_auto(monkeypatch):
     monkeypatch.setattr(speed, "free_bytes", lambda device: 10**15)  # memory would allow anything
-    forced = speed.plan("h", {"gradient_checkpointing": True, "micro_batch": 2, "base_dtype": "bfloat16",
+    forced = speed.plan("h", {"gradient_checkpointing": True, "micro_batch": 2,
                               "lm_head": "fused", "padding_free": False}, micro_batch=16, accumulation=8, device="cuda",
-                        model_config=config_of(), max_length=2048, sequences_per_example=1)
+                        model_config=config_of(), max_length=2048, sequences_per_example=1, dtype="bfloat16")
     assert (forced.gradient_checkpointing, forced.micro_batch, forced.accumulation) == (True, 2, 64)
-    assert (forced.base_dtype, forced.lm_head, forced.padding_free) == ("bfloat16", "fused", False)
+    assert (forced.lm_head, forced.padding_free) == ("fused", False)
     assert forced.why == {}
 
 
 def test_auto_splits_the_global_batch_by_memory_on_a_gpu(monkeypatch):
-    fixed = {"base_dtype": "bfloat16", "lm_head": "fused"}
+    fixed = {"lm_head": "fused"}
     config = config_of()
 
     def plan_with(free):
         monkeypatch.setattr(speed, "free_bytes", lambda device: free)
         return speed.plan("h", fixed, micro_batch=16, accumulation=8, device="cuda", model_config=config,
-                          max_length=2048, sequences_per_example=1)
+                          max_length=2048, sequences_per_example=1, dtype="bfloat16")
 
     roomy = plan_with(10**15)
     assert (roomy.gradient_checkpointing, roomy.micro_batch, roomy.accumulation) == (False, 128, 1)
@@ -115,18 +115,19 @@ def test_a_small_run_books_what_its_plan_needs_and_shares_a_gpu(tmp_path, monkey
     qwen05b = tmp_config(tmp_path / "qwen05b", hidden_size=1024, num_hidden_layers=24, intermediate_size=2816,
                          num_attention_heads=16, vocab_size=151936)
     hyper = {"trainer": trainer, "per_device_train_batch_size": micro, "gradient_accumulation_steps": 8,
-             "max_length": max_length, "speed": {"base_dtype": "bfloat16", "lm_head": "plain"}}
-    booking = training.gpu_booking_mb(hyper, qwen05b, capacity_mb={"0": 80_000})
+             "max_length": max_length, "speed": {"lm_head": "plain"}}
+    bf16 = {"weights": "bfloat16", "compute": "plain"}
+    booking = training.gpu_booking_mb(hyper, qwen05b, bf16, capacity_mb={"0": 80_000})
     assert booking is not None and booking <= 80_000 * training.SHARE_GPU_UP_TO
     monkeypatch.setattr(speed, "free_bytes", lambda device: booking * 2**20)
     plan = speed.plan("h", hyper["speed"], micro_batch=micro, accumulation=8, device="cuda",
                       model_config=AutoConfig.from_pretrained(qwen05b), max_length=max_length,
-                      sequences_per_example=2 if trainer == "dpo" else 1)
+                      sequences_per_example=2 if trainer == "dpo" else 1, dtype="bfloat16")
     assert not plan.gradient_checkpointing and plan.micro_batch >= micro
 
     table2 = {"trainer": "sft", "per_device_train_batch_size": 16, "max_length": 2048}
-    assert training.gpu_booking_mb(table2, qwen05b, capacity_mb={"0": 143_771}) is None
-    assert training.gpu_booking_mb(hyper, qwen05b, capacity_mb={}) is None  # no GPU: nothing to book
+    assert training.gpu_booking_mb(table2, qwen05b, bf16, capacity_mb={"0": 143_771}) is None
+    assert training.gpu_booking_mb(hyper, qwen05b, bf16, capacity_mb={}) is None  # no GPU: nothing to book
 
 
 def tmp_config(folder, **sizes):
@@ -160,24 +161,25 @@ def test_the_head_is_timed_on_a_micro_batch_s_worth_of_tokens_on_a_gpu():
     assert speed.head_probe_tokens("cuda", vocab, 10**9) == speed.HEAD_PROBE_TOKENS  # never fewer than on the CPU
 
 
-def test_auto_keeps_the_set_s_split_on_the_cpu_and_measures_dtype_and_head():
+def test_auto_keeps_the_set_s_split_on_the_cpu_and_times_only_the_head():
     plan = speed.plan("h", {}, micro_batch=4, accumulation=2, device="cpu", model_config=config_of(
         hidden_size=64, num_hidden_layers=2, vocab_size=384, intermediate_size=128), max_length=64,
-        sequences_per_example=2)
+        sequences_per_example=2, dtype="float32")
     assert (plan.micro_batch, plan.accumulation, plan.gradient_checkpointing) == (4, 2, False)
-    assert plan.base_dtype in {"float32", "bfloat16"} and plan.lm_head in {"fused", "plain"}
-    assert "ms" in plan.why["base_dtype"] and "ms" in plan.why["lm_head"]
+    assert plan.lm_head in {"fused", "plain"} and "ms" in plan.why["lm_head"]
+    assert not hasattr(plan, "base_dtype")  # a dtype is the study's precision, never timed
 
 
 @pytest.mark.parametrize("bad, message", [
     ({"micro_batch": 3}, r"h.speed.micro_batch: 3 does not divide the batch of 8"),
     ({"lm_head": "liger"}, r"h.speed.lm_head: 'liger' is not one of"),
     ({"gradient_checkpoint": True}, r"unknown key\(s\) \['gradient_checkpoint'\]"),
+    ({"base_dtype": "bfloat16"}, r"h.speed.base_dtype: .*set the config's precision.weights"),
 ])
 def test_bad_speed_settings_name_the_key(bad, message):
     with pytest.raises(speed.SpeedError, match=message):
-        speed.plan("h", {"base_dtype": "float32", "lm_head": "fused", **bad}, micro_batch=4, accumulation=2,
-                   device="cpu", model_config=config_of(), max_length=64, sequences_per_example=1)
+        speed.plan("h", {"lm_head": "fused", **bad}, micro_batch=4, accumulation=2,
+                   device="cpu", model_config=config_of(), max_length=64, sequences_per_example=1, dtype="float32")
 
 
 def test_padding_free_only_for_architectures_that_keep_joined_records_apart(base, monkeypatch):
@@ -188,8 +190,8 @@ def test_padding_free_only_for_architectures_that_keep_joined_records_apart(base
     assert speed.packs_exactly(qwen2)[0]
     works, why = speed.packs_exactly(bloom)
     assert not works and "attention crosses records" in why
-    fixed = {"base_dtype": "float32", "lm_head": "plain"}
-    sizes = {"micro_batch": 4, "accumulation": 1, "device": "cpu", "max_length": 64}
+    fixed = {"lm_head": "plain"}
+    sizes = {"micro_batch": 4, "accumulation": 1, "device": "cpu", "max_length": 64, "dtype": "float32"}
     uneven, even = [10, 60, 20, 64, 15, 40], [60, 62, 64, 61]
     joined = speed.plan("h", fixed, model_config=qwen2, sequences_per_example=1, lengths=uneven, **sizes)
     assert joined.padding_free and "padding" in joined.why["padding_free"]
@@ -254,9 +256,11 @@ def test_sft_lengths_are_chat_template_lengths_of_a_seeded_sample(base):
     assert sample == training.sft_lengths(tokenizer, rows, None, most=5)  # the same records every time
 
 
-def test_trl_s_gradient_checkpointing_field_points_to_speed():
+def test_trl_s_gradient_checkpointing_field_points_to_speed_and_its_bf16_to_the_precision():
     with pytest.raises(training.TrainingError, match=r"set speed.gradient_checkpointing instead"):
         training.check_hyperparameters("h", {"trainer": "sft", "gradient_checkpointing": True})
+    with pytest.raises(training.TrainingError, match=r"h: set the config's precision.compute instead of bf16"):
+        training.check_hyperparameters("h", {"trainer": "dpo", "bf16": True})
 
 
 @pytest.mark.parametrize("softcap, scale, temperature", [(None, 1.0, 1.0), (30.0, 0.5, 0.7)])
@@ -349,12 +353,12 @@ def test_a_retrained_parent_is_never_resumed(tmp_path, base):
 def test_a_timed_choice_is_kept_per_machine(tmp_path, monkeypatch):
     """Reruns on one machine train the same bytes: the first timing decides, later ones are not taken."""
     monkeypatch.setenv("ZEPHYR_CACHE", str(tmp_path))
-    answers = iter([("float32", "first timing"), ("bfloat16", "second timing")])
-    monkeypatch.setattr(speed, "time_dtype", lambda device, hidden: next(answers))
-    speed.fastest_dtype.cache_clear()
-    first = speed.fastest_dtype("cpu", 64)
-    speed.fastest_dtype.cache_clear()  # a new process
-    again = speed.fastest_dtype("cpu", 64)
-    assert first[0] == again[0] == "float32" and "first timing" in again[1]
-    assert "float32" in (tmp_path / "speed.json").read_text()
-    speed.fastest_dtype.cache_clear()
+    answers = iter([("plain", "first timing"), ("fused", "second timing")])
+    monkeypatch.setattr(speed, "time_head", lambda device, hidden, vocab, dtype: next(answers))
+    speed.fastest_head.cache_clear()
+    first = speed.fastest_head("cpu", 64, 384, "float32")
+    speed.fastest_head.cache_clear()  # a new process
+    again = speed.fastest_head("cpu", 64, 384, "float32")
+    assert first[0] == again[0] == "plain" and "first timing" in again[1]
+    assert "plain" in (tmp_path / "speed.json").read_text()
+    speed.fastest_head.cache_clear()

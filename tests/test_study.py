@@ -35,9 +35,11 @@ def test_qlora_runs_stay_out_of_the_paper_s_figures():
     assert study.qlora_tasks() == ["hellaswag", "gsm8k", "mcqa", "perplexity"]
 
 
-def test_task_settings_give_the_evaluation_dtype_to_dense_only_tasks():
-    evaluation = {"batch_size": 6, "dtype": "fastest", "gsm8k": {"data": "g", "max_new_tokens": 9},
+def test_task_settings_give_every_task_the_study_precision():
+    evaluation = {"batch_size": 6, "gsm8k": {"data": "g", "max_new_tokens": 9},
                   "perplexity": {"data": "w", "window": 32}}
-    assert study.task_settings(evaluation, "gsm8k") == {"batch_size": 6, "dtype": "fastest", "data": "g",
-                                                        "max_new_tokens": 9}
-    assert study.task_settings(evaluation, "perplexity") == {"batch_size": 6, "data": "w", "window": 32}
+    bf16 = {"weights": "bfloat16", "compute": "plain"}
+    assert study.task_settings(evaluation, "gsm8k", bf16) == {"batch_size": 6, "precision": bf16, "data": "g",
+                                                              "max_new_tokens": 9}
+    assert study.task_settings(evaluation, "perplexity", bf16) == {"batch_size": 6, "precision": bf16, "data": "w",
+                                                                   "window": 32}

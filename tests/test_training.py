@@ -4,9 +4,10 @@ import json
 
 import pandas as pd
 import pytest
+import torch
 
 import tinymodels
-from zephyr.model import prompts, training
+from zephyr.model import modeldir, prompts, training
 
 SFT = {"trainer": "sft", "logging_steps": 1, "learning_rate": 1e-2, "lr_scheduler_type": "constant", "per_device_train_batch_size": 8,
        "num_train_epochs": 6, "max_length": 64, "eval_steps": 6, "eval_on_start": True, "lora": {"r": 8, "alpha": 16}}
@@ -105,11 +106,77 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(tmp_path, base):
         assert history["train_loss"].dropna().tolist() == pytest.approx([losses.sum() / len(losses)])
 
 
+def test_a_run_resumed_right_after_an_evaluation_step_has_the_uninterrupted_history(tmp_path, base):
+    """With eval_on_start, a resumed Trainer would evaluate again at the step it resumes from (a point the
+    uninterrupted run does not have), and the history read back from the checkpoint lists its columns
+    by name: the resumed log_history.csv is the uninterrupted one, rows and column order, timings aside."""
+    hyper = {**SFT, "num_train_epochs": 2, "save_steps": 6, "eval_on_start": True}  # eval_steps 6 too
+    train = write(tmp_path / "train.json", sft_records(48))
+    val = write(tmp_path / "val.json", sft_records(8, offset=100))
+    args = ("t/resume-eval", hyper, base, train, val, tmp_path / "adapter", tmp_path / "ckpt")
+    with pytest.raises(Interrupt):
+        training.train(*args, callbacks=[stop_at(7)])  # checkpoint-6 saved right after the step-6 evaluation
+    assert training.train(*args)["resumed_from"].endswith("checkpoint-6")
+    training.train("t/resume-eval", hyper, base, train, val, tmp_path / "straight", tmp_path / "ckpt2")
+    resumed, straight = (pd.read_csv(tmp_path / d / "log_history.csv") for d in ("adapter", "straight"))
+    assert list(resumed.columns) == list(straight.columns)
+    assert evals(resumed, "eval_loss").index.tolist() == [0, 6, 12]
+    timing = [c for c in straight.columns if "runtime" in c or "per_second" in c]
+    pd.testing.assert_frame_equal(resumed.drop(columns=timing), straight.drop(columns=timing), rtol=1e-5)
+
+
 def test_a_changed_run_does_not_resume_a_stale_checkpoint(tmp_path, base):
     train = write(tmp_path / "train.json", sft_records(16))
     one = training.fingerprint("r", SFT, 0, None, None, str(base), base / "config.json", train, "")
     two = training.fingerprint("r", {**SFT, "learning_rate": 1e-3}, 0, None, None, str(base), base / "config.json", train, "")
     assert one != two
+
+
+def test_the_fingerprint_follows_the_parent_s_manifest_and_the_precision(tmp_path, base):
+    """A retrained parent (a new manifest, whatever its path) or another precision never resumes a
+    checkpoint of the old run."""
+    import shutil
+
+    parent = tmp_path / "parent"
+    shutil.copytree(base, parent)
+    (parent / "manifest.json").write_text(json.dumps({"files": {"model.safetensors": "aaaa"}}))
+    train = write(tmp_path / "train.json", sft_records(16))
+    float32 = {"weights": "float32", "compute": "plain"}
+
+    def fingerprint(precision=float32):
+        return training.fingerprint("r", SFT, 0, None, None, precision, str(parent),
+                                    *modeldir.identity_files(parent), train, "")
+
+    first = fingerprint()
+    assert fingerprint() == first
+    assert fingerprint({"weights": "float32", "compute": "bf16-autocast"}) != first
+    (parent / "manifest.json").write_text(json.dumps({"files": {"model.safetensors": "bbbb"}}))
+    assert fingerprint() != first
+
+
+@pytest.mark.parametrize("precision", [{"weights": "float32", "compute": "plain"},
+                                       {"weights": "bfloat16", "compute": "plain"},
+                                       {"weights": "float32", "compute": "bf16-autocast"}])
+def test_training_runs_in_the_study_precision_and_records_it(tmp_path, base, precision):
+    """The frozen base in the precision's dtype, the Trainer's bf16 autocast exactly when it says so (TRL
+    would turn it on by itself on a GPU), LoRA weights in float32, and the precision in summary.json."""
+    from transformers import TrainerCallback
+
+    seen = {}
+
+    class Look(TrainerCallback):
+        def on_step_begin(self, args, state, control, model=None, **kwargs):
+            seen["bf16"], seen["fp16"] = args.bf16, args.fp16
+            seen["base"] = {p.dtype for n, p in model.named_parameters() if "lora_" not in n}
+            seen["lora"] = {p.dtype for n, p in model.named_parameters() if "lora_" in n}
+
+    train = write(tmp_path / "train.json", sft_records(8))
+    hyper = {**SFT, "num_train_epochs": 1, "eval_on_start": False}
+    summary = training.train("t/precision", hyper, base, train, None, tmp_path / "adapter", tmp_path / "ckpt",
+                             precision=precision, callbacks=[Look()])
+    assert summary["precision"] == precision
+    assert seen["bf16"] == (precision["compute"] == "bf16-autocast") and seen["fp16"] is False
+    assert seen["base"] == {getattr(torch, precision["weights"])} and seen["lora"] == {torch.float32}
 
 
 def test_unknown_hyperparameter_is_named_before_loading_a_model(tmp_path):

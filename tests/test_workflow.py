@@ -147,6 +147,58 @@ def test_tiny_study_end_to_end_to_table1_and_report(tiny_study):
     assert counts == {"train_adapter": 1, "merge_adapter": 1, "evaluate": 4, "table1": 1, "figures": 1, "all": 1}
 
 
+UPSTREAM = ("fetch_dataset", "format_records", "draw_mixture", "fetch_model", "dataset_info")
+
+
+def test_the_precision_is_recorded_and_a_changed_one_reruns_what_it_changes_and_nothing_upstream(tiny_study):
+    tmp_path, tiny_config = tiny_study, load_yaml(tiny_study / "config.test.yaml")
+    metrics = pd.concat([pd.read_csv(p) for p in (tmp_path / "results" / "metrics").rglob("*.csv")])
+    assert set(metrics["dtype"]) == {"float32"} and set(metrics["compute"]) == {"plain"}
+    assert set(metrics["device"]) == {"cpu"}
+    for adapter in (tmp_path / "results" / "adapters").glob("*/*/summary.json"):
+        summary = json.loads(adapter.read_text())
+        assert summary["precision"] == {"weights": "float32", "compute": "plain"}
+        assert {"gradient_checkpointing", "micro_batch", "lm_head", "padding_free"} <= set(summary["speed"])
+    card = (tmp_path / "results" / "models" / "qwen" / "M2-DS" / "README.md").read_text()
+    assert "## Precision and speed" in card and "| weights dtype | float32 |" in card and "| speed: lm_head | plain |" in card
+
+    tiny_config["precision"] = {"weights": "float32", "compute": "bf16-autocast"}
+    config = write_config(tmp_path, tiny_config, "config.autocast.yaml")  # the shared run's own config unchanged
+    counts = job_counts(snakemake(tmp_path, "-n", "--quiet", "rules", "--configfile", str(config)).stdout)
+    expected = {rule: n for rule, n in expected_jobs(tiny_config).items() if rule not in UPSTREAM}
+    assert counts == expected
+
+
+def test_speed_settings_forced_the_other_way_give_the_same_table1_and_verdicts(tiny_study, tmp_path):
+    """Speed is how fast, never what: every `auto` knob forced against what it chose (checkpointing on,
+    half the micro-batch with twice the accumulation, TRL's fused head for the plain one, padded batches
+    where auto joined them) retrains everything, and Table 1 at its printed precision and the effect
+    verdicts stay the same."""
+    from zephyr.report import effects
+
+    shutil.copytree(tiny_study, tmp_path / "run", symlinks=True)
+    workdir = tmp_path / "run"
+    tiny_config = load_yaml(workdir / "config.test.yaml")
+    summaries = sorted((workdir / "results" / "adapters").glob("*/*/summary.json"))
+    chosen = {p.parent.name: json.loads(p.read_text())["speed"] for p in summaries}  # variant → a run's plan
+    for name, hyper in tiny_config["hyperparameters"].items():
+        runs = [plan for variant, plan in chosen.items() if tiny_config["variants"][variant]["hyperparameters"] == name]
+        assert runs and all(not plan["gradient_checkpointing"] and plan["lm_head"] == "plain" for plan in runs)
+        hyper["speed"] = {"gradient_checkpointing": True, "lm_head": "fused", "padding_free": False,
+                          "micro_batch": hyper["per_device_train_batch_size"] // 2}
+    config = write_config(workdir, tiny_config, "config.forced.yaml")
+    before = {name: (workdir / "results" / name).read_text() for name in ("table1.csv", "mcqa.csv")}
+
+    def verdicts():
+        return [c.holds for c in effects.check(tiny_config, *effects.read(tiny_config, workdir / "results"))]
+
+    verdicts_before = verdicts()
+    snakemake(workdir, "--cores", "2", "--configfile", str(config))
+    assert {json.loads(p.read_text())["speed"]["micro_batch"] for p in summaries} == {2, 1}  # retrained, forced
+    assert {name: (workdir / "results" / name).read_text() for name in before} == before
+    assert verdicts() == verdicts_before
+
+
 def test_a_malformed_local_file_fails_its_job_naming_file_and_line(tmp_path, tiny_config):
     (tmp_path / "data" / "truthy_dpo.jsonl").write_text('{"prompt": "q", "chosen": "a", "rejected": "b"}\n{oops\n')
     config = write_config(tmp_path, tiny_config)

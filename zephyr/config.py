@@ -16,7 +16,8 @@ from pathlib import Path
 
 import yaml
 
-from . import study
+from . import precision, study
+from .data import mixtures as zmixtures
 
 SCHEMA = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
 
@@ -296,6 +297,10 @@ def check(config: dict) -> None:
             if other not in mixtures:
                 raise ConfigError(f"{key}.exclude: {other!r} is not a key of mixtures")
         _check_acyclic(mixtures, name, [name])
+    try:
+        precision.check("precision", config["precision"])
+    except precision.PrecisionError as err:
+        raise ConfigError(str(err)) from None
     _check_models(config)
     _check_variants(config)
 
@@ -366,7 +371,7 @@ def _check_evaluation(config: dict) -> None:
         if mixtures[data]["task"] != reads:
             raise ConfigError(f"{key}: {data!r} holds {mixtures[data]['task']!r} records, {task} needs {reads!r}")
         for i, component in enumerate(mixtures[data]["components"]):
-            available = _known_rows(config["datasets"][component["dataset"]])
+            available = zmixtures.available_records(config["datasets"][component["dataset"]])
             if component["cap"] is not None and available is not None and component["cap"] > available:
                 raise ConfigError(f"mixtures.{data}.components[{i}].cap: {task} asks for {component['cap']} items "
                                   f"but {component['dataset']} has {available}")
@@ -380,14 +385,6 @@ def _check_evaluation(config: dict) -> None:
         variant = row["variant"]
         if variant != "M0" and (variant not in config["variants"] or row["model"] not in config["variants"][variant]["models"]):
             raise ConfigError(f"{key}.variant: {variant!r} is not built for model {row['model']!r}")
-
-
-def _known_rows(dataset: dict) -> int | None:
-    """Rows a source is known to hold before it is fetched: recorded, or a generator's size."""
-    if dataset["rows"] is not None:
-        return dataset["rows"]
-    source = dataset["source"]
-    return source["size"] if source["kind"] == "generator" else None
 
 
 def _check_variant_cycles(variants: dict) -> None:

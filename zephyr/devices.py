@@ -1,4 +1,4 @@
-"""Where models run: the device, its compute dtype, the GPUs a job may use and its CPU threads."""
+"""Where models run: the device, the GPUs a job may use and its CPU threads."""
 
 from __future__ import annotations
 
@@ -35,16 +35,6 @@ def device() -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def dtype_for(dev: str | None = None):
-    """bfloat16 on a GPU that supports it, float32 otherwise (the CPU included)."""
-    import torch
-
-    dev = str(dev or device())
-    if dev.startswith("cuda") and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float32
 
 
 def set_threads(threads: int | None) -> None:

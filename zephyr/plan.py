@@ -1,8 +1,9 @@
 """What a config's training runs mean in numbers, before anything runs: `python -m zephyr.plan [CONFIG]`.
 
-For each trained variant: its mixture's planned training records (the recorded source sizes and caps,
-less the validation share), the global batch (per-device batch x accumulation; several GPUs split the
-accumulation, so it stays), the optimizer steps (TRL's max_steps, else epochs x steps per epoch) and
+For each trained variant: its mixture's planned training records (what each source gives once
+formatted, capped, less the validation share: the count of its formatted records in
+`results/records/` when they exist, else the config's recorded `records` or `rows`), the global batch
+(per-device batch x accumulation; several GPUs split the accumulation, so it stays), the optimizer steps (TRL's max_steps, else epochs x steps per epoch) and
 the warmup (warmup_steps, or its fraction of the steps when below 1). A mixture whose sources record
 no size plans "?" until it is drawn.
 """
@@ -20,14 +21,26 @@ from .data import mixtures
 COLUMNS = ("variant", "trainer", "data", "records", "global batch", "steps/epoch", "epochs", "steps", "warmup")
 
 
-def runs(config: dict) -> list[dict]:
-    """One line per trained variant (per model when a variant trains several)."""
+def formatted_counts(config: dict, records_dir: str | Path = "results/records") -> dict[str, int]:
+    """Dataset → its formatted records, for the datasets formatted already (one JSON line each)."""
+    counts = {}
+    for name in config["datasets"]:
+        path = Path(records_dir) / f"{name}.jsonl"
+        if path.is_file():
+            with open(path, "rb") as handle:
+                counts[name] = sum(1 for line in handle if line.strip())
+    return counts
+
+
+def runs(config: dict, formatted: dict[str, int] | None = None) -> list[dict]:
+    """One line per trained variant (per model when a variant trains several); `formatted` as
+    `formatted_counts` gives it."""
     lines = []
     for name, spec in config["variants"].items():
         hyper = config["hyperparameters"][spec["hyperparameters"]]
         mixture = config["mixtures"][spec["data"]]
         try:
-            planned = mixtures.planned_size(config, spec["data"])
+            planned = mixtures.planned_size(config, spec["data"], formatted)
             records = planned - round(mixture.get("validation", 0.0) * planned)
         except mixtures.MixtureError:
             records = None
@@ -56,10 +69,13 @@ def render(lines: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("config", nargs="?", default="config.yaml", help="config file (default: config.yaml)")
+    parser.add_argument("--records", default="results/records", help="formatted records, counted where they exist")
     args = parser.parse_args(argv)
     config = zconfig.load(Path(args.config))
-    print(f"{args.config}: {config.get('experiment', '')}, compute.gpus {config['compute']['gpus']}")
-    print(render(runs(config)))
+    formatted = formatted_counts(config, args.records)
+    print(f"{args.config}: {config.get('experiment', '')}, compute.gpus {config['compute']['gpus']}; "
+          f"{len(formatted)} of {len(config['datasets'])} datasets counted from their formatted records")
+    print(render(runs(config, formatted)))
 
 
 if __name__ == "__main__":

@@ -8,8 +8,10 @@ task or a precision is one edit. Nothing here imports torch: the Snakefile reads
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
-__all__ = ["Task", "TASKS", "TRAINERS", "PRECISIONS", "FORMS", "TABLE1", "PAPER_TABLE1", "MCQA_TABLE", "QLORA_TABLE", "form_name",
+__all__ = ["Task", "TASKS", "TRAINERS", "PRECISIONS", "FORMS", "TABLE1", "PAPER_TABLE1", "PAPER_MODELS",
+           "PAPER_DPO_VALIDATION", "slot_model", "is_papers_model", "MCQA_TABLE", "QLORA_TABLE", "form_name",
            "table1_tasks", "row_tasks", "shows_reward", "qlora_tasks", "paper_runs", "trainer_of", "figure_outputs"]
 
 @dataclass(frozen=True)
@@ -29,18 +31,17 @@ class Task:
 TASKS: dict[str, Task] = {task.name: task for task in (
     Task("hellaswag", "hellaswag", ("acc", "acc_norm")),
     Task("gsm8k", "gsm8k", ("bleu", "rouge1", "rouge2", "rougeL")),
-    Task("mcqa", "mcqa", ("acc",)),
+    Task("mcqa", "mcqa", ("acc", "acc_norm")),
     Task("reward", "preference", ("reward_accuracy", "reward_margin", "reward_chosen", "reward_rejected", "beta"),
          needs_parent=True),
     Task("perplexity", "text", ("perplexity", "tokens", "windows", "window", "text_tokens", "nll"), per_form=True),
 )}
 
-def task_settings(evaluation: dict, task: str) -> dict:
-    """A task's settings from the config's `evaluation`: the batch size, the evaluation dtype for tasks
-    measured on the dense form only (perplexity compares the dense and quantized forms, each in its own
-    dtype), and the task's own keys."""
-    dtype = {} if TASKS[task].per_form else {"dtype": evaluation["dtype"]}
-    return {"batch_size": evaluation["batch_size"], **dtype, **evaluation[task]}
+def task_settings(evaluation: dict, task: str, precision: dict) -> dict:
+    """A task's settings: the batch size of the config's `evaluation`, the study's `precision` (every
+    model is loaded and computes in it; quantized forms keep their quantized layers), and the task's
+    own keys."""
+    return {"batch_size": evaluation["batch_size"], "precision": precision, **evaluation[task]}
 
 
 #: trainer → the mixture task it learns from.
@@ -77,8 +78,34 @@ PAPER_TABLE1 = {
     "Qwen M2 (D_S)": (45.01, 19.40, 42.26, 13.06, 19.38, 0.52),
     "Qwen M0 DPO": (45.40, 22.91, 45.14, 15.55, 22.50, 0.50),
 }
-#: The MCQA table (not in the paper's Table 1), same rows: accuracy in percent.
-MCQA_TABLE = {"MCQA": ("mcqa", "acc", 100)}
+#: The report's final validation reward accuracy of its DPO runs (section 4: "0.80 and 0.79" for DPO
+#: from M0 and from M1), by the variant names both configs give those runs: drawn beside Figure 4's curves.
+PAPER_DPO_VALIDATION = {"M0-DPO": 0.80, "M2-DS": 0.79}
+#: The report's model in each of its slots (the config's model keys): a Table 1 row is set beside the
+#: report's like with like only when its slot ran this model; otherwise the comparison is structural.
+PAPER_MODELS = {"qwen": "Qwen/Qwen1.5-0.5B-Chat", "bloom": "bigscience/bloom-560m"}
+
+
+def slot_model(source: dict) -> str:
+    """What ran in a model slot, in a few words, from its `source`."""
+    kind = source["kind"]
+    if kind == "hub":
+        return source["id"]
+    if kind == "gguf":
+        return source.get("file") or Path(source["path"]).name
+    if kind == "scratch":
+        sizes = ", ".join(f"{k} {v}" for k, v in source.get("config", {}).items())
+        return f"random-weight {source['architecture']} ({sizes})"
+    return f"local {source.get('path')}"
+
+
+def is_papers_model(model: str, source: dict) -> bool:
+    return source["kind"] == "hub" and PAPER_MODELS.get(model) == source["id"]
+
+
+#: The MCQA table (not in the paper's Table 1), same rows: length-normalized accuracy in percent, as
+#: HellaSwag's column and lm-evaluation-harness' ARC (`acc` is in the metric CSVs too).
+MCQA_TABLE = {"MCQA": ("mcqa", "acc_norm", 100)}
 #: The QLoRA table (the report's section 5): each QLoRA variant evaluated as Table 1's rows are, with
 #: MCQA and WikiText-2 perplexity (its dense weights) beside.
 QLORA_TABLE = {**{c: spec for c, spec in TABLE1.items() if not TASKS[spec[0]].needs_parent}, **MCQA_TABLE,

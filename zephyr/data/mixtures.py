@@ -189,13 +189,26 @@ def llamafactory_columns(task: str, records: list[dict], where: str = "records")
     return columns
 
 
-def planned_size(config: dict, name: str) -> int:
-    """The mixture's size by the config's recorded source sizes (`rows`), before validation split."""
+def planned_size(config: dict, name: str, formatted: dict[str, int] | None = None) -> int:
+    """The mixture's size before its validation split, from what each source holds once formatted: the
+    count of its formatted records where known (`formatted`, dataset → records), else the config's
+    recorded `records` (a filter's yield), else its recorded `rows`; capped by the component's cap."""
     total = 0
     for component in config["mixtures"][name]["components"]:
-        rows = config["datasets"][component["dataset"]].get("rows")
+        dataset = component["dataset"]
+        held = (formatted or {}).get(dataset, available_records(config["datasets"][dataset]))
         cap = component.get("cap")
-        if rows is None and cap is None:
-            raise MixtureError(f"mixture {name!r}: {component['dataset']} has neither a cap nor recorded rows")
-        total += min(x for x in (rows, cap) if x is not None)
+        if held is None and cap is None:
+            raise MixtureError(f"mixture {name!r}: {dataset} has neither a cap nor recorded rows")
+        total += min(x for x in (held, cap) if x is not None)
     return total
+
+
+def available_records(dataset: dict) -> int | None:
+    """The records a source is known to give before it is fetched: recorded (`records`, else `rows`), or
+    a generator's size (its formatter may still drop a few, counted in its job's log)."""
+    for key in ("records", "rows"):
+        if dataset.get(key) is not None:
+            return dataset[key]
+    source = dataset["source"]
+    return source["size"] if source["kind"] == "generator" else None

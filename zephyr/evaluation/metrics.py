@@ -206,6 +206,19 @@ def perplexity(total_nll: float, n_tokens: int) -> float:
     return math.exp(total_nll / n_tokens)
 
 
+def perplexity_stderr(nlls: Sequence[float], tokens: Sequence[int], iterations: int = 1000, seed: int = 1234) -> float:
+    """Standard error of a perplexity over windows (`nlls` summed per window over its `tokens` predicted
+    tokens): the standard deviation of exp(sum NLL / sum tokens) over windows resampled with replacement
+    (a seeded bootstrap, as `bleu_stderr` over questions); NaN with fewer than two windows."""
+    import numpy as np
+
+    if len(nlls) < 2:
+        return float("nan")
+    nll, count = np.asarray(nlls, dtype=np.float64), np.asarray(tokens, dtype=np.float64)
+    samples = np.random.default_rng(seed).integers(0, len(nll), size=(iterations, len(nll)))
+    return float(np.exp(nll[samples].sum(1) / count[samples].sum(1)).std(ddof=1))
+
+
 def mean_stderr(values: Sequence[float]) -> float:
     """Standard error of a mean of per-item scores, as lm-evaluation-harness's `mean_stderr`:
     sqrt(sum (x - mean)^2 / (n - 1)) / sqrt(n); for 0/1 accuracies this is sqrt(p (1 - p) / (n - 1))."""

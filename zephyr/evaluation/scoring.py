@@ -285,7 +285,8 @@ def generate(model, tokenizer, items: Sequence[str | dict], max_new_tokens: int 
     Plain greedy search: the model's own generation_config (sampling settings, repetition penalty,
     ...) is set aside for the call; only its EOS ids are kept (with the tokenizer's EOS). Prompts are
     sorted by length and left-padded in batches. `stats`, when given, receives the counts of prompt
-    tokens and of generated tokens (the EOS included, the padding after it not).
+    tokens and of generated tokens (the EOS included, the padding after it not), and per answer (in
+    input order) its generated tokens and whether it ended with an EOS (`answer_tokens`, `stopped`).
     """
     import torch
     from transformers import GenerationConfig
@@ -298,7 +299,7 @@ def generate(model, tokenizer, items: Sequence[str | dict], max_new_tokens: int 
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     batches = [order[k:k + batch_size] for k in range(0, len(order), batch_size)]
     outputs: list[str] = [""] * len(prompts)
-    new_tokens = 0
+    lengths, stopped = [0] * len(prompts), [False] * len(prompts)
     dev = next(model.parameters()).device
     saved = model.generation_config
     model.generation_config = GenerationConfig(eos_token_id=eos, pad_token_id=pad, bos_token_id=tokenizer.bos_token_id)
@@ -315,10 +316,11 @@ def generate(model, tokenizer, items: Sequence[str | dict], max_new_tokens: int 
                 for row, i in enumerate(batch):
                     new = out[row, width:].tolist()
                     ended = [k for k, token in enumerate(new) if token in eos]
-                    new_tokens += ended[0] + 1 if ended else len(new)
+                    lengths[i], stopped[i] = (ended[0] + 1 if ended else len(new)), bool(ended)
                     outputs[i] = tokenizer.decode(new, skip_special_tokens=True).strip()
     finally:
         model.generation_config = saved
     if stats is not None:
-        stats.update(prompt_tokens=sum(map(len, prompts)), new_tokens=new_tokens)
+        stats.update(prompt_tokens=sum(map(len, prompts)), new_tokens=sum(lengths), answer_tokens=lengths,
+                     stopped=stopped)
     return outputs

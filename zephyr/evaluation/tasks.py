@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from ..model.prompts import LETTERS, mcqa_prompt, pairs_cut_equal, preference_sequences
+from ..model.prompts import mcqa_prompt, pairs_cut_equal, preference_sequences
 from ..study import TASKS
 from . import metrics
 from .scoring import context_length, generate, loglikelihoods, pad_token_id, score_sequences, windows
@@ -23,30 +23,30 @@ log = logging.getLogger(__name__)
 
 def hellaswag(model, tokenizer, records: Sequence[dict], batch_size: int = 8) -> tuple[list[dict], dict]:
     """lm-eval's zero-shot HellaSwag: rows per item and {acc, acc_norm, n} (fractions)."""
-    requests = [(r["query"], " " + choice) for r in records for choice in r["choices"]]
-    lls = loglikelihoods(model, tokenizer, requests, batch_size)
-    rows, k = [], 0
-    for r in records:
-        item = lls[k:k + len(r["choices"])]
-        k += len(r["choices"])
-        scores = metrics.choice_scores(item, r["choices"], r["label"])
-        rows.append({"id": r.get("id"), "label": r["label"], "pred": scores["pred"], "pred_norm": scores["pred_norm"],
-                     "acc": scores["acc"], "acc_norm": scores["acc_norm"], "loglikelihoods": item})
-    return rows, _mean_summary(rows, ("acc", "acc_norm"))
+    return _multiple_choice(model, tokenizer, [(r["query"], r["choices"], r["label"], r) for r in records],
+                            batch_size, "label")
 
 
 def mcqa(model, tokenizer, records: Sequence[dict], batch_size: int = 8) -> tuple[list[dict], dict]:
-    """Multiple-choice QA by the log-likelihood of the answer letter: rows and {acc, n} (fraction)."""
-    requests = [(mcqa_prompt(r), " " + LETTERS[i]) for r in records for i in range(len(r["choices"]))]
+    """Multiple-choice QA as lm-eval scores ARC: the log-likelihood of each choice's own text after
+    'Question: ...\nAnswer:'; rows and {acc, acc_norm, n} (fractions). The choices are not listed in
+    the prompt, so a model cannot answer by preferring a letter: it is scored on what it knows."""
+    return _multiple_choice(model, tokenizer, [(mcqa_prompt(r), r["choices"], r["answer"], r) for r in records],
+                            batch_size, "answer")
+
+
+def _multiple_choice(model, tokenizer, items: list[tuple], batch_size: int, key: str) -> tuple[list[dict], dict]:
+    """(context, choices, label, record) items scored as lm-eval's multiple_choice output type."""
+    requests = [(context, " " + choice) for context, choices, _, _ in items for choice in choices]
     lls = loglikelihoods(model, tokenizer, requests, batch_size)
     rows, k = [], 0
-    for r in records:
-        item = lls[k:k + len(r["choices"])]
-        k += len(r["choices"])
-        scores = metrics.choice_scores(item, LETTERS[:len(item)], r["answer"])
-        rows.append({"id": r.get("id"), "answer": r["answer"], "pred": scores["pred"], "acc": scores["acc"],
-                     "loglikelihoods": item})
-    return rows, _mean_summary(rows, ("acc",))
+    for context, choices, label, record in items:
+        item = lls[k:k + len(choices)]
+        k += len(choices)
+        scores = metrics.choice_scores(item, choices, label)
+        rows.append({"id": record.get("id"), key: label, "pred": scores["pred"], "pred_norm": scores["pred_norm"],
+                     "acc": scores["acc"], "acc_norm": scores["acc_norm"], "loglikelihoods": item})
+    return rows, _mean_summary(rows, ("acc", "acc_norm"))
 
 
 def _mean_summary(rows: list[dict], keys: Iterable[str]) -> dict:
@@ -106,7 +106,8 @@ def perplexity(model, tokenizer, texts: Sequence[str], window: int, batch_size: 
 
     The text is encoded once (no special tokens) and cut into windows; within a window every token but
     the first is predicted from the tokens before it in that window. perplexity = exp(summed NLL /
-    predicted tokens). Returns {perplexity, tokens (predicted), windows, window, text_tokens}.
+    predicted tokens). Returns {perplexity, tokens (predicted), windows, window, text_tokens, nll} and
+    the perplexity's standard error (a bootstrap over windows).
     """
     text = "\n\n".join(texts)
     ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
@@ -119,8 +120,9 @@ def perplexity(model, tokenizer, texts: Sequence[str], window: int, batch_size: 
                              share_prefix=False)
     predicted = sum(n for _, n in sequences)
     nll = -sum(scores)
+    stderr = metrics.perplexity_stderr([-s for s in scores], [n for _, n in sequences])
     return {"perplexity": metrics.perplexity(nll, predicted), "tokens": predicted, "windows": len(parts),
-            "window": window, "text_tokens": len(ids), "nll": nll}
+            "window": window, "text_tokens": len(ids), "nll": nll, "stderr": {"perplexity": stderr}}
 
 
 # ---- the runners of the registered tasks ------------------------------------------------------
@@ -142,32 +144,17 @@ RUNNERS: dict[str, Callable] = {
 }
 
 
-def eval_dtype(setting: str, model_dir: str | Path) -> tuple[str | None, str]:
-    """(dtype to load dense models in, None for the loader's own; why) of `evaluation.dtype`; `fastest`
-    on the CPU is training's timed base_dtype choice for the model's width."""
-    from .. import files
-    from ..devices import device
-    from ..model import speed
-
-    if setting in ("float32", "bfloat16"):
-        return setting, "evaluation.dtype"
-    if setting == "fastest" and device() == "cpu":
-        hidden = files.read_json(Path(model_dir) / "config.json")["hidden_size"]
-        dtype, why = speed.fastest_dtype("cpu", hidden)
-        return dtype, f"evaluation.dtype fastest: {why}"
-    return None, "evaluation.dtype auto: the stored dtype on a GPU, float32 on the CPU"
-
-
 def evaluate_files(task: str, model_dir: str | Path, data_path: str | Path, out_csv: str | Path,
                    items_path: str | Path, *, model: str, variant: str, settings: dict,
                    parent_dir: str | Path | None = None) -> dict:
     """Evaluate one model on one task; write the tidy metric CSV and the per-item JSONL beside it.
 
-    `settings`: batch_size, dtype (`evaluation.dtype`; auto when absent), and the task's own
+    `settings`: batch_size, precision (the study's, zephyr/precision.py; float32 when absent), and the task's own
     (max_new_tokens for gsm8k, beta and max_length for reward, window for perplexity). Reward
     accuracy scores the model against `parent_dir`, its reference.
     """
     from .. import files
+    from .. import precision as precisions
     from ..model import modeldir
     from ..report import table
 
@@ -177,14 +164,16 @@ def evaluate_files(task: str, model_dir: str | Path, data_path: str | Path, out_
     if spec.needs_parent and parent_dir is None:
         raise ValueError(f"{model} {variant}: {task} needs the parent model as reference")
     records = files.read_json(data_path)
-    dtype, why = eval_dtype(settings.get("dtype", "auto"), model_dir)
-    policy, tokenizer = modeldir.load(model_dir, dtype=dtype)
-    reference = modeldir.load(parent_dir, dtype=dtype)[0] if spec.needs_parent else None
-    log.info("%s %s: %s on %d records from %s, in %s (%s)", model, variant, task, len(records), data_path,
-             policy.dtype, why)
-    rows, summary = RUNNERS[task](policy, tokenizer, records, {"batch_size": 8, **settings}, reference)
+    precision = precisions.check("precision", settings.get("precision"))
+    policy, tokenizer = modeldir.load(model_dir, dtype=precision["weights"])
+    reference = modeldir.load(parent_dir, dtype=precision["weights"])[0] if spec.needs_parent else None
+    where = policy.device.type
+    log.info("%s %s: %s on %d records from %s, %s on %s", model, variant, task, len(records), data_path,
+             precisions.label(precision), where)
+    with precisions.autocast(precision, where):
+        rows, summary = RUNNERS[task](policy, tokenizer, records, {"batch_size": 8, **settings}, reference)
     files.write_jsonl(items_path, rows)
-    table.write_metrics(out_csv, model, variant, task, summary)
+    table.write_metrics(out_csv, model, variant, task, summary, precisions.record(precision, where))
     log.info("%s %s %s: %s", model, variant, task,
              ", ".join(f"{k}={v:.4g}" for k, v in summary.items() if isinstance(v, float)))
     return summary

@@ -8,7 +8,7 @@ from typing import Any, Iterator
 CARD_FILE = "README.md"
 #: Keys of a model card dict that `render_card` lays out in their own sections.
 CARD_SECTIONS = ("model", "variant", "description", "parent", "base_source", "data", "qlora", "hyperparameters",
-                 "experiment", "base_model", "tags")
+                 "experiment", "base_model", "tags", "precision")
 
 
 def render_card(card: dict, *, manifest: dict | None = None, base_manifest: dict | None = None,
@@ -78,6 +78,13 @@ def render_card(card: dict, *, manifest: dict | None = None, base_manifest: dict
     out += ["## Hyperparameters", ""]
     out += _table(list(_flatten(hyper)) if isinstance(hyper, dict) else [("hyperparameters", hyper)])
 
+    # what the numbers were computed in, and the speed settings that keep the math, as resolved
+    precision = card.get("precision") or {}
+    speed = {k: v for k, v in (training or {}).get("speed", {}).items() if k != "why"}
+    out += ["## Precision and speed", ""]
+    out += _table([("weights dtype", precision.get("weights")), ("compute", precision.get("compute")),
+                   *((f"speed: {k}", v) for k, v in speed.items())])
+
     if training:
         out += ["## Training run", ""]
         out += _table([(k, training.get(k)) for k in ("steps", "epochs", "train_records", "validation_records",
@@ -114,6 +121,8 @@ def quantized_card(manifest: dict, parent_manifest: dict) -> str:
             ("parent manifest sha256", parent.get("manifest_sha256")),
             ("quantized modules", manifest["quantized_modules"]),
             ("unquantized weights dtype", manifest["dtype_unquantized"]),
+            ("4-bit compute dtype", manifest["quantization_config"].get("bnb_4bit_compute_dtype")
+             if manifest["precision"] != "int8" else None),
             ("weights, parent (bytes)", f"{manifest['parent_weights_bytes']:,}"),
             ("weights, this copy (bytes)", f"{manifest['weights_bytes']:,}"),
             ("size ratio", manifest["size_ratio"]),

@@ -2,7 +2,7 @@
 
 `merge_adapter` checks that the adapter belongs to the base (its recorded base model and the shapes
 of its target modules) before loading any weights, merges it in float32, and writes an ordinary
-Hugging Face folder in the parent's dtype with a model card (`README.md`) and a provenance
+Hugging Face folder in the study precision's dtype with a model card (`README.md`) and a provenance
 `manifest.json`, staged beside its final place and moved in at the end (`files.staged_dir`): a killed
 job never leaves a folder that looks finished.
 """
@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 
 from .. import files
+from .. import precision as precisions
 from ..environment import installed_versions
 from . import cards, modeldir
 from .modeldir import ModelDirError
@@ -26,25 +27,27 @@ ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 
 
 def merge_adapter(base_dir: str | os.PathLike, adapter_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
-                  card: dict) -> dict:
+                  card: dict, precision: dict | None = None) -> dict:
     """Merge the LoRA adapter in `adapter_dir` into the model in `base_dir`; write the result to `out_dir`.
 
     `card` says how the adapter was made (model, variant, parent, base source, data, hyperparameters...);
-    it goes into the model card and the manifest as given. Returns the manifest (also manifest.json).
+    it goes into the model card and the manifest as given, with `precision` (the study's; float32 when
+    not given), whose dtype the merged weights are stored in. Returns the manifest (also manifest.json).
     """
     import torch
     from peft import PeftModel
 
     base_dir, adapter_dir, out_dir = Path(base_dir), Path(adapter_dir), Path(out_dir)
+    precision = precisions.check("precision", precision)
+    card = {**card, "precision": precision}
     adapter_config = check_adapter(base_dir, adapter_dir)
     base_manifest = modeldir.read_manifest(base_dir, required=False)
 
     log.info("merging %s into %s → %s", adapter_dir, base_dir, out_dir)
-    # in float32, stored in the parent's dtype: a bf16 parent would otherwise round each small LoRA update
-    # into its weights twice (the update itself, then the sum), and lose some before M2 trains on M1
-    stored = modeldir.stored_dtype(base_dir)
+    # in float32, stored in the precision's dtype: in bf16 each small LoRA update would be rounded into
+    # the weights twice (the update itself, then the sum)
     base = modeldir.load_model(base_dir, "cpu", dtype="float32")
-    merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload().to(getattr(torch, stored))
+    merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload().to(getattr(torch, precision["weights"]))
     merged.eval()
     tokenizer_dir = adapter_dir if modeldir.has_tokenizer(adapter_dir) else base_dir
     tokenizer = modeldir.load_tokenizer(tokenizer_dir)

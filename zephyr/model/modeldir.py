@@ -3,8 +3,8 @@ checksums). The one place that reads and writes manifests, checks a folder, buil
 config, and loads a folder: for inference (dense or quantized), for training (dense or QLoRA), or as
 stored (merging); each with its tokenizer, pad token ensured.
 
-On the CPU models load in float32 (bf16 compute is emulated, and very slow, on CPUs without
-AVX-512-bf16); on a GPU in their stored dtype, and 4-bit compute in bf16 where the GPU has it.
+Every load names its dtype (the config's `precision`, zephyr/precision.py) or keeps the stored one
+(merging reads float32 and writes the precision's): nothing here picks a dtype from the machine.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from .. import files
+from .. import precision as precisions
 from ..devices import device as current_device
-from ..devices import dtype_for
 from ..study import PRECISIONS
 
 CONFIG_FILE = "config.json"
@@ -88,12 +88,6 @@ def identity_files(model_dir: str | os.PathLike) -> list[Path]:
     return [model_dir / CONFIG_FILE, *sorted(model_dir.glob("*.safetensors"))]
 
 
-def stored_dtype(model_dir: str | os.PathLike) -> str:
-    """The dtype the folder's weights are stored in, as its config.json says (float32 when it does not)."""
-    config = files.read_json(check(model_dir) / CONFIG_FILE)
-    return str(config.get("dtype") or config.get("torch_dtype") or "float32").removeprefix("torch.")
-
-
 def has_tokenizer(model_dir: Path) -> bool:
     return any((Path(model_dir) / n).is_file() for n in TOKENIZER_FILES)
 
@@ -112,8 +106,10 @@ def meta_model(model_dir: Path) -> tuple[Any, dict]:
 # ---- loading ---------------------------------------------------------------------------------------
 
 
-def quantization_config(precision: str, device: str | None = None):
-    """The BitsAndBytesConfig of a precision: the one 4-bit / 8-bit config of training and export."""
+def quantization_config(precision: str, compute_dtype: str):
+    """The BitsAndBytesConfig of a precision: the one 4-bit / 8-bit config of training and export;
+    4-bit layers compute in `compute_dtype` (the study precision's, `precision.compute_dtype`)."""
+    import torch
     from transformers import BitsAndBytesConfig
 
     if precision not in PRECISIONS:
@@ -122,7 +118,7 @@ def quantization_config(precision: str, device: str | None = None):
         return BitsAndBytesConfig(load_in_8bit=True)
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                               bnb_4bit_use_double_quant=precision == "nf4-dq",
-                              bnb_4bit_compute_dtype=dtype_for(device or current_device()))
+                              bnb_4bit_compute_dtype=getattr(torch, compute_dtype))
 
 
 def load_tokenizer(model_dir: str | os.PathLike):
@@ -143,14 +139,14 @@ def ensure_pad_token(tokenizer) -> str:
     return "eos"
 
 
-def load_model(model_dir: str | os.PathLike, device: str | None = None, *, precision: str | None = None,
-               stored_dtype: bool = False, dtype: str | None = None):
-    """The folder's causal LM on `device` (this machine's by default).
+def load_model(model_dir: str | os.PathLike, device: str | None = None, *, dtype: str = "float32",
+               precision: str | None = None, compute_dtype: str | None = None):
+    """The folder's causal LM on `device` (this machine's by default), its (unquantized) weights in
+    `dtype` ("float32", "bfloat16"; "auto": as stored).
 
-    `precision` quantizes dense weights while loading (QLoRA, exports); a folder that is already
-    quantized loads as it was saved. `stored_dtype` keeps the stored dtype on the CPU too (merging);
-    `dtype` ("float32", "bfloat16") asks for one. Under a data-parallel launcher each process takes
-    its own GPU (LOCAL_RANK).
+    `precision` quantizes dense weights while loading (QLoRA, exports), its 4-bit layers computing in
+    `compute_dtype`; a folder that is already quantized loads as it was saved. Under a data-parallel
+    launcher each process takes its own GPU (LOCAL_RANK).
     """
     import torch
     from transformers import AutoModelForCausalLM
@@ -158,11 +154,11 @@ def load_model(model_dir: str | os.PathLike, device: str | None = None, *, preci
     model_dir = check(model_dir)
     device = device or current_device()
     place = f"cuda:{os.environ['LOCAL_RANK']}" if device == "cuda" and os.environ.get("LOCAL_RANK") else device
-    kwargs: dict[str, Any] = {"dtype": "auto" if stored_dtype or device != "cpu" else torch.float32}
-    if dtype:
-        kwargs["dtype"] = getattr(torch, dtype)
+    kwargs: dict[str, Any] = {"dtype": dtype if dtype == "auto" else getattr(torch, dtype)}
     if precision:
-        kwargs["quantization_config"] = quantization_config(precision, device)
+        if compute_dtype is None:
+            raise ModelDirError(f"{model_dir}: quantizing to {precision} needs the dtype its layers compute in")
+        kwargs["quantization_config"] = quantization_config(precision, compute_dtype)
     if precision or quantization_of(model_dir):
         kwargs["device_map"] = {"": place}
     model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
@@ -171,17 +167,18 @@ def load_model(model_dir: str | os.PathLike, device: str | None = None, *, preci
     return model
 
 
-def load(model_dir: str | os.PathLike, device: str | None = None, dtype: str | None = None):
-    """(model, tokenizer) of a folder, dense or quantized, in eval mode: ready to score (in `dtype` if given)."""
+def load(model_dir: str | os.PathLike, device: str | None = None, *, dtype: str = "float32"):
+    """(model, tokenizer) of a folder, dense or quantized, in eval mode: ready to score, in `dtype`."""
     model = load_model(model_dir, device, dtype=dtype)
     model.eval()
     return model, load_tokenizer(model_dir)
 
 
-def load_for_training(model_dir: str | os.PathLike, device: str, qlora: str | None = None, dtype: str | None = None):
-    """The model to put LoRA on, its frozen weights in `dtype`: dense, or quantized while loading for
-    QLoRA (prepared for k-bit training)."""
-    model = load_model(model_dir, device, precision=qlora, dtype=dtype)
+def load_for_training(model_dir: str | os.PathLike, device: str, qlora: str | None, precision: dict):
+    """The model to put LoRA on, its frozen weights in the study `precision`'s dtype: dense, or quantized
+    while loading for QLoRA (prepared for k-bit training)."""
+    model = load_model(model_dir, device, dtype=precision["weights"], precision=qlora,
+                       compute_dtype=precisions.compute_dtype(precision))
     if qlora:
         from peft import prepare_model_for_kbit_training
 

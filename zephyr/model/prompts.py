@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Iterable, Sequence
 
 #: Letters of multiple-choice options in the MCQA prompt.
-LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 CHAT_TEMPLATES = {
     # ChatML with no default system message.
@@ -81,11 +80,9 @@ def chat_messages(item: str | dict) -> list[dict]:
 
 
 def mcqa_prompt(record: dict) -> str:
-    """'Question: ...\\nA. ...\\nB. ...\\nAnswer:' (the letter is scored as the continuation ' A', ' B', ...)."""
-    if len(record["choices"]) > len(LETTERS):
-        raise ValueError(f"{len(record['choices'])} choices: more than {len(LETTERS)} letters")
-    options = "".join(f"{LETTERS[i]}. {choice}\n" for i, choice in enumerate(record["choices"]))
-    return f"Question: {record['question']}\n{options}Answer:"
+    """lm-evaluation-harness' ARC context, 'Question: ...\nAnswer:': each choice's own text is then scored
+    as the continuation ' ' + choice (its `arc_easy` task: doc_to_text, doc_to_choice choices.text)."""
+    return f"Question: {record['question']}\nAnswer:"
 
 
 def prompt_ids(tokenizer, chat: list[dict]) -> list[int]:

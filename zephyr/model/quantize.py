@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import files
+from .. import precision as precisions
 from ..devices import device
 from ..environment import installed_versions
 from ..study import PRECISIONS, form_name
@@ -27,15 +28,19 @@ log = logging.getLogger(__name__)
 CPU_4BIT_MULTIPLE = 64
 
 
-def quantize(model_dir: str | os.PathLike, out_dir: str | os.PathLike, precision: str) -> dict:
+def quantize(model_dir: str | os.PathLike, out_dir: str | os.PathLike, precision: str,
+             study_precision: dict | None = None) -> dict:
     """Write a bitsandbytes `precision` copy ("nf4", "nf4-dq" or "int8") of `model_dir` to `out_dir`.
 
-    Weights that are not quantized (embeddings, norms, the output head) keep the dtype they are stored
-    in. The copy is saved right after loading, before any forward pass. Returns the manifest.
+    Weights that are not quantized (embeddings, norms, the output head) are kept in the study
+    precision's dtype (zephyr/precision.py; float32 when not given), and 4-bit layers compute in its
+    compute dtype. The copy is saved right after loading, before any forward pass. Returns the manifest.
     """
     model_dir, out_dir = Path(model_dir), Path(out_dir)
+    study_precision = precisions.check("precision", study_precision)
     dev = device()
-    qconfig = modeldir.quantization_config(precision, dev)
+    compute = precisions.compute_dtype(study_precision)
+    qconfig = modeldir.quantization_config(precision, compute)
     existing = modeldir.quantization_of(model_dir)
     if existing:
         raise ModelDirError(f"{model_dir} is already quantized ({existing.get('quant_method', existing)}); "
@@ -46,7 +51,8 @@ def quantize(model_dir: str | os.PathLike, out_dir: str | os.PathLike, precision
     parent_bytes = files.weights_size(model_dir)
 
     log.info("quantizing %s to %s on %s → %s", model_dir, precision, dev, out_dir)
-    model = modeldir.load_model(model_dir, dev, precision=precision, stored_dtype=True)
+    model = modeldir.load_model(model_dir, dev, dtype=study_precision["weights"], precision=precision,
+                                compute_dtype=compute)
     tokenizer = modeldir.load_tokenizer(model_dir)
     quantized = sorted(n for n, m in model.named_modules() if type(m).__module__.startswith("bitsandbytes"))
     with files.staged_dir(out_dir) as staged:
@@ -62,6 +68,7 @@ def quantize(model_dir: str | os.PathLike, out_dir: str | os.PathLike, precision
             "precision_description": PRECISIONS[precision],
             "quantization_config": _jsonable(qconfig.to_dict()),
             "device": dev,
+            "study_precision": study_precision,
             "dtype_unquantized": str(model.dtype).removeprefix("torch."),
             "quantized_modules": len(quantized),
             "parent": parent,

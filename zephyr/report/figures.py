@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..study import trainer_of
+from ..study import PAPER_DPO_VALIDATION, trainer_of
 
 STYLE = {"cosine": "-", "constant": "--"}
 
@@ -64,14 +64,19 @@ def sft_losses(runs: dict[str, pd.DataFrame], out: str | Path, title: str) -> No
     _save(fig, out)
 
 
-def dpo_dynamics(runs: dict[str, pd.DataFrame], out: str | Path, title: str = "DPO training dynamics") -> None:
-    """Figure 4: DPO loss and reward accuracy (train and validation) per run."""
+def dpo_dynamics(runs: dict[str, pd.DataFrame], out: str | Path, title: str = "DPO training dynamics",
+                 reported: dict[str, float] | None = None) -> None:
+    """Figure 4: DPO loss and reward accuracy (train and validation) per run; `reported` (label → the
+    report's final validation reward accuracy) draws the report's value beside the run's curve."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharex=True)
     for label, history in runs.items():
         for ax, (train, val) in zip(axes, (("loss", "eval_loss"), ("rewards/accuracies", "eval_rewards/accuracies"))):
             line = ax.plot(*_xy(_series(history, train)), label=f"{label} train")[0]
             ax.plot(*_xy(_series(history, val)), "--", marker=".", color=line.get_color(), label=f"{label} validation")
+        if label in (reported or {}):
+            axes[1].axhline(reported[label], linestyle=":", color=line.get_color(),
+                            label=f"{label} validation, the report's: {reported[label]:.2f}")
     axes[0].set(xlabel="step", ylabel="DPO loss", title="(a) loss")
     axes[1].set(xlabel="step", ylabel="reward accuracy", title="(b) reward accuracy")
     axes[1].legend(fontsize=8)
@@ -81,7 +86,8 @@ def dpo_dynamics(runs: dict[str, pd.DataFrame], out: str | Path, title: str = "D
 
 def versus_paper(table: pd.DataFrame, out: str | Path) -> None:
     """Table 1 against the paper: per metric, the paper's value and the reproduction's (± its standard
-    error) for each row the paper has."""
+    error) for each row the paper has, each row naming the model that ran in its slot; the title says
+    the comparison is structural where that is not the report's model."""
     plt = _pyplot()
     metrics = list(dict.fromkeys(table["metric"])) or ["(nothing to compare)"]
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 4.2), squeeze=False)
@@ -91,11 +97,15 @@ def versus_paper(table: pd.DataFrame, out: str | Path) -> None:
         ax.barh([i + 0.2 for i in y], rows["paper"], height=0.4, label="paper", color="0.7")
         ax.barh([i - 0.2 for i in y], rows["reproduction"], height=0.4, label="reproduction",
                 xerr=rows["stderr"].fillna(0), color="tab:blue")
-        ax.set_yticks(list(y), rows["Model"], fontsize=7)
+        ax.set_yticks(list(y), [f"{m}\n({'as reported' if same else ran})" for m, ran, same in
+                                zip(rows["Model"], rows["ran"], rows["report's model"])], fontsize=6)
         ax.set_title(metric, fontsize=9)
         ax.invert_yaxis()
     axes[0][0].legend(fontsize=7)
-    fig.suptitle("Table 1: reproduction (± standard error) against the paper")
+    structural = not table["report's model"].all() if len(table) else False
+    fig.suptitle("Table 1: reproduction (± standard error) against the paper" + (
+        "\nstructural only: rows whose slot ran another model than the report's (named under each label)"
+        if structural else ""), fontsize=10)
     _save(fig, out)
 
 
@@ -146,5 +156,7 @@ def appendix(histories: dict[str, str | Path], variants: dict, hyperparameters: 
             sft_losses({k.split("/", 1)[1]: v for k, v in sft.items() if k.startswith(model + "/")}, path,
                        f"SFT losses of {model} (D_S and D_L, cosine and constant)")
     if "dpo" in outputs:
-        dpo_dynamics({k: v for k, v in runs.items() if trainer(k) == "dpo"}, outputs["dpo"],
-                     "Figure 4: DPO training dynamics")
+        dpo = {k: v for k, v in runs.items() if trainer(k) == "dpo"}
+        reported = {k: PAPER_DPO_VALIDATION.get(k.split("/", 1)[1]) for k in dpo}
+        dpo_dynamics(dpo, outputs["dpo"], "Figure 4: DPO training dynamics",
+                     {k: value for k, value in reported.items() if value is not None})

@@ -1,7 +1,8 @@
 """The study's tables from the tidy metric CSVs: Table 1 (and its standard errors), MCQA, quantization.
 
 Every evaluation writes `results/metrics/{model}/{variant}/{task}.csv` with one row per metric
-(model, variant, task, metric, value, n); the tables only select and scale.
+(model, variant, task, metric, value, stderr, n) and what it was computed in (dtype, compute, device);
+the tables only select and scale.
 """
 
 from __future__ import annotations
@@ -12,19 +13,22 @@ from typing import Iterable
 import pandas as pd
 
 from .. import files
-from ..study import MCQA_TABLE, PAPER_TABLE1, QLORA_TABLE, TABLE1, form_name, shows_reward
+from ..study import (MCQA_TABLE, PAPER_TABLE1, QLORA_TABLE, TABLE1, form_name, is_papers_model, shows_reward,
+                     slot_model)
 
-METRIC_FIELDS = ["model", "variant", "task", "metric", "value", "stderr", "n"]
+METRIC_FIELDS = ["model", "variant", "task", "metric", "value", "stderr", "n", "dtype", "compute", "device"]
 MISSING = "–"  # what the paper prints where a metric does not apply (M0 has no reward accuracy)
 
 
-def write_metrics(path: str | Path, model: str, variant: str, task: str, summary: dict) -> pd.DataFrame:
+def write_metrics(path: str | Path, model: str, variant: str, task: str, summary: dict,
+                  computed_in: dict) -> pd.DataFrame:
     """One tidy CSV per evaluation: a row per numeric metric of `summary`, with its standard error where
-    `summary["stderr"]` has one (empty otherwise); its `n` goes in every row."""
+    `summary["stderr"]` has one (empty otherwise); its `n` and `computed_in` (dtype, compute, device:
+    `precision.record`) go in every row."""
     n, stderr = summary.get("n"), summary.get("stderr", {})
     rows = [
         {"model": model, "variant": variant, "task": task, "metric": key, "value": float(value),
-         "stderr": stderr.get(key), "n": n}
+         "stderr": stderr.get(key), "n": n, **computed_in}
         for key, value in summary.items()
         if key != "n" and isinstance(value, (int, float)) and not isinstance(value, bool)
     ]
@@ -46,34 +50,54 @@ def table1(rows: list[dict], metrics: pd.DataFrame, decimals: int = 2, *, stderr
     return _layout(rows, metrics, TABLE1, decimals, stderr)
 
 
-def versus_paper(reproduced: pd.DataFrame, stderr: pd.DataFrame) -> pd.DataFrame:
+VERSUS_COLUMNS = ["Model", "metric", "paper", "reproduction", "difference", "stderr", "ran", "report's model"]
+
+
+def versus_paper(reproduced: pd.DataFrame, stderr: pd.DataFrame, rows: list[dict], models: dict) -> pd.DataFrame:
     """Each Table 1 cell beside the paper's published value (`study.PAPER_TABLE1`, by row label), with
-    the difference and the reproduction's standard error; rows and cells the paper does not have are left out."""
+    the difference, the reproduction's standard error, the model that ran in the row's slot and whether
+    it is the report's (`models`: the config's); rows and cells the paper does not have are left out."""
     out = []
-    for (_, row), (_, errors) in zip(reproduced.iterrows(), stderr.iterrows()):
+    for spec, (_, row), (_, errors) in zip(rows, reproduced.iterrows(), stderr.iterrows(), strict=True):
         published = PAPER_TABLE1.get(row["Model"])
+        source = models[spec["model"]]["source"]
         for column, paper in zip(TABLE1, published or ()):
             if paper is None or row[column] == MISSING:
                 continue
             value = float(row[column])
             out.append({"Model": row["Model"], "metric": column, "paper": paper, "reproduction": value,
                         "difference": round(value - paper, 2),
-                        "stderr": float(errors[column]) if errors[column] != MISSING else None})
-    return pd.DataFrame(out, columns=["Model", "metric", "paper", "reproduction", "difference", "stderr"])
+                        "stderr": float(errors[column]) if errors[column] != MISSING else None,
+                        "ran": slot_model(source), "report's model": is_papers_model(spec["model"], source)})
+    return pd.DataFrame(out, columns=VERSUS_COLUMNS)
 
 
 def mcqa(rows: list[dict], metrics: pd.DataFrame, decimals: int = 2) -> pd.DataFrame:
     """MCQA accuracy (%) of Table 1's rows, with its standard error."""
-    values = _layout(rows, metrics, MCQA_TABLE, decimals, False)
-    errors = _layout(rows, metrics, MCQA_TABLE, decimals, True)
-    for column in MCQA_TABLE:
-        values[f"{column} ±"] = errors[column]
-    return values
+    return _with_stderr(_layout(rows, metrics, MCQA_TABLE, decimals, False),
+                        _layout(rows, metrics, MCQA_TABLE, decimals, True), MCQA_TABLE)
 
 
-def qlora(rows: list[dict], metrics: pd.DataFrame, decimals: int = 2) -> pd.DataFrame:
-    """The QLoRA variants as Table 1 shows its rows, with MCQA and perplexity."""
-    return _layout(rows, metrics, QLORA_TABLE, decimals, False)
+def qlora(rows: list[dict], metrics: pd.DataFrame, forms: Iterable[str] = (), decimals: int = 2) -> pd.DataFrame:
+    """The QLoRA variants as Table 1 shows its rows, with MCQA and perplexity, each beside its standard
+    error (`±`), and the perplexity of each quantized form in `forms` (the 4-bit QLoRA model as it is
+    served) beside the dense merge's."""
+    columns = {**QLORA_TABLE, **{f"Perplexity ({form})": QLORA_TABLE["Perplexity"] for form in forms}}
+    values, errors = [pd.DataFrame({"Model": [r["label"] for r in rows]}) for _ in range(2)]
+    for column, spec in columns.items():
+        form = column[len("Perplexity ("):-1] if column.startswith("Perplexity (") else "dense"
+        formed = [{**r, "variant": form_name(r["variant"], form)} for r in rows]
+        values[column] = _layout(formed, metrics, {column: spec}, decimals, False)[column]
+        errors[column] = _layout(formed, metrics, {column: spec}, decimals, True)[column]
+    return _with_stderr(values, errors, columns)
+
+
+def _with_stderr(values: pd.DataFrame, errors: pd.DataFrame, columns: Iterable[str]) -> pd.DataFrame:
+    """Each column followed by its standard error (`column ±`)."""
+    out = values[["Model"]].copy()
+    for column in columns:
+        out[column], out[f"{column} ±"] = values[column], errors[column]
+    return out
 
 
 def _layout(rows: list[dict], metrics: pd.DataFrame, columns: dict, decimals: int, stderr: bool) -> pd.DataFrame:
@@ -90,7 +114,8 @@ def _layout(rows: list[dict], metrics: pd.DataFrame, columns: dict, decimals: in
 
 
 def quantization(perplexities: pd.DataFrame, sizes: dict[tuple[str, str, str], int]) -> pd.DataFrame:
-    """Variant, precision, size on disk, perplexity and its change against the unquantized model (in %).
+    """Variant, precision, size on disk, perplexity (with its standard error) and its change against the
+    unquantized model (in %).
 
     `perplexities` are metric rows whose `variant` is "{variant}" or "{variant}-{precision}";
     `sizes` maps (model, variant, precision) to bytes of weights.
@@ -98,9 +123,10 @@ def quantization(perplexities: pd.DataFrame, sizes: dict[tuple[str, str, str], i
     rows = []
     for (model, variant, precision), size in sizes.items():
         match = (perplexities["model"] == model) & (perplexities["variant"] == form_name(variant, precision))
-        ppl = perplexities.loc[match & (perplexities["metric"] == "perplexity"), "value"]
+        ppl = perplexities.loc[match & (perplexities["metric"] == "perplexity")].iloc[0]
         rows.append({"model": model, "variant": variant, "precision": precision,
-                     "size_mb": round(size / 2**20, 2), "perplexity": float(ppl.iloc[0])})
+                     "size_mb": round(size / 2**20, 2), "perplexity": float(ppl["value"]),
+                     "perplexity_stderr": round(float(ppl["stderr"]), 3)})
     frame = pd.DataFrame(rows)
     dense = frame[frame["precision"] == "dense"].set_index(["model", "variant"])["perplexity"]
     frame["change_pct"] = [  # + 0.0 turns a rounded -0.0 into 0.0
