@@ -6,7 +6,7 @@ STAMP := $(VENV)/.zephyr-installed
 CORES ?= 2
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: setup run report test dryrun plan envs lint clean dag check-default
+.PHONY: setup run report test dryrun plan envs lint clean dag check-default timings
 
 setup: $(STAMP)
 
@@ -24,6 +24,10 @@ run: setup
 # Which of the study's effects the finished run shows beyond their uncertainty (after `make run`).
 check-default: setup
 	$(BIN)/python -m zephyr.report.effects $(CONFIG)
+
+# Where a finished run's minutes went: job time per rule, the critical path, idle core-time.
+timings: setup
+	$(BIN)/python -m zephyr.report.timings
 
 report: setup
 	$(BIN)/snakemake --report results/report.html

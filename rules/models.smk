@@ -6,6 +6,8 @@ rule fetch_model:
         "logs/fetch_model/{model}.log",
     benchmark:
         "benchmarks/fetch_model/{model}.tsv"
+    # the start of the critical path (see train_adapter)
+    priority: 10
     conda:
         "../envs/train.yaml"
     # a download or a single-threaded GGUF conversion: it runs beside the dataset jobs

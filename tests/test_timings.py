@@ -1,0 +1,45 @@
+"""`python -m zephyr.report.timings`: a run's job time per rule, critical path and idle core-time."""
+
+from zephyr.report import timings
+
+LOG = """Provided cores: 2
+[Thu Dec  3 10:00:00 2026]
+localrule fetch:
+    output: a.txt
+    jobid: 1
+    wildcards: name=a
+[Thu Dec  3 10:00:00 2026]
+rule other:
+    output: b.txt
+    jobid: 2
+[Thu Dec  3 10:00:10 2026]
+Finished jobid: 1 (Rule: fetch)
+[Thu Dec  3 10:00:30 2026]
+Finished jobid: 2 (Rule: other)
+[Thu Dec  3 10:00:30 2026]
+rule train:
+    input: a.txt, b.txt
+    output: c.txt
+    jobid: 3
+    threads: 2
+[Thu Dec  3 10:02:00 2026]
+Finished jobid: 3 (Rule: train)
+"""
+
+
+def test_the_critical_path_follows_the_longest_chain_of_inputs(tmp_path):
+    (tmp_path / ".snakemake" / "log").mkdir(parents=True)
+    (tmp_path / ".snakemake" / "log" / "2026-12-03T100000.0.snakemake.log").write_text(LOG)
+    for rule, job, seconds in (("fetch", "a", 9.5), ("other", "b", 29.0), ("train", "c", 89.0)):
+        (tmp_path / "benchmarks" / rule).mkdir(parents=True)
+        (tmp_path / "benchmarks" / rule / f"{job}.tsv").write_text(f"s\th:m:s\n{seconds}\t0:00:00\n")
+    jobs, cores = timings.read_log(tmp_path / ".snakemake" / "log" / "2026-12-03T100000.0.snakemake.log")
+    assert cores == 2 and sorted((j.rule, j.seconds, j.threads) for j in jobs) == [
+        ("fetch", 10, 1), ("other", 30, 1), ("train", 90, 2)]
+    # train waited on both inputs; "other" (30 s) is the longer way to it than "fetch" (10 s)
+    assert [j.rule for j in timings.critical_path(jobs)] == ["other", "train"]
+    text = timings.report(tmp_path)
+    # 120 s on 2 cores = 240 core-seconds; jobs used 10 + 30 + 2 x 90 = 220
+    assert "idle core-time: 20 of 240 core-seconds" in text
+    assert "critical path: 2 jobs, 120 s of the 120 s" in text
+    assert "(benchmarks/, 128 s in all)" in text  # 9.5 + 29 + 89 = 127.5, the jobs' own seconds

@@ -1,0 +1,128 @@
+"""Where a finished run's minutes went: `python -m zephyr.report.timings [WORKDIR]` (`make timings`).
+
+Reads the run's Snakemake log (`.snakemake/log/`, the newest; its jobs' start and end times to the
+second, threads, inputs and outputs) and `benchmarks/` (each job's own seconds), and prints the job time
+per rule, the critical path (the chain of jobs, each waiting on the one before, that set the run's
+length) and the idle core-time (cores x wall time, less each job's threads x its duration). A reading
+of one run, not a timed test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+
+STAMP = re.compile(r"^\[(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4})\]$")
+STARTED = re.compile(r"^(?:local)?rule (\w+):$")
+FINISHED = re.compile(r"^Finished jobid: (\d+) \(Rule: (\w+)\)$")
+
+
+@dataclass
+class Job:
+    jobid: int
+    rule: str
+    start: datetime
+    end: datetime | None = None
+    threads: int = 1
+    wildcards: str = ""
+    inputs: list[str] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+
+    @property
+    def seconds(self) -> float:
+        return (self.end - self.start).total_seconds()
+
+
+def read_log(path: str | Path) -> tuple[list[Job], int]:
+    """The finished jobs of a Snakemake log, and the cores the run was given."""
+    jobs: dict[int, Job] = {}
+    cores, stamp, current = 1, None, None
+    for line in Path(path).read_text().splitlines():
+        line = line.rstrip()
+        if match := STAMP.match(line):
+            stamp, current = datetime.strptime(match[1], "%a %b %d %H:%M:%S %Y"), None
+        elif line.startswith("Provided cores:"):
+            cores = int(line.split(":")[1])
+        elif (match := STARTED.match(line)) and stamp:
+            current = Job(0, match[1], stamp)
+        elif current and line.startswith("    ") and ":" in line:
+            key, value = (part.strip() for part in line.split(":", 1))
+            if key == "jobid":
+                current.jobid = int(value)
+                jobs[current.jobid] = current
+            elif key == "threads":
+                current.threads = int(value)
+            elif key in ("input", "output"):
+                getattr(current, key + "s").extend(v.strip() for v in value.split(","))
+            elif key == "wildcards":
+                current.wildcards = value
+        elif (match := FINISHED.match(line)) and stamp and int(match[1]) in jobs:
+            jobs[int(match[1])].end = stamp
+    return [job for job in jobs.values() if job.end], cores
+
+
+def critical_path(jobs: list[Job]) -> list[Job]:
+    """The chain of jobs, each consuming an output of the one before, that ends with the last job to
+    finish and is longest counted in the jobs' own durations."""
+    made_by = {out: job for job in jobs for out in job.outputs}
+    longest: dict[int, tuple[float, Job | None]] = {}
+    for job in sorted(jobs, key=lambda j: j.end):
+        parents = {made_by[i].jobid: made_by[i] for i in job.inputs if i in made_by}
+        before = max(((longest[p][0], parent) for p, parent in parents.items() if p in longest),
+                     key=lambda pair: pair[0], default=(0.0, None))
+        longest[job.jobid] = (before[0] + job.seconds, before[1])
+    path, job = [], max(jobs, key=lambda j: j.end) if jobs else None
+    while job is not None:
+        path.append(job)
+        job = longest[job.jobid][1]
+    return path[::-1]
+
+
+def benchmark_seconds(workdir: str | Path) -> pd.DataFrame:
+    """Each benchmarked job's own seconds: rule, job (the file's path under the rule) and seconds."""
+    rows = []
+    root = Path(workdir) / "benchmarks"
+    for tsv in sorted(root.rglob("*.tsv")):
+        parts = tsv.relative_to(root).with_suffix("").parts
+        rows.append({"rule": parts[0], "job": "/".join(parts[1:]) or parts[0],
+                     "seconds": float(pd.read_csv(tsv, sep="\t")["s"].iloc[-1])})
+    return pd.DataFrame(rows, columns=["rule", "job", "seconds"])
+
+
+def report(workdir: str | Path = ".") -> str:
+    workdir = Path(workdir)
+    logs = sorted((workdir / ".snakemake" / "log").glob("*.snakemake.log"))
+    if not logs:
+        raise SystemExit(f"{workdir}: no Snakemake log in .snakemake/log (run the workflow first)")
+    jobs, cores = read_log(logs[-1])
+    if not jobs:
+        raise SystemExit(f"{logs[-1]}: no finished job")
+    wall = (max(j.end for j in jobs) - min(j.start for j in jobs)).total_seconds()
+    busy = sum(j.threads * j.seconds for j in jobs)
+    bench = benchmark_seconds(workdir)
+    per_rule = bench.groupby("rule")["seconds"].agg(["count", "sum", "mean", "max"]).sort_values("sum", ascending=False)
+    out = [f"{logs[-1]}: {len(jobs)} jobs on {cores} cores, {wall / 60:.1f} min of wall time",
+           f"idle core-time: {cores * wall - busy:.0f} of {cores * wall:.0f} core-seconds "
+           f"({1 - busy / (cores * wall):.0%}; jobs' threads x their durations from the log)", "",
+           f"job time per rule (benchmarks/, {bench['seconds'].sum():.0f} s in all):",
+           per_rule.round(1).rename(columns={"count": "jobs", "sum": "seconds"}).to_string(), ""]
+    path = critical_path(jobs)
+    out.append(f"critical path: {len(path)} jobs, {sum(j.seconds for j in path):.0f} s of the {wall:.0f} s")
+    out += [f"  {j.start:%H:%M:%S} +{j.seconds:5.0f} s  {j.rule} {j.wildcards}".rstrip() for j in path]
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("workdir", nargs="?", default=".", help="the run's working directory (default: here)")
+    print(report(parser.parse_args(argv).workdir))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
