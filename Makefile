@@ -6,7 +6,7 @@ STAMP := $(VENV)/.zephyr-installed
 CORES ?= 2
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: setup run report test dryrun plan envs lint clean dag check-default timings
+.PHONY: setup run report test dryrun plan envs lint clean dag check-default timings check-config
 
 setup: $(STAMP)
 
@@ -24,6 +24,11 @@ run: setup
 # Which of the study's effects the finished run shows beyond their uncertainty (after `make run`).
 check-default: setup
 	$(BIN)/python -m zephyr.report.effects $(CONFIG)
+
+# A config checked as the workflow reads it, before any run: `make check-config CONFIG=my.yaml` names the file,
+# line and key of a mistake (Snakemake's own --configfile parse only says "not valid JSON or YAML").
+check-config: setup
+	$(BIN)/python -m zephyr.config $(CONFIG)
 
 # Where a finished run's minutes went: job time per rule, the critical path, idle core-time.
 timings: setup

@@ -52,6 +52,18 @@ def test_both_configs_validate_and_get_defaults():
         (lambda c: c["precision"].update(weights="bfloat16", compute="bf16-autocast"),
          r"precision\.compute: bf16-autocast runs over float32 weights"),
         (lambda c: c["evaluation"].update(dtype="fastest"), r"'dtype' was unexpected"),
+        (lambda c: c["hyperparameters"]["dpo"].update(max_steps=0),
+         r"hyperparameters\.dpo\.max_steps: 0 is not allowed \(allowed: -1 \(unset: train num_train_epochs\) or a positive"),
+        (lambda c: c["hyperparameters"]["dpo"].update(beta=0), r"hyperparameters\.dpo\.beta: 0 is less than or equal to the minimum of 0 \(allowed: greater than 0"),
+        (lambda c: c["hyperparameters"]["sft_cosine"].update(per_device_train_batch_size=0),
+         r"per_device_train_batch_size: 0 is less than the minimum of 1 \(allowed: 1 or more"),
+        (lambda c: c["hyperparameters"]["sft_cosine"].update(gradient_accumulation_steps=0), r"gradient_accumulation_steps: 0 is less"),
+        (lambda c: c["hyperparameters"]["sft_cosine"].update(num_train_epochs=0), r"num_train_epochs: 0 is less than or equal"),
+        (lambda c: c["hyperparameters"]["sft_cosine"].update(warmup_steps=-5), r"warmup_steps: -5 is less than the minimum of 0"),
+        (lambda c: c["hyperparameters"]["sft_cosine"].update(save_steps=0), r"save_steps: 0 is less than or equal"),
+        (lambda c: c["hyperparameters"]["sft_cosine"].update(max_length=0), r"max_length: 0 is less than the minimum of 1"),
+        (lambda c: c["hyperparameters"]["sft_cosine"]["lora"].update(dropout=1.0), r"lora\.dropout: 1\.0 is greater than or equal"),
+        (lambda c: c["hyperparameters"]["sft_cosine"]["lora"].update(alpha=0), r"lora\.alpha: 0 is less than or equal"),
         (lambda c: c["hyperparameters"]["dpo"].update(speed={"base_dtype": "bfloat16"}), r"base_dtype"),
         (lambda c: c.update(compute={"gpus": 2}),
          r"hyperparameters\.sft_cosine: gradient_accumulation_steps=1 cannot be split over 2 GPUs"),
@@ -285,6 +297,17 @@ def test_a_precision_error_names_the_file_and_line(tmp_path):
     with pytest.raises(zconfig.ConfigError) as err:
         zconfig.load(path)
     assert str(err.value).startswith(f"config file {path}, line {line}: precision.compute: bf16-autocast runs over")
+
+
+def test_a_negative_learning_rate_names_file_line_key_and_the_allowed_range(tmp_path):
+    text = (ROOT / "config.yaml").read_text().replace("learning_rate: 5.0e-4", "learning_rate: -1.0e-3", 1)
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    line = lines_of(text, "    learning_rate: -1.0e-3")[0]
+    with pytest.raises(zconfig.ConfigError) as err:
+        zconfig.load(path)
+    assert str(err.value).startswith(f"config file {path}, line {line}: invalid config: hyperparameters.sft_cosine."
+                                     "learning_rate: -0.001 is less than or equal to the minimum of 0 (allowed: greater than 0")
 
 
 def test_both_configs_say_float32_plainly():

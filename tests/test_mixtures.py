@@ -52,6 +52,16 @@ def test_validation_split_is_by_group_and_near_fraction():
     assert stats[0].train + stats[0].validation == 200
 
 
+@pytest.mark.parametrize("n, share", [(9, 0.05), (19, 0.02), (3, 0.1)])
+def test_a_validation_share_that_holds_out_nothing_is_an_error_naming_mixture_share_and_count(n, share):
+    """round(share x n) is 0: the runs on the mixture would silently have no validation loss."""
+    assert round(share * n) == 0
+    with pytest.raises(mixtures.MixtureError, match=rf"mixture 'D_S': a validation share of {share} of its {n} "
+                                                   r"records holds out none.*mixtures\.D_S\.validation"):
+        mixtures.draw("D_S", spec([{"dataset": "a"}], validation=share), {"a": sft_records("a", n)})
+    assert mixtures.draw("D_S", spec([{"dataset": "a"}]), {"a": sft_records("a", n)})[1] == []  # 0: none asked
+
+
 def test_exclusion_removes_whole_groups():
     records = {"a": sft_records("a", 40, groups=2)}
     held = [records["a"][0]]  # group g0 holds records 0 and 1

@@ -239,21 +239,32 @@ def validate(config: dict) -> dict:
 
 
 def _schema_message(err: Exception, config: dict) -> str:
-    """jsonschema's first lines say what and where (as a dotted key); drop the schema dump that follows."""
-    text = str(err)
-    what = re.search(r"ValidationError: (.*)", text)
-    where = re.search(r"On instance((?:\[[^\]]*\])*):", text)
-    if not (what and where):
-        return f"invalid config: {text}"
-    path = [int(p) if p.isdigit() and not quoted else p
-            for quoted, p in re.findall(r"\[(['\"]?)([^\]'\"]*)['\"]?\]", where[1])]
+    """The first schema violation as `invalid config: KEY: what`, with the allowed range or choices
+    where the failing keyword sets one (`RANGE_WORDS`) and the key's own description where it has one,
+    so that a value out of range names what is allowed and why."""
+    import jsonschema
+
+    schema = yaml.safe_load(SCHEMA.read_text())
+    error = jsonschema.exceptions.best_match(jsonschema.validators.validator_for(schema)(schema).iter_errors(config))
+    if error is None:
+        return f"invalid config: {err}"
+    path = list(error.absolute_path)
     key = _dotted(tuple(path)) or "(top level)"
-    detail = what[1]
+    detail = error.message
     missing = re.fullmatch(r"'([^']*)' is a required property", detail)
     instance = _get(config, path)
     if missing and isinstance(instance, dict) and isinstance(instance.get("kind"), str):
         detail = f"a {instance['kind']} source needs {missing[1]!r}"
+    if error.validator == "not":
+        detail = f"{error.instance!r} is not allowed"
+    described = error.schema.get("description") if isinstance(error.schema, dict) else None
+    if error.validator in RANGE_WORDS and described:
+        detail += f" (allowed: {' '.join(str(described).split())})"
     return f"invalid config: {key}: {detail}"
+
+
+#: Schema keywords that bound a value: their error message gets the key's description, which states the range.
+RANGE_WORDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "not", "anyOf", "oneOf", "enum", "type")
 
 
 def _get(tree, path):

@@ -88,7 +88,12 @@ def draw(
     if not ordered:
         random.Random(f"{seed}:shuffle").shuffle(drawn)
     drawn = uniform_keys(drawn)
-    train, validation = split(drawn, spec.get("validation", 0.0), seed)
+    share = spec.get("validation", 0.0)
+    train, validation = split(drawn, share, seed)
+    if share > 0 and not validation:
+        raise MixtureError(f"mixture {name!r}: a validation share of {share} of its {len(drawn)} records holds out none, "
+                           f"so its runs would have no validation loss: raise mixtures.{name}.validation to at least "
+                           f"{0.5 / len(drawn):.2g}, draw more records, or set it to 0 to train without validation")
     for s in stats:
         s.train = sum(r["source"] == s.dataset for r in train)
         s.validation = sum(r["source"] == s.dataset for r in validation)

@@ -72,7 +72,7 @@ def fetch_dataset(
         "rows": rows,
         "expected_rows": expected,
         "columns": columns,
-        "files": {DATA_FILE: files.sha256(data_path)},
+        **files.manifest_files(out_dir, [DATA_FILE]),
     }
     files.write_json(out_dir / files.MANIFEST_FILE, manifest)
     log.info("%s: %d rows, columns %s", dataset, rows, columns)
@@ -125,8 +125,10 @@ def _sha256_once(path: Path) -> str:
 
 
 def load_rows(data_dir: str | Path) -> list[dict]:
-    """The raw rows of a fetched dataset."""
-    return files.read_rows(Path(data_dir) / DATA_FILE)
+    """The raw rows of a fetched dataset, its file checked against its manifest first."""
+    data_dir = Path(data_dir)
+    files.verify(data_dir, f"snakemake --cores 1 --forcerun fetch_dataset {data_dir / files.MANIFEST_FILE}")
+    return files.read_rows(data_dir / DATA_FILE)
 
 
 def _shape(path: Path) -> tuple[int, list[str]]:

@@ -56,11 +56,24 @@ def read_manifest(model_dir: str | os.PathLike, *, required: bool = True) -> dic
 
 
 def write_manifest(directory: Path, manifest: dict) -> dict:
-    """Record the checksum of every file of `directory` in `manifest` and write it there, last."""
-    manifest["files"] = {p.name: files.sha256(p) for p in sorted(directory.iterdir())
-                         if p.is_file() and p.name != files.MANIFEST_FILE}
+    """Record the checksum and size of every file of `directory` in `manifest` and write it there, last."""
+    manifest.update(files.manifest_files(directory, (p.name for p in directory.iterdir()
+                                                     if p.is_file() and p.name != files.MANIFEST_FILE)))
     files.write_json(directory / files.MANIFEST_FILE, manifest)
     return manifest
+
+
+#: The rule that writes a model folder, by its manifest's kind (a base model's manifest has a source).
+WRITTEN_BY = {"merged": "merge_adapter", "quantized": "export_quantized", "base": "fetch_model"}
+
+
+def verify(model_dir: str | os.PathLike) -> dict:
+    """The folder's files checked against its manifest (`files.verify`) before they are used; the
+    message names the Snakemake command that rebuilds the folder."""
+    model_dir = Path(model_dir)
+    manifest = read_manifest(model_dir, required=False)
+    rule = WRITTEN_BY.get(manifest.get("kind") or ("base" if manifest.get("source") else ""), "its rule")
+    return files.verify(model_dir, f"snakemake --cores 1 --forcerun {rule} {model_dir / files.MANIFEST_FILE}")
 
 
 def provenance(model_dir: Path, manifest: dict) -> dict:
@@ -152,6 +165,7 @@ def load_model(model_dir: str | os.PathLike, device: str | None = None, *, dtype
     from transformers import AutoModelForCausalLM
 
     model_dir = check(model_dir)
+    verify(model_dir)
     device = device or current_device()
     place = f"cuda:{os.environ['LOCAL_RANK']}" if device == "cuda" and os.environ.get("LOCAL_RANK") else device
     kwargs: dict[str, Any] = {"dtype": dtype if dtype == "auto" else getattr(torch, dtype)}
