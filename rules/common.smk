@@ -162,17 +162,27 @@ def eval_settings(task):
 
 
 def evaluate_inputs(wildcards):
-    """The model, its task's data, and (for reward accuracy) its parent as the reference."""
-    inputs = {
-        "model": f"{model_dir(wildcards.model, wildcards.variant)}/manifest.json",
-        "data": f"results/mixtures/{EVALUATION[wildcards.task]['data']}.json",
-    }
-    if study.TASKS[wildcards.task].needs_parent:
+    """The model, its task's data, and (for reward accuracy) its parent as the reference; a task computed
+    from pair scores reads the model's and its parent's (`score_pairs`) instead of the models."""
+    spec = study.TASKS[wildcards.task]
+    inputs = {"data": f"results/mixtures/{EVALUATION[wildcards.task]['data']}.json"}
+    if not spec.from_pair_scores:
+        inputs["model"] = f"{model_dir(wildcards.model, wildcards.variant)}/manifest.json"
+    if spec.needs_parent:
         if wildcards.variant == "M0":
             raise ValueError(f"{wildcards.task} needs a parent: M0 has none")
         parent = _variant(wildcards)["parent"]
-        inputs["parent"] = f"{model_dir(wildcards.model, parent)}/manifest.json"
+        if spec.from_pair_scores:
+            inputs["policy_scores"] = pair_scores(wildcards.model, wildcards.variant)
+            inputs["reference_scores"] = pair_scores(wildcards.model, parent)
+        else:
+            inputs["parent"] = f"{model_dir(wildcards.model, parent)}/manifest.json"
     return inputs
+
+
+def pair_scores(model, variant):
+    """A model's log-probabilities of the reward pairs (rule score_pairs)."""
+    return f"results/metrics/{model}/{variant}/pair_scores.json"
 
 
 def form_dir(model, variant, form):

@@ -1,3 +1,28 @@
+rule score_pairs:
+    """The reward pairs' log-probabilities under one model, computed once: its own reward accuracy reads
+    them as the policy's, its children's as their reference's."""
+    input:
+        model=lambda wc: f"{model_dir(wc.model, wc.variant)}/manifest.json",
+        data=lambda wc: f"results/mixtures/{EVALUATION['reward']['data']}.json",
+    output:
+        "results/metrics/{model}/{variant}/pair_scores.json",
+    log:
+        "logs/score_pairs/{model}/{variant}.log",
+    benchmark:
+        "benchmarks/score_pairs/{model}/{variant}.tsv"
+    conda:
+        "../envs/evaluate.yaml"
+    threads: 1
+    resources:
+        mem_mb=16000,
+        runtime=120,
+        gpu=INFERENCE_GPUS,
+    params:
+        settings=lambda wc: eval_settings("reward"),
+    script:
+        "../scripts/score_pairs.py"
+
+
 rule evaluate:
     """One evaluation of one model variant: HellaSwag, GSM8K overlap, MCQA or reward accuracy."""
     input:

@@ -1,4 +1,5 @@
-"""Snakemake glue for zephyr.evaluation.tasks.evaluate_files (call that function directly outside Snakemake)."""
+"""Snakemake glue for zephyr.evaluation.tasks.evaluate_files, or reward_files for a task computed from pair
+scores (call those functions directly outside Snakemake)."""
 
 from pathlib import Path
 
@@ -6,19 +7,23 @@ from zephyr import devices, logs, study
 from zephyr.evaluation import tasks
 
 logs.setup(snakemake.log[0])
-parent = snakemake.input.get("parent")
-models = [Path(m).parent for m in (snakemake.input.model, parent) if m]
-devices.for_job(snakemake.threads, snakemake.resources, sum(devices.inference_memory_mb(m) for m in models))
 task = snakemake.params.get("task") or snakemake.wildcards.task
-form = snakemake.wildcards.get("form", "dense")
-tasks.evaluate_files(
-    task,
-    Path(snakemake.input.model).parent,
-    snakemake.input.data,
-    snakemake.output.metrics,
-    snakemake.output.records,
-    model=snakemake.wildcards.model,
-    variant=study.form_name(snakemake.wildcards.variant, form),
-    settings=snakemake.params.settings,
-    parent_dir=Path(parent).parent if parent else None,
-)
+if study.TASKS[task].from_pair_scores:  # no model to load: the policy's and its reference's pair scores
+    tasks.reward_files(snakemake.input.policy_scores, snakemake.input.reference_scores, snakemake.input.data,
+                       snakemake.output.metrics, snakemake.output.records, model=snakemake.wildcards.model,
+                       variant=snakemake.wildcards.variant, settings=snakemake.params.settings)
+else:
+    parent = snakemake.input.get("parent")
+    models = [Path(m).parent for m in (snakemake.input.model, parent) if m]
+    devices.for_job(snakemake.threads, snakemake.resources, sum(devices.inference_memory_mb(m) for m in models))
+    tasks.evaluate_files(
+        task,
+        Path(snakemake.input.model).parent,
+        snakemake.input.data,
+        snakemake.output.metrics,
+        snakemake.output.records,
+        model=snakemake.wildcards.model,
+        variant=study.form_name(snakemake.wildcards.variant, snakemake.wildcards.get("form", "dense")),
+        settings=snakemake.params.settings,
+        parent_dir=Path(parent).parent if parent else None,
+    )

@@ -284,14 +284,16 @@ def test_preference_tokenization_matches_trl(lm):
     assert tok.decode(chosen[0][0][-chosen[0][1]:]) == "The answer is 7.<|im_end|>\n"
 
 
-def test_response_logps_equal_manual_forward(lm):
+def test_pair_scores_equal_manual_forward(lm):
     model, tok = lm
-    chosen, rejected = scoring.response_logps(model, tok, PAIRS, batch_size=4)
+    scores = tasks.pair_scores(model, tok, PAIRS, batch_size=4)
+    chosen, rejected = scores["chosen"], scores["rejected"]
+    assert scores["ids"] == [p.get("id") for p in PAIRS]
     seq_c, seq_r = prompts.preference_sequences(tok, PAIRS)
     for value, (tokens, n) in zip(chosen + rejected, seq_c + seq_r):
         assert value == pytest.approx(manual_logprob(model, tokens, n), abs=1e-4)
-    assert scoring.response_logps(model, tok, PAIRS, batch_size=1) == (
-        pytest.approx(chosen, abs=1e-5), pytest.approx(rejected, abs=1e-5))
+    again = tasks.pair_scores(model, tok, PAIRS, batch_size=1)
+    assert (again["chosen"], again["rejected"]) == (pytest.approx(chosen, abs=1e-5), pytest.approx(rejected, abs=1e-5))
 
 
 def test_reward_accuracy_of_a_model_against_itself_is_zero(lm):
@@ -305,13 +307,35 @@ def test_reward_accuracy_against_another_model(lm, tmp_path):
     model, tok = lm
     ref, _ = modeldir.load(tinymodels.qwen2(tmp_path / "ref", seed=1), "cpu")
     rows, summary = tasks.reward_accuracy(model, ref, tok, PAIRS, beta=0.5, batch_size=2)
-    pc, pr = scoring.response_logps(model, tok, PAIRS)
-    rc, rr = scoring.response_logps(ref, tok, PAIRS)
+    policy, reference = tasks.pair_scores(model, tok, PAIRS), tasks.pair_scores(ref, tok, PAIRS)
+    pc, pr, rc, rr = policy["chosen"], policy["rejected"], reference["chosen"], reference["rejected"]
     stderr = summary.pop("stderr")
     assert summary == pytest.approx({**metrics.reward_accuracy(pc, pr, rc, rr, 0.5), "beta": 0.5, "n": 3}, abs=1e-5)
     wins = [0.5 * (a - c) > 0.5 * (b - d) for a, b, c, d in zip(pc, pr, rc, rr)]
     p = sum(wins) / 3
     assert stderr["reward_accuracy"] == pytest.approx((p * (1 - p) / 2) ** 0.5, abs=1e-9)
+
+
+def test_reward_from_each_model_s_pair_scores_equals_scoring_both_in_one_job(lively_dir, tmp_path):
+    """The workflow scores each model once (score_pairs) and computes reward accuracy from the policy's and
+    its reference's files: the same rows and summary, to the bit, as scoring both models in one job."""
+    other = tinymodels.qwen2(tmp_path / "ref", seed=1)
+    data = tmp_path / "pairs.json"
+    data.write_text(json.dumps(PAIRS))
+    settings = {"beta": 0.5, "batch_size": 2, "max_length": None}
+    for name, folder in (("policy", lively_dir), ("reference", other)):
+        tasks.score_pairs_file(folder, data, tmp_path / f"{name}.json", settings)
+    summary = tasks.reward_files(tmp_path / "policy.json", tmp_path / "reference.json", data, tmp_path / "r.csv",
+                                 tmp_path / "r.jsonl", model="tiny", variant="M1", settings=settings)
+    rows, direct = tasks.reward_accuracy(modeldir.load(lively_dir, "cpu")[0], modeldir.load(other, "cpu")[0],
+                                         modeldir.load_tokenizer(lively_dir), PAIRS, 0.5, batch_size=2)
+    assert summary == direct
+    assert [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()] == rows
+    assert set(pd.read_csv(tmp_path / "r.csv")["dtype"]) == {"float32"}
+    (tmp_path / "fewer.json").write_text(json.dumps(PAIRS[:2]))  # scores of other pairs than those evaluated
+    with pytest.raises(ValueError, match="pair scores are of other pairs"):
+        tasks.reward_files(tmp_path / "policy.json", tmp_path / "reference.json", tmp_path / "fewer.json",
+                           tmp_path / "x.csv", tmp_path / "x.jsonl", model="tiny", variant="M1", settings=settings)
 
 
 def test_load_model_reads_a_quantized_folder(lively_dir, tmp_path):

@@ -37,6 +37,8 @@ def expected_jobs(config: dict) -> dict[str, int]:
     qlora = [(m, v) for v, spec in config["variants"].items() if spec.get("qlora") for m in spec["models"]]
     exported_pairs = {(m, v) for v in exports["variants"]
                       for m in (config["models"] if v == "M0" else config["variants"][v]["models"])}
+    reward_rows = {(r["model"], r["variant"]) for r in rows if r.get("reward") and r["variant"] != "M0"}
+    scored = reward_rows | {(m, config["variants"][v]["parent"]) for m, v in reward_rows}
     return {
         "fetch_dataset": len(config["datasets"]),
         "format_records": len(config["datasets"]),
@@ -47,8 +49,9 @@ def expected_jobs(config: dict) -> dict[str, int]:
         "export_quantized": exported * len(exports["precisions"]),
         # Table 1's rows on its three tasks that need no parent, reward accuracy for the rows that show
         # it (never M0), the QLoRA variants on the three
-        "evaluate": len({(r["model"], r["variant"]) for r in rows}) * 3
-        + len({(r["model"], r["variant"]) for r in rows if r.get("reward") and r["variant"] != "M0"}) + 3 * len(qlora),
+        "evaluate": len({(r["model"], r["variant"]) for r in rows}) * 3 + len(reward_rows) + 3 * len(qlora),
+        # each model's pair log-probabilities once: as a reward row's policy, or as its reference
+        **({"score_pairs": len(scored)} if scored else {}),
         "evaluate_perplexity": exported * (1 + len(exports["precisions"])) + len(set(qlora) - exported_pairs),
         "table1": 1, "quantization": 1, "figures": 1, "dataset_info": 1, "all": 1,
         **({"qlora_table": 1} if qlora else {}),
@@ -144,7 +147,8 @@ def test_tiny_study_end_to_end_to_table1_and_report(tiny_study):
     tiny_config["hyperparameters"]["dpo"]["beta"] = 0.2
     config = write_config(tmp_path, tiny_config, "config.beta.yaml")  # the shared run's own config unchanged
     counts = job_counts(snakemake(tmp_path, "-n", "--quiet", "rules", "--configfile", str(config)).stdout)
-    assert counts == {"train_adapter": 1, "merge_adapter": 1, "evaluate": 4, "table1": 1, "figures": 1, "all": 1}
+    assert counts == {"train_adapter": 1, "merge_adapter": 1, "score_pairs": 1, "evaluate": 4, "table1": 1, "figures": 1,
+                      "all": 1}
 
 
 UPSTREAM = ("fetch_dataset", "format_records", "draw_mixture", "fetch_model", "dataset_info")

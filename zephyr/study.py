@@ -17,14 +17,17 @@ __all__ = ["Task", "TASKS", "TRAINERS", "PRECISIONS", "FORMS", "TABLE1", "PAPER_
 @dataclass(frozen=True)
 class Task:
     """An evaluation task: the mixture task of the records it reads, the metric rows it writes, whether
-    it scores against the variant's parent, and whether it is measured on every form of a variant
-    (dense and quantized) or on the dense one only. Its runner is `zephyr.evaluation.tasks.RUNNERS[name]`."""
+    it scores against the variant's parent, whether it is measured on every form of a variant (dense
+    and quantized) or on the dense one only, and whether the workflow computes it from each model's
+    pair scores (`score_pairs`: computed once per model, the policy's and its reference's) instead of
+    loading the models in its own job. Its runner is `zephyr.evaluation.tasks.RUNNERS[name]`."""
 
     name: str
     reads: str
     metrics: tuple[str, ...]
     needs_parent: bool = False
     per_form: bool = False
+    from_pair_scores: bool = False
 
 
 #: The evaluation tasks, by name.
@@ -33,7 +36,7 @@ TASKS: dict[str, Task] = {task.name: task for task in (
     Task("gsm8k", "gsm8k", ("bleu", "rouge1", "rouge2", "rougeL")),
     Task("mcqa", "mcqa", ("acc", "acc_norm")),
     Task("reward", "preference", ("reward_accuracy", "reward_margin", "reward_chosen", "reward_rejected", "beta"),
-         needs_parent=True),
+         needs_parent=True, from_pair_scores=True),
     Task("perplexity", "text", ("perplexity", "tokens", "windows", "window", "text_tokens", "nll"), per_form=True),
 )}
 

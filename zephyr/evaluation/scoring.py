@@ -21,7 +21,7 @@ from __future__ import annotations
 import inspect
 from typing import Sequence
 
-from ..model.prompts import chat_messages, preference_sequences, prompt_ids
+from ..model.prompts import chat_messages, prompt_ids
 
 #: Positions whose log-softmax is taken at once when scoring long sequences (bounds peak memory).
 _CHUNK = 512
@@ -249,14 +249,6 @@ def pad_token_id(tokenizer) -> int:
 def prefix_token_id(tokenizer) -> int:
     """The harness's `HFLM.prefix_token_id`: BOS, else EOS."""
     return tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-
-
-def response_logps(model, tokenizer, records: Sequence[dict], batch_size: int = 8,
-                   max_length: int | None = None) -> tuple[list[float], list[float]]:
-    """Summed log-probabilities of the chosen and of the rejected responses given their chat prompt."""
-    chosen, rejected = preference_sequences(tokenizer, records, max_length)
-    scores = score_sequences(model, chosen + rejected, pad_token_id(tokenizer), batch_size, desc="response log-probs")
-    return scores[:len(chosen)], scores[len(chosen):]
 
 
 def windows(ids: Sequence[int], window: int) -> list[list[int]]:

@@ -73,23 +73,38 @@ def gsm8k_overlap(model, tokenizer, records: Sequence[dict], max_new_tokens: int
     return rows, summary
 
 
-def reward_accuracy(policy, ref, tokenizer, records: Sequence[dict], beta: float, batch_size: int = 8,
-                    max_length: int | None = None) -> tuple[list[dict], dict]:
-    """TRL's DPO reward accuracy of `policy` against `ref` (its parent): rows and a summary.
-
-    Both models share `tokenizer` (a variant keeps its parent's). The summary holds reward_accuracy
-    (a fraction), reward_margin, reward_chosen, reward_rejected, beta and n.
-    """
+def pair_scores(model, tokenizer, records: Sequence[dict], batch_size: int = 8,
+                max_length: int | None = None) -> dict:
+    """Each preference pair's summed log-probabilities of its chosen and rejected answers given the chat
+    prompt, cut at `max_length` as training cuts them: {"ids", "chosen", "rejected"}. A model's scores
+    serve its own reward accuracy (as the policy) and its children's (as their reference)."""
     cut, need = pairs_cut_equal(tokenizer, records, max_length)
     if cut:
         log.warning("%d of %d pairs are cut at max_length=%s before their two sides differ: each counts as a tie "
                     "(not accurate); the longest pair needs %d tokens", cut, len(records), max_length, need)
     chosen, rejected = preference_sequences(tokenizer, records, max_length)
-    pad = pad_token_id(tokenizer)
-    policy_scores = score_sequences(policy, chosen + rejected, pad, batch_size, desc="policy log-probs")
-    ref_scores = score_sequences(ref, chosen + rejected, pad, batch_size, desc="reference log-probs")
-    n = len(chosen)
-    pc, pr, rc, rr = policy_scores[:n], policy_scores[n:], ref_scores[:n], ref_scores[n:]
+    scores = score_sequences(model, chosen + rejected, pad_token_id(tokenizer), batch_size, desc="pair log-probs")
+    return {"ids": [r.get("id") for r in records], "chosen": scores[:len(chosen)], "rejected": scores[len(chosen):]}
+
+
+def reward_accuracy(policy, ref, tokenizer, records: Sequence[dict], beta: float, batch_size: int = 8,
+                    max_length: int | None = None) -> tuple[list[dict], dict]:
+    """TRL's DPO reward accuracy of `policy` against `ref` (its parent), both scored here; the workflow
+    scores each model once instead (`pair_scores`) and calls `reward_from_scores`."""
+    return reward_from_scores(records, pair_scores(policy, tokenizer, records, batch_size, max_length),
+                              pair_scores(ref, tokenizer, records, batch_size, max_length), beta)
+
+
+def reward_from_scores(records: Sequence[dict], policy: dict, reference: dict, beta: float) -> tuple[list[dict], dict]:
+    """TRL's DPO reward accuracy from the policy's and the reference's `pair_scores` of the same pairs:
+    rows and a summary of reward_accuracy (a fraction), reward_margin, reward_chosen, reward_rejected,
+    beta and n, with standard errors over pairs."""
+    ids = [r.get("id") for r in records]
+    for name, scores in (("policy", policy), ("reference", reference)):
+        if scores["ids"] != ids:
+            raise ValueError(f"the {name}'s pair scores are of other pairs than the {len(ids)} evaluated "
+                             "(score the pairs again)")
+    pc, pr, rc, rr = policy["chosen"], policy["rejected"], reference["chosen"], reference["rejected"]
     rows = [
         {"id": r.get("id"), "policy_chosen": a, "policy_rejected": b, "ref_chosen": c, "ref_rejected": d,
          "chosen_reward": beta * (a - c), "rejected_reward": beta * (b - d)}
@@ -97,7 +112,7 @@ def reward_accuracy(policy, ref, tokenizer, records: Sequence[dict], beta: float
     ]
     per_pair = [metrics.reward_accuracy([a], [b], [c], [d], beta) for a, b, c, d in zip(pc, pr, rc, rr)]
     stderr = {k: metrics.mean_stderr([p[k] for p in per_pair]) for k in per_pair[0]} if per_pair else {}
-    summary = {**metrics.reward_accuracy(pc, pr, rc, rr, beta), "beta": beta, "n": n, "stderr": stderr}
+    summary = {**metrics.reward_accuracy(pc, pr, rc, rr, beta), "beta": beta, "n": len(rows), "stderr": stderr}
     return rows, summary
 
 
@@ -175,5 +190,45 @@ def evaluate_files(task: str, model_dir: str | Path, data_path: str | Path, out_
     files.write_jsonl(items_path, rows)
     table.write_metrics(out_csv, model, variant, task, summary, precisions.record(precision, where))
     log.info("%s %s %s: %s", model, variant, task,
+             ", ".join(f"{k}={v:.4g}" for k, v in summary.items() if isinstance(v, float)))
+    return summary
+
+
+def score_pairs_file(model_dir: str | Path, data_path: str | Path, out_path: str | Path, settings: dict) -> dict:
+    """`pair_scores` of one model folder on the pairs in `data_path`, written to `out_path` (JSON) with
+    what they were computed in; `settings` as the reward task's (batch_size, max_length, precision)."""
+    from .. import files
+    from .. import precision as precisions
+    from ..model import modeldir
+
+    records = files.read_json(data_path)
+    precision = precisions.check("precision", settings.get("precision"))
+    model, tokenizer = modeldir.load(model_dir, dtype=precision["weights"])
+    where = model.device.type
+    log.info("%s: log-probabilities of %d pairs from %s, %s on %s", model_dir, len(records), data_path,
+             precisions.label(precision), where)
+    with precisions.autocast(precision, where):
+        scores = pair_scores(model, tokenizer, records, settings.get("batch_size", 8), settings.get("max_length"))
+    scores["computed_in"] = precisions.record(precision, where)
+    files.write_json(out_path, scores)
+    return scores
+
+
+def reward_files(policy_scores: str | Path, reference_scores: str | Path, data_path: str | Path,
+                 out_csv: str | Path, items_path: str | Path, *, model: str, variant: str, settings: dict) -> dict:
+    """Reward accuracy from the policy's and its reference's pair scores (`score_pairs_file`): the tidy
+    metric CSV and the per-pair JSONL, as `evaluate_files` writes them."""
+    from .. import files
+    from ..report import table
+
+    policy, reference = files.read_json(policy_scores), files.read_json(reference_scores)
+    if policy["computed_in"]["dtype"] != reference["computed_in"]["dtype"] or \
+            policy["computed_in"]["compute"] != reference["computed_in"]["compute"]:
+        raise ValueError(f"{policy_scores} ({policy['computed_in']}) and {reference_scores} "
+                         f"({reference['computed_in']}) were computed in different precisions")
+    rows, summary = reward_from_scores(files.read_json(data_path), policy, reference, settings["beta"])
+    files.write_jsonl(items_path, rows)
+    table.write_metrics(out_csv, model, variant, "reward", summary, policy["computed_in"])
+    log.info("%s %s reward: %s", model, variant,
              ", ".join(f"{k}={v:.4g}" for k, v in summary.items() if isinstance(v, float)))
     return summary
