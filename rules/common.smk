@@ -20,6 +20,7 @@ os.environ.setdefault("PYTHONHASHSEED", "0")
 
 from zephyr import config as zconfig
 from zephyr import lock as zlock
+from zephyr import precision as zprecision
 from zephyr import resources as zresources
 from zephyr import study
 from zephyr.data import sources as zsources

@@ -24,6 +24,7 @@ rule llamafactory_config:
             VARIANTS[wc.variant]["hyperparameters"]
         ],
         lora_targets=lambda wc: MODELS[wc.model]["lora_targets"],
-        bf16=GPUS > 0,
+        # the study's precision, as Zephyr's own training uses it (LlamaFactory's bf16: bf16 compute)
+        bf16=zprecision.compute_dtype(PRECISION) == "bfloat16",
     script:
         "../scripts/llamafactory_config.py"
