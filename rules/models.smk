@@ -7,7 +7,7 @@ rule fetch_model:
     benchmark:
         "benchmarks/fetch_model/{model}.tsv"
     # the start of the critical path (see train_adapter)
-    priority: 10
+    priority: chain_priority
     conda:
         "../envs/train.yaml"
     # a download or a single-threaded GGUF conversion: it runs beside the dataset jobs

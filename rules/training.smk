@@ -12,7 +12,7 @@ rule train_adapter:
         "benchmarks/train_adapter/{model}/{variant}.tsv"
     # the chain fetch → SFT → merge → DPO → merge → evaluation is the run's critical path: its jobs go
     # first whenever they are ready, and evaluations fill the cores around them
-    priority: 10
+    priority: chain_priority
     conda:
         "../envs/train.yaml"
     threads: 2
@@ -44,7 +44,7 @@ rule merge_adapter:
         "logs/merge_adapter/{model}/{variant}.log",
     benchmark:
         "benchmarks/merge_adapter/{model}/{variant}.tsv"
-    priority: 10
+    priority: chain_priority
     conda:
         "../envs/train.yaml"
     # mostly start-up and file work: two such jobs side by side on 2 cores

@@ -30,6 +30,8 @@ Finished jobid: 3 (Rule: train)
 def test_the_critical_path_follows_the_longest_chain_of_inputs(tmp_path):
     (tmp_path / ".snakemake" / "log").mkdir(parents=True)
     (tmp_path / ".snakemake" / "log" / "2026-12-03T100000.0.snakemake.log").write_text(LOG)
+    # a later `snakemake --report` writes a newer log without jobs: the run's is read
+    (tmp_path / ".snakemake" / "log" / "2026-12-03T110000.0.snakemake.log").write_text("Provided cores: 1\n")
     for rule, job, seconds in (("fetch", "a", 9.5), ("other", "b", 29.0), ("train", "c", 89.0)):
         (tmp_path / "benchmarks" / rule).mkdir(parents=True)
         (tmp_path / "benchmarks" / rule / f"{job}.tsv").write_text(f"s\th:m:s\n{seconds}\t0:00:00\n")

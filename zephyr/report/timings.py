@@ -1,8 +1,8 @@
 """Where a finished run's minutes went: `python -m zephyr.report.timings [WORKDIR]` (`make timings`).
 
-Reads the run's Snakemake log (`.snakemake/log/`, the newest; its jobs' start and end times to the
-second, threads, inputs and outputs) and `benchmarks/` (each job's own seconds), and prints the job time
-per rule, the critical path (the chain of jobs, each waiting on the one before, that set the run's
+Reads the run's Snakemake log (`.snakemake/log/`, the newest that ran jobs: a later `--report` has
+none; its jobs' start and end times to the second, threads, inputs and outputs) and `benchmarks/`
+(each job's own seconds), and prints the job time per rule, the critical path (the chain of jobs, each waiting on the one before, that set the run's
 length) and the idle core-time (cores x wall time, less each job's threads x its duration). A reading
 of one run, not a timed test.
 """
@@ -97,17 +97,16 @@ def benchmark_seconds(workdir: str | Path) -> pd.DataFrame:
 
 def report(workdir: str | Path = ".") -> str:
     workdir = Path(workdir)
-    logs = sorted((workdir / ".snakemake" / "log").glob("*.snakemake.log"))
-    if not logs:
-        raise SystemExit(f"{workdir}: no Snakemake log in .snakemake/log (run the workflow first)")
-    jobs, cores = read_log(logs[-1])
-    if not jobs:
-        raise SystemExit(f"{logs[-1]}: no finished job")
+    logs = sorted((workdir / ".snakemake" / "log").glob("*.snakemake.log"), reverse=True)
+    runs = ((path, *read_log(path)) for path in logs)
+    log_path, jobs, cores = next((run for run in runs if run[1]), (None, [], 1))
+    if log_path is None:
+        raise SystemExit(f"{workdir}: no log of a run with finished jobs in .snakemake/log (run the workflow first)")
     wall = (max(j.end for j in jobs) - min(j.start for j in jobs)).total_seconds()
     busy = sum(j.threads * j.seconds for j in jobs)
     bench = benchmark_seconds(workdir)
     per_rule = bench.groupby("rule")["seconds"].agg(["count", "sum", "mean", "max"]).sort_values("sum", ascending=False)
-    out = [f"{logs[-1]}: {len(jobs)} jobs on {cores} cores, {wall / 60:.1f} min of wall time",
+    out = [f"{log_path}: {len(jobs)} jobs on {cores} cores, {wall / 60:.1f} min of wall time",
            f"idle core-time: {cores * wall - busy:.0f} of {cores * wall:.0f} core-seconds "
            f"({1 - busy / (cores * wall):.0%}; jobs' threads x their durations from the log)", "",
            f"job time per rule (benchmarks/, {bench['seconds'].sum():.0f} s in all):",
