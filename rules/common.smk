@@ -132,7 +132,8 @@ def merge_inputs(wildcards):
 def chain_priority(wildcards):
     """Scheduling priority of a model's fetch, training and merge: the longer the chain of variants
     trained from it, the sooner (M0 → M1-DS-cosine → M2-DS is the run's critical path; measured, with
-    one priority for every training job, M1-DS-cosine started 18 minutes into a 31-minute run)."""
+    one priority for every training job, M1-DS-cosine started 18 minutes into a 31-minute run).
+    """
     return 10 * (1 + _chain_below(wildcards.get("variant", "M0")))
 
 
@@ -177,11 +178,14 @@ def eval_settings(task):
 
 def evaluate_inputs(wildcards):
     """The model, its task's data, and (for reward accuracy) its parent as the reference; a task computed
-    from pair scores reads the model's and its parent's (`score_pairs`) instead of the models."""
+    from pair scores reads the model's and its parent's (`score_pairs`) instead of the models.
+    """
     spec = study.TASKS[wildcards.task]
     inputs = {"data": f"results/mixtures/{EVALUATION[wildcards.task]['data']}.json"}
     if not spec.from_pair_scores:
-        inputs["model"] = f"{model_dir(wildcards.model, wildcards.variant)}/manifest.json"
+        inputs["model"] = (
+            f"{model_dir(wildcards.model, wildcards.variant)}/manifest.json"
+        )
     if spec.needs_parent:
         if wildcards.variant == "M0":
             raise ValueError(f"{wildcards.task} needs a parent: M0 has none")
