@@ -278,36 +278,25 @@ def test_the_scratch_check_reads_the_table_the_model_builder_uses(default, monke
         zconfig.validate(copy.deepcopy(default))
 
 
-def test_a_config_error_names_the_file_and_line_that_set_the_key(tmp_path):
-    text = (ROOT / "config.yaml").read_text().replace("format: goat", "format: goat_typo", 1)
+@pytest.mark.parametrize("edits, at, message", [
+    ([("format: goat", "format: goat_typo")], "    format: goat_typo",
+     "datasets.goat.format: unknown formatter 'goat_typo'"),
+    ([("  weights: float32", "  weights: bfloat16"), ("  compute: plain", "  compute: bf16-autocast")],
+     "  compute: bf16-autocast", "precision.compute: bf16-autocast runs over"),
+    ([("learning_rate: 5.0e-4", "learning_rate: -1.0e-3")], "    learning_rate: -1.0e-3",
+     "invalid config: hyperparameters.sft_cosine.learning_rate: -0.001 is less than or equal to the minimum of 0 "
+     "(allowed: greater than 0"),
+])
+def test_a_config_error_names_the_file_and_line_that_set_the_key(tmp_path, edits, at, message):
+    text = (ROOT / "config.yaml").read_text()
+    for old, new in edits:
+        text = text.replace(old, new, 1)
     path = tmp_path / "config.yaml"
     path.write_text(text)
-    line = lines_of(text, "    format: goat_typo")[0]
+    line = lines_of(text, at)[0]
     with pytest.raises(zconfig.ConfigError) as err:
         zconfig.load(path)
-    assert str(err.value).startswith(f"config file {path}, line {line}: datasets.goat.format: unknown formatter 'goat_typo'")
-
-
-def test_a_precision_error_names_the_file_and_line(tmp_path):
-    text = (ROOT / "config.yaml").read_text().replace("  weights: float32", "  weights: bfloat16", 1)
-    text = text.replace("  compute: plain", "  compute: bf16-autocast", 1)
-    path = tmp_path / "config.yaml"
-    path.write_text(text)
-    line = lines_of(text, "  compute: bf16-autocast")[0]
-    with pytest.raises(zconfig.ConfigError) as err:
-        zconfig.load(path)
-    assert str(err.value).startswith(f"config file {path}, line {line}: precision.compute: bf16-autocast runs over")
-
-
-def test_a_negative_learning_rate_names_file_line_key_and_the_allowed_range(tmp_path):
-    text = (ROOT / "config.yaml").read_text().replace("learning_rate: 5.0e-4", "learning_rate: -1.0e-3", 1)
-    path = tmp_path / "config.yaml"
-    path.write_text(text)
-    line = lines_of(text, "    learning_rate: -1.0e-3")[0]
-    with pytest.raises(zconfig.ConfigError) as err:
-        zconfig.load(path)
-    assert str(err.value).startswith(f"config file {path}, line {line}: invalid config: hyperparameters.sft_cosine."
-                                     "learning_rate: -0.001 is less than or equal to the minimum of 0 (allowed: greater than 0")
+    assert str(err.value).startswith(f"config file {path}, line {line}: {message}")
 
 
 def test_both_configs_say_float32_plainly():
