@@ -43,15 +43,16 @@ RESTARTED_COLUMNS = ("num_tokens", "eval_num_tokens", "train_loss")
 
 def comparable(path, drop=RESTARTED_COLUMNS) -> bytes:
     """A file's bytes, less what carries wall time: the log history without its timing columns (and
-    the columns in `drop`), its rows and column order as written; a model manifest without the hash of its card
-    and of its parent's manifest (which hashes the parent's card)."""
+    the columns in `drop`), its rows and column order as written; a model manifest without the hash and
+    size of its card and the hash of its parent's manifest (which hashes the parent's card)."""
     if path.name == "log_history.csv":
         history = pd.read_csv(path)
         timing = [c for c in history.columns if "runtime" in c or "per_second" in c or c in drop]
         return history.drop(columns=timing).to_csv(index=False).encode()
     if path.name == "manifest.json":
         manifest = json.loads(path.read_text())
-        manifest.get("files", {}).pop("README.md", None)
+        for recorded in ("files", "sizes"):  # the card quotes wall times: its hash and size vary
+            manifest.get(recorded, {}).pop("README.md", None)
         drop_parent_hashes(manifest)
         return json.dumps(manifest, sort_keys=True).encode()
     return path.read_bytes()
