@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["Task", "TASKS", "TRAINERS", "PRECISIONS", "FORMS", "TABLE1", "PAPER_TABLE1", "PAPER_MODELS",
-           "PAPER_DPO_VALIDATION", "slot_model", "is_papers_model", "MCQA_TABLE", "QLORA_TABLE", "form_name",
-           "table1_tasks", "row_tasks", "shows_reward", "qlora_tasks", "paper_runs", "trainer_of", "figure_outputs"]
+           "PAPER_DPO_VALIDATION", "least_items", "slot_model", "is_papers_model", "MCQA_TABLE", "QLORA_TABLE",
+           "form_name",           "table1_tasks", "row_tasks", "shows_reward", "qlora_tasks", "paper_runs", "trainer_of", "figure_outputs"]
 
 @dataclass(frozen=True)
 class Task:
@@ -20,7 +20,10 @@ class Task:
     it scores against the variant's parent, whether it is measured on every form of a variant (dense
     and quantized) or on the dense one only, and whether the workflow computes it from each model's
     pair scores (`score_pairs`: computed once per model, the policy's and its reference's) instead of
-    loading the models in its own job. Its runner is `zephyr.evaluation.tasks.RUNNERS[name]`."""
+    loading the models in its own job, and the least items its score may rest on (`min_items`: fewer
+    widen its standard error beyond what the study is sized for; `make check-default` holds a run to it
+    and a smaller evaluation set is a warning in the report). Its runner is
+    `zephyr.evaluation.tasks.RUNNERS[name]`."""
 
     name: str
     reads: str
@@ -28,15 +31,16 @@ class Task:
     needs_parent: bool = False
     per_form: bool = False
     from_pair_scores: bool = False
+    min_items: int | None = None
 
 
 #: The evaluation tasks, by name.
 TASKS: dict[str, Task] = {task.name: task for task in (
-    Task("hellaswag", "hellaswag", ("acc", "acc_norm")),
-    Task("gsm8k", "gsm8k", ("bleu", "rouge1", "rouge2", "rougeL")),
-    Task("mcqa", "mcqa", ("acc", "acc_norm")),
+    Task("hellaswag", "hellaswag", ("acc", "acc_norm"), min_items=50),
+    Task("gsm8k", "gsm8k", ("bleu", "rouge1", "rouge2", "rougeL"), min_items=20),
+    Task("mcqa", "mcqa", ("acc", "acc_norm"), min_items=50),
     Task("reward", "preference", ("reward_accuracy", "reward_margin", "reward_chosen", "reward_rejected", "beta"),
-         needs_parent=True, from_pair_scores=True),
+         needs_parent=True, from_pair_scores=True, min_items=50),
     Task("perplexity", "text", ("perplexity", "tokens", "windows", "window", "text_tokens", "nll"), per_form=True),
 )}
 
@@ -45,6 +49,13 @@ def task_settings(evaluation: dict, task: str, precision: dict) -> dict:
     model is loaded and computes in it; quantized forms keep their quantized layers), and the task's
     own keys."""
     return {"batch_size": evaluation["batch_size"], "precision": precision, **evaluation[task]}
+
+
+def least_items(evaluation: dict, mixture: str) -> dict[str, int]:
+    """The least items each task that evaluates on `mixture` (the config's `evaluation`) needs, by task:
+    what its draw is held to (empty for a mixture no task with a minimum reads)."""
+    return {task: TASKS[task].min_items for task, spec in evaluation.items()
+            if task in TASKS and TASKS[task].min_items and spec["data"] == mixture}
 
 
 #: trainer → the mixture task it learns from.

@@ -27,12 +27,12 @@ import pandas as pd
 
 from .. import files
 from ..evaluation.metrics import bleu, bleu_stderr, mean_stderr, rouge_items
-from ..study import MCQA_TABLE, TABLE1, shows_reward, trainer_of
+from ..study import MCQA_TABLE, TABLE1, TASKS, shows_reward, trainer_of
 from .table import METRIC_FIELDS
 
-#: Least items per task, and the largest standard error its accuracy may have (issue: ~0.07 or less;
-#: GSM8K's overlap scores are not fractions and have no such bound).
-MIN_ITEMS = {"hellaswag": 50, "mcqa": 50, "reward": 50, "gsm8k": 20}
+#: Least items per task (the task registry's), and the largest standard error its accuracy may have
+#: (issue: ~0.07 or less; GSM8K's overlap scores are not fractions and have no such bound).
+MIN_ITEMS = {name: task.min_items for name, task in TASKS.items() if task.min_items}
 MAX_STDERR = 0.071
 BOUNDED = ("hellaswag", "mcqa", "reward")
 #: The metric the tables show first for each task: where its item count and standard error are read.
