@@ -212,3 +212,16 @@ def test_a_bad_source_is_refused_with_the_config_before_any_job(tmp_path, tiny_c
     path = write_config(tmp_path, tiny_config)
     error = refused(snakemake(tmp_path, "-n", "--configfile", str(path), check=False))
     assert error.startswith("Config error: config file config.test.yaml, line ") and error.endswith(message)
+
+
+def test_a_run_that_evaluates_on_a_mixture_without_validation_is_refused_before_any_job(tmp_path, tiny_config):
+    """Without its validation split, the tiny DPO run (eval_steps) would train on, its curve missing."""
+    del tiny_config["mixtures"]["DPO"]["validation"]
+    steps = tiny_config["hyperparameters"]["dpo"]["eval_steps"]
+    path = write_config(tmp_path, tiny_config)
+    line = path.read_text().splitlines().index("  DPO:") + 1  # the mixture that lacks the key
+    error = refused(snakemake(tmp_path, "-n", "--configfile", str(path), check=False))
+    assert error.startswith(f"Config error: config file config.test.yaml, line {line}: mixtures.DPO.validation: 0.0 "
+                            "holds out no validation records, but variant M2-DS trains on DPO with hyperparameters.dpo, "
+                            f"which evaluates during training (eval_steps: {steps}): set mixtures.DPO.validation above 0")
+    no_job_ran(tmp_path)

@@ -286,6 +286,8 @@ def test_the_scratch_check_reads_the_table_the_model_builder_uses(default, monke
     ([("learning_rate: 5.0e-4", "learning_rate: -1.0e-3")], "    learning_rate: -1.0e-3",
      "invalid config: hyperparameters.sft_cosine.learning_rate: -0.001 is less than or equal to the minimum of 0 "
      "(allowed: greater than 0"),
+    ([("    validation: 0.05", "    validation: 0")], "    validation: 0",
+     "mixtures.D_S.validation: 0 holds out no validation records, but variant M1-DS-cosine"),
 ])
 def test_a_config_error_names_the_file_and_line_that_set_the_key(tmp_path, edits, at, message):
     text = (ROOT / "config.yaml").read_text()
@@ -297,6 +299,43 @@ def test_a_config_error_names_the_file_and_line_that_set_the_key(tmp_path, edits
     with pytest.raises(zconfig.ConfigError) as err:
         zconfig.load(path)
     assert str(err.value).startswith(f"config file {path}, line {line}: {message}")
+
+
+@pytest.mark.parametrize("mixture, share, hyper, edit, keys", [
+    ("D_S", 0, "sft_cosine", None, "eval_steps: 12, eval_on_start: true"),  # fails at the Trainer's first evaluation
+    ("DPO", None, "dpo", None, "eval_steps: 8"),  # absent: the default 0; trains without its validation curve
+    ("DPO", 0.0, "dpo", lambda h: (h.pop("eval_steps"), h.update(eval_strategy="epoch")), 'eval_strategy: "epoch"'),
+    ("DPO", 0, "dpo", lambda h: (h.pop("eval_steps"), h.update(eval_strategy="no", eval_on_start=True)),
+     "eval_on_start: true"),
+])
+def test_a_run_that_evaluates_on_a_mixture_without_validation_is_a_config_error(default, mixture, share, hyper, edit,
+                                                                                keys):
+    """Every variant on the mixture's runs evaluates during training: the first one (in config order) is named,
+    with its hyperparameter set, the keys that make it evaluate, and the key to change."""
+    config = copy.deepcopy(default)
+    if share is None:
+        del config["mixtures"][mixture]["validation"]
+    else:
+        config["mixtures"][mixture]["validation"] = share
+    if edit:
+        edit(config["hyperparameters"][hyper])
+    variant = next(v for v, spec in config["variants"].items() if spec["data"] == mixture)
+    with pytest.raises(zconfig.ConfigError, match=(
+            rf"^mixtures\.{mixture}\.validation: {0.0 if share is None else share} holds out no validation records, but variant {variant} "
+            rf"trains on {mixture} with hyperparameters\.{hyper}, which evaluates during training \({re.escape(keys)}\): "
+            rf"set mixtures\.{mixture}\.validation above 0")):
+        zconfig.validate(config)
+
+
+@pytest.mark.parametrize("edit", [
+    lambda h: h.pop("eval_steps"),  # evaluates where a validation split is, and trains without one
+    lambda h: h.update(eval_strategy="no"),
+])
+def test_a_run_that_does_not_ask_to_evaluate_may_train_on_a_mixture_without_validation(default, edit):
+    config = copy.deepcopy(default)
+    config["mixtures"]["DPO"]["validation"] = 0
+    edit(config["hyperparameters"]["dpo"])
+    zconfig.validate(config)
 
 
 def test_both_configs_say_float32_plainly():

@@ -8,6 +8,7 @@ scripts run outside Snakemake.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
@@ -362,10 +363,30 @@ def _check_variants(config: dict) -> None:
             training.split_accumulation(f"hyperparameters.{name}", hyper, config["compute"]["gpus"])
         except training.TrainingError as err:
             raise ConfigError(str(err)) from None
+    _check_validation_splits(config)
     for variant in config["exports"]["variants"]:
         if variant != "M0" and variant not in variants:
             raise ConfigError(f"exports.variants: {variant!r} is neither M0 nor a key of variants")
     _check_evaluation(config)
+
+
+def _check_validation_splits(config: dict) -> None:
+    """A run whose hyperparameter set evaluates during training needs a validation split: without one
+    it would fail deep in its training job, or train without the validation curve the figures and the
+    effects read."""
+    from .model import training
+
+    for name, spec in config["variants"].items():
+        hyper, data = spec["hyperparameters"], spec["data"]
+        asks = training.evaluation_keys(config["hyperparameters"][hyper])
+        share = config["mixtures"][data]["validation"]
+        if asks and not share > 0:
+            keys = ", ".join(f"{key}: {json.dumps(value)}" for key, value in asks.items())
+            raise ConfigError(
+                f"mixtures.{data}.validation: {share} holds out no validation records, but variant {name} trains "
+                f"on {data} with hyperparameters.{hyper}, which evaluates during training ({keys}): set "
+                f"mixtures.{data}.validation above 0 (the study holds out 0.05), or remove {' and '.join(asks)} "
+                f"from hyperparameters.{hyper} to train {name} without a validation curve")
 
 
 def _check_evaluation(config: dict) -> None:

@@ -199,6 +199,19 @@ def split_accumulation(where: str, hyper: dict, processes: int) -> dict:
     return {**hyper, "gradient_accumulation_steps": steps // processes}
 
 
+def evaluation_keys(hyper: dict) -> dict:
+    """The keys by which a hyperparameter set asks to evaluate during training (`eval_strategy` other
+    than "no", `eval_steps` under a strategy that is not "no", `eval_on_start`), with their values.
+    A set without them evaluates only where its mixture holds out a validation split (`trl_config`);
+    one with them on a mixture without it fails at the Trainer's first evaluation, or trains without
+    the validation curve that the figures and `make check-default` read."""
+    strategy = hyper.get("eval_strategy")
+    asks = {"eval_strategy": strategy not in (None, "no"),
+            "eval_steps": hyper.get("eval_steps") is not None and strategy != "no",
+            "eval_on_start": bool(hyper.get("eval_on_start"))}
+    return {key: hyper[key] for key, asked in asks.items() if asked}
+
+
 def trl_config(hyper: dict, output_dir: str | Path, *, device: str, seed: int, has_eval: bool, precision: dict):
     cls = config_class(hyper["trainer"])
     settings = {**DEFAULTS, "eval_strategy": "steps" if has_eval else "no", "seed": seed}
