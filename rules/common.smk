@@ -291,7 +291,7 @@ def figure_outputs():
 
 
 def final_outputs():
-    outputs = []
+    outputs = ["results/warnings.csv"]
     if TABLE1:
         outputs.append("results/table1.csv")
     if EXPORTS["variants"] and EXPORTS["precisions"] and "perplexity" in EVALUATION:

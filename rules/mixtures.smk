@@ -6,6 +6,7 @@ rule draw_mixture:
         train="results/mixtures/{mixture}.json",
         validation="results/mixtures/{mixture}.validation.json",
         stats="results/mixtures/{mixture}.stats.csv",
+        warnings="results/mixtures/{mixture}.warnings.csv",
     log:
         "logs/draw_mixture/{mixture}.log",
     benchmark:
@@ -18,6 +19,7 @@ rule draw_mixture:
         runtime=30,
     params:
         spec=lambda wc: MIXTURES[wc.mixture],
+        least=lambda wc: study.least_items(EVALUATION, wc.mixture),
     script:
         "../scripts/draw_mixture.py"
 
@@ -39,3 +41,23 @@ rule dataset_info:
         tasks=llamafactory_mixtures(),
     script:
         "../scripts/dataset_info.py"
+
+
+rule mixture_warnings:
+    """What the mixtures' draws gave short of what the config asked or the study needs, in one table."""
+    input:
+        [f"results/mixtures/{m}.warnings.csv" for m in MIXTURES],
+    output:
+        report(
+            "results/warnings.csv",
+            caption="../report/warnings.rst",
+            category="Warnings",
+        ),
+    log:
+        "logs/mixture_warnings.log",
+    benchmark:
+        "benchmarks/mixture_warnings.tsv"
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../scripts/mixture_warnings.py"

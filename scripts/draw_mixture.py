@@ -10,4 +10,5 @@ mixtures.draw_files(
     records=snakemake.input.records,
     exclude=snakemake.input.exclude,
     out=dict(snakemake.output.items()),
+    least=snakemake.params.least,
 )

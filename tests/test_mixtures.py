@@ -62,6 +62,72 @@ def test_a_validation_share_that_holds_out_nothing_is_an_error_naming_mixture_sh
     assert mixtures.draw("D_S", spec([{"dataset": "a"}]), {"a": sft_records("a", n)})[1] == []  # 0: none asked
 
 
+def test_a_validation_share_that_leaves_no_training_record_names_mixture_share_and_count():
+    """One group of 3: a share of 0.5 asks round(1.5) = 2 records, and the group holds out all 3."""
+    records = {"a": sft_records("a", 3, groups=3)}
+    with pytest.raises(mixtures.MixtureError, match=r"mixture 'D_L': a validation share of 0\.5 of 3 records in 1 "
+                                                   r"groups leaves no training records: lower mixtures\.D_L\.validation"):
+        mixtures.draw("D_L", spec([{"dataset": "a"}], validation=0.5), records)
+
+
+def eval_spec(cap, task="hellaswag"):
+    return {"task": task, "seed": 3, "validation": 0.0, "exclude": [], "exact": True,
+            "components": [{"dataset": "h", "cap": cap}]}
+
+
+@pytest.mark.parametrize("least, cap", [(50, 49), (50, 1), (20, 19), (7, 3)])
+def test_an_evaluation_set_below_its_tasks_least_items_is_a_warning_naming_mixture_count_and_least(least, cap):
+    records = {"h": sft_records("h", 100)}
+    train, _, stats = mixtures.draw("hs", eval_spec(cap), records)
+    found = mixtures.shortfalls("hs", train, stats, {"hellaswag": least})
+    assert [(w["mixture"], w["part"], w["count"]) for w in found] == [("hs", "evaluation", cap)]
+    assert f"{cap} items, fewer than the {least} hellaswag needs" in found[0]["warning"]
+    assert "mixtures.hs.components" in found[0]["warning"]
+
+
+@pytest.mark.parametrize("least, cap", [(50, 50), (50, 51), (20, 100)])
+def test_an_evaluation_set_of_at_least_its_tasks_least_items_does_not_warn(least, cap):
+    train, _, stats = mixtures.draw("hs", eval_spec(cap), {"h": sft_records("h", 100)})
+    assert mixtures.shortfalls("hs", train, stats, {"hellaswag": least}) == []
+
+
+def test_each_task_that_reads_a_set_holds_it_to_its_own_least_items():
+    """The evaluated part is what the task reads (the mixture's `train` file), after any validation split."""
+    records = {"h": sft_records("h", 40)}
+    train, _, stats = mixtures.draw("e", {**eval_spec(40), "validation": 0.25}, records)
+    assert len(train) == 40 - round(0.25 * 40)
+    found = mixtures.shortfalls("e", train, stats, {"mcqa": 31, "gsm8k": 30, "hellaswag": 29})
+    assert [(w["count"], w["warning"].split(" needs")[0]) for w in found] == [(30, "30 items, fewer than the 31 mcqa")]
+
+
+def test_the_least_items_of_a_mixture_are_those_of_the_tasks_that_read_it():
+    from zephyr import study
+
+    evaluation = {"batch_size": 4, "hellaswag": {"data": "x"}, "mcqa": {"data": "x"}, "gsm8k": {"data": "y"},
+                  "perplexity": {"data": "x", "window": 8}}
+    assert study.least_items(evaluation, "x") == {"hellaswag": study.TASKS["hellaswag"].min_items,
+                                                  "mcqa": study.TASKS["mcqa"].min_items}
+    assert study.least_items(evaluation, "D_S") == {}
+
+
+def test_the_effects_check_holds_a_run_to_the_registrys_least_items():
+    from zephyr import study
+    from zephyr.report import effects
+
+    assert effects.MIN_ITEMS == {name: task.min_items for name, task in study.TASKS.items() if task.min_items}
+    assert {"hellaswag", "gsm8k", "mcqa", "reward"} <= set(effects.MIN_ITEMS)
+
+
+def test_a_cap_above_its_source_is_a_warning_naming_mixture_dataset_cap_and_count():
+    records = {"a": sft_records("a", 50), "b": sft_records("b", 8, groups=2)}
+    excluded = sft_records("b", 2, groups=2)  # group g0: b:0 and b:1
+    train, _, stats = mixtures.draw("D_S", spec([{"dataset": "a", "cap": 50}, {"dataset": "b", "cap": 12}]), records,
+                                    excluded)
+    found = mixtures.shortfalls("D_S", train, stats)
+    assert [(w["mixture"], w["part"], w["count"]) for w in found] == [("D_S", "b", 8 - 2)]
+    assert found[0]["warning"] == "cap 12 on b exceeds its 6 records left after 2 excluded: all 6 taken"
+
+
 def test_exclusion_removes_whole_groups():
     records = {"a": sft_records("a", 40, groups=2)}
     held = [records["a"][0]]  # group g0 holds records 0 and 1
@@ -92,6 +158,33 @@ def test_draw_files_writes_alpaca_json_stats_and_validation(tmp_path):
     assert len(json.loads(out["validation"].read_text())) == 3
     rows = list(csv.DictReader(out["stats"].open()))
     assert rows[0]["dataset"] == "a" and rows[0]["drawn"] == "30" and rows[0]["train"] == "27"
+
+
+def test_draw_files_writes_its_warnings_and_the_report_table_gathers_every_mixtures(tmp_path):
+    for name, n in (("a", 40), ("h", 30)):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sft_records(name, n)))
+    outs = {}
+    for mixture, components, least in (("D_S", [{"dataset": "a", "cap": 45}], None),
+                                       ("hs", [{"dataset": "h", "cap": 30}], {"hellaswag": 50}),
+                                       ("fine", [{"dataset": "a", "cap": 10}], {"hellaswag": 10})):
+        outs[mixture] = {k: tmp_path / f"{mixture}.{k}" for k in ("train", "validation", "stats", "warnings")}
+        mixtures.draw_files(mixture, spec(components), [tmp_path / f"{c['dataset']}.jsonl" for c in components], [],
+                            outs[mixture], least=least)
+    assert outs["fine"]["warnings"].read_text() == "mixture,part,count,warning\n"  # a header when nothing warns
+    mixtures.gather_warnings([outs[m]["warnings"] for m in outs], tmp_path / "warnings.csv")
+    rows = list(csv.DictReader((tmp_path / "warnings.csv").open()))
+    assert [(r["mixture"], r["part"], r["count"]) for r in rows] == [("D_S", "a", "40"), ("hs", "evaluation", "30")]
+    assert rows[0]["warning"] == "cap 45 on a exceeds its 40 records: all 40 taken"
+    assert rows[1]["warning"].startswith("30 items, fewer than the 50 hellaswag needs")
+
+
+def test_the_report_table_of_no_warnings_is_its_header(tmp_path):
+    path = tmp_path / "m.warnings.csv"
+    path.write_text("mixture,part,count,warning\n")
+    assert mixtures.gather_warnings([path], tmp_path / "warnings.csv") == 0
+    assert (tmp_path / "warnings.csv").read_text() == "mixture,part,count,warning\n"
+    assert mixtures.gather_warnings([], tmp_path / "none.csv") == 0
+    assert (tmp_path / "none.csv").read_text() == "mixture,part,count,warning\n"
 
 
 def test_records_of_a_mixture_share_one_set_of_keys():
@@ -148,6 +241,7 @@ OPTIONAL_COLUMNS = {"system": "system", "history": "history"}
 def build_mixtures(config_path, workdir):
     """The data stage of a config, in process: raw data, records, every mixture, dataset_info.json."""
     from zephyr import config as zconfig
+    from zephyr import study
     from zephyr.data import records, sources
 
     cfg = zconfig.load(config_path)
@@ -164,7 +258,8 @@ def build_mixtures(config_path, workdir):
                     name, mix, [workdir / "records" / f"{c['dataset']}.jsonl" for c in mix["components"]],
                     [out / f"{m}{s}.json" for m in mix["exclude"] for s in ("", ".validation")],
                     {"train": out / f"{name}.json", "validation": out / f"{name}.validation.json",
-                     "stats": out / f"{name}.stats.csv"})
+                     "stats": out / f"{name}.stats.csv", "warnings": out / f"{name}.warnings.csv"},
+                    least=study.least_items(cfg["evaluation"], name))
                 done.add(name)
     tasks = {name: mix["task"] for name, mix in cfg["mixtures"].items()}
     return cfg, out, tasks, mixtures.dataset_info(tasks, out)
@@ -189,6 +284,18 @@ def test_dataset_info_contract_for_every_mixture_of_the_configs(tmp_path, monkey
                 expected[name + suffix] = (file_name, task, set(records[0]))
     assert set(info) == set(expected)
     assert {"D_S", "DPO", "reward_pairs"} <= set(info) and "reward_pairs_validation" not in info
+
+    # an evaluation set warns exactly where it holds fewer items than a task that reads it needs
+    least = {"hellaswag": 50, "mcqa": 50, "reward": 50, "gsm8k": 20}  # README: 50 items, 20 GSM8K questions
+    for name in tasks:
+        held = len(json.loads((out / f"{name}.json").read_text()))
+        short = [task for task, spec in cfg["evaluation"].items()
+                 if isinstance(spec, dict) and spec.get("data") == name and held < least.get(task, 0)]
+        rows = list(csv.DictReader((out / f"{name}.warnings.csv").open()))
+        assert [r["warning"].split(" needs")[0] for r in rows if r["part"] == "evaluation"] == [
+            f"{held} items, fewer than the {least[task]} {task}" for task in short], name
+    if config_path == "config.yaml":  # sized so that every score rests on enough items
+        assert not any(list(csv.DictReader(p.open())) for p in out.glob("*.warnings.csv"))
 
     for entry_name, entry in info.items():
         file_name, task, keys = expected[entry_name]

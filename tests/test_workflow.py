@@ -53,7 +53,7 @@ def expected_jobs(config: dict) -> dict[str, int]:
         # each model's pair log-probabilities once: as a reward row's policy, or as its reference
         **({"score_pairs": len(scored)} if scored else {}),
         "evaluate_perplexity": exported * (1 + len(exports["precisions"])) + len(set(qlora) - exported_pairs),
-        "table1": 1, "quantization": 1, "figures": 1, "dataset_info": 1, "all": 1,
+        "table1": 1, "quantization": 1, "figures": 1, "dataset_info": 1, "mixture_warnings": 1, "all": 1,
         **({"qlora_table": 1} if qlora else {}),
     }
 
@@ -139,9 +139,19 @@ def test_tiny_study_end_to_end_to_table1_and_report(tiny_study):
     card = (tmp_path / "results" / "models" / "qwen" / "M2-DS" / "README.md").read_text()
     assert "M1-DS-cosine" in card and "DPO" in card
 
+    # the tiny HellaSwag set is below the items its task needs: a warning in the report's table, not a stop
+    warnings = pd.read_csv(tmp_path / "results" / "warnings.csv")
+    assert list(warnings.columns) == ["mixture", "part", "count", "warning"]
+    name = tiny_config["evaluation"]["hellaswag"]["data"]
+    drawn = sum(c["cap"] for c in tiny_config["mixtures"][name]["components"])  # exact: every cap is met
+    assert tiny_config["mixtures"][name]["exact"] and drawn < 50
+    shown = warnings[(warnings["mixture"] == name) & (warnings["part"] == "evaluation")]
+    assert shown["count"].tolist() == [drawn] and "fewer than the 50 hellaswag needs" in shown["warning"].iloc[0]
+
     config = tmp_path / "config.test.yaml"
     snakemake(tmp_path, "--report", "results/report.html", "--configfile", str(config))
-    assert "table1.csv" in (tmp_path / "results" / "report.html").read_text(errors="replace")
+    html = (tmp_path / "results" / "report.html").read_text(errors="replace")
+    assert "table1.csv" in html and "warnings.csv" in html
 
     # A changed DPO beta reruns that training and what depends on it, nothing else.
     tiny_config["hyperparameters"]["dpo"]["beta"] = 0.2
@@ -151,7 +161,7 @@ def test_tiny_study_end_to_end_to_table1_and_report(tiny_study):
                       "all": 1}
 
 
-UPSTREAM = ("fetch_dataset", "format_records", "draw_mixture", "fetch_model", "dataset_info")
+UPSTREAM = ("fetch_dataset", "format_records", "draw_mixture", "fetch_model", "dataset_info", "mixture_warnings")
 
 
 def test_the_precision_is_recorded_and_a_changed_one_reruns_what_it_changes_and_nothing_upstream(tiny_study):

@@ -38,6 +38,10 @@ LLAMAFACTORY_COLUMNS = {
 LLAMAFACTORY_REQUIRED = {"sft": {"prompt", "response"}, "preference": {"prompt", "chosen", "rejected"}}
 
 
+#: The columns of a draw's warnings (`shortfalls`) and of the report's table of them.
+WARNING_FIELDS = ["mixture", "part", "count", "warning"]
+
+
 class MixtureError(ValueError):
     """A mixture that cannot be drawn as configured."""
 
@@ -83,13 +87,14 @@ def draw(
         drawn.extend(pool[i] for i in picked)
         stats.append(ComponentStats(dataset, len(records[dataset]), len(records[dataset]) - len(pool), cap, n,
                                     capped=cap is not None and cap > len(pool)))
-        if stats[-1].capped:
-            log.warning("%s: cap %d on %s exceeds its %d records: all taken", name, cap, dataset, len(pool))
     if not ordered:
         random.Random(f"{seed}:shuffle").shuffle(drawn)
     drawn = uniform_keys(drawn)
     share = spec.get("validation", 0.0)
-    train, validation = split(drawn, share, seed)
+    try:
+        train, validation = split(drawn, share, seed)
+    except MixtureError as err:
+        raise MixtureError(f"mixture {name!r}: {err}: lower mixtures.{name}.validation or draw more records") from None
     if share > 0 and not validation:
         raise MixtureError(f"mixture {name!r}: a validation share of {share} of its {len(drawn)} records holds out none, "
                            f"so its runs would have no validation loss: raise mixtures.{name}.validation to at least "
@@ -99,6 +104,25 @@ def draw(
         s.validation = sum(r["source"] == s.dataset for r in validation)
     log.info("%s: %d train + %d validation records from %d datasets", name, len(train), len(validation), len(stats))
     return train, validation, stats
+
+
+def shortfalls(name: str, train: list[dict], stats: list[ComponentStats], least: dict[str, int] | None = None
+               ) -> list[dict]:
+    """What the draw of mixture `name` gave short of what was asked, without failing, one row per case
+    (`WARNING_FIELDS`) for the report: a cap above its dataset's records (all are taken), and an
+    evaluation set below the `least` items a task that reads it needs (by task: its standard error is
+    wider than the study is sized for). An empty part is an error in `draw`, never a warning."""
+    found = [{"mixture": name, "part": s.dataset, "count": s.drawn,
+              "warning": f"cap {s.cap} on {s.dataset} exceeds its {s.drawn} records"
+                         + (f" left after {s.excluded} excluded" if s.excluded else "") + f": all {s.drawn} taken"}
+             for s in stats if s.capped]
+    for task, items in (least or {}).items():
+        if len(train) < items:
+            found.append({"mixture": name, "part": "evaluation", "count": len(train),
+                          "warning": f"{len(train)} items, fewer than the {items} {task} needs for the standard "
+                                     f"error the study is sized for: raise the caps of mixtures.{name}.components "
+                                     "or draw from a larger source"})
+    return found
 
 
 def uniform_keys(records: list[dict]) -> list[dict]:
@@ -134,29 +158,54 @@ def split(records: list[dict], fraction: float, seed: int) -> tuple[list[dict], 
         count += sizes[g]
     train = [r for r in records if group_key(r) not in held]
     if not train:
-        raise MixtureError(f"validation fraction {fraction} leaves no training records")
+        raise MixtureError(f"a validation share of {fraction} of {len(records)} records in {len(groups)} groups "
+                           "leaves no training records")
     return train, [r for r in records if group_key(r) in held]
 
 
-def draw_files(name: str, spec: dict, records: Iterable[str | Path], exclude: Iterable[str | Path], out: dict) -> None:
-    """Draw mixture `name` from record files (named `{dataset}.jsonl`) and write it to `out`."""
+def draw_files(name: str, spec: dict, records: Iterable[str | Path], exclude: Iterable[str | Path], out: dict,
+               least: dict[str, int] | None = None) -> None:
+    """Draw mixture `name` from record files (named `{dataset}.jsonl`) and write it to `out`, with its
+    `shortfalls` (logged, and written to `out["warnings"]` where given) against the `least` items the
+    tasks that evaluate on it need (`study.least_items`)."""
     by_dataset = {Path(p).stem: list(files.iter_jsonl(p)) for p in records}
     excluded = [r for p in exclude for r in files.read_json(p)]
     train, validation, stats = draw(name, spec, by_dataset, excluded)
-    write(out, train, validation, stats)
+    warnings = shortfalls(name, train, stats, least)
+    for warning in warnings:
+        log.warning("mixture %s, %s: %s", name, warning["part"], warning["warning"])
+    write(out, train, validation, stats, warnings)
     if spec.get("reported_size") is not None:
         log.info("%s: drew %d records; the paper reports %d", name, len(train) + len(validation), spec["reported_size"])
 
 
-def write(out: dict[str, str | Path], train: list[dict], validation: list[dict], stats: list[ComponentStats]) -> None:
-    """Write the mixture (`train`), its `validation` split and `stats` CSV, each atomically."""
+def write(out: dict[str, str | Path], train: list[dict], validation: list[dict], stats: list[ComponentStats],
+          warnings: list[dict] = ()) -> None:
+    """Write the mixture (`train`), its `validation` split, `stats` CSV and (where `out` names the file)
+    its `warnings` CSV, each atomically."""
+    files.write_json(out["validation"], validation)
+    if "warnings" in out:
+        _write_csv(out["warnings"], warnings, WARNING_FIELDS)
+    _write_csv(out["stats"], [asdict(s) for s in stats])
+    files.write_json(out["train"], train)  # last: its presence means the mixture is complete
+
+
+def gather_warnings(paths: Iterable[str | Path], out: str | Path) -> int:
+    """The warnings CSVs of several mixtures' draws in one table at `out` (its header alone when none
+    warns), for the report; returns the number of warnings."""
+    import pandas as pd
+
+    frames = [frame for p in paths if not (frame := pd.read_csv(p)).empty]
+    rows = pd.concat(frames, ignore_index=True).to_dict("records") if frames else []
+    _write_csv(out, rows, WARNING_FIELDS)
+    return len(rows)
+
+
+def _write_csv(path: str | Path, rows: list[dict], columns: list[str] | None = None) -> None:
     import pandas as pd  # here, not at the top: the workflow imports this module when it parses
 
-    files.write_json(out["validation"], validation)
-    frame = pd.DataFrame([asdict(s) for s in stats])
-    with files.atomic(out["stats"]) as handle:
-        frame.to_csv(handle, index=False, lineterminator="\n")
-    files.write_json(out["train"], train)  # last: its presence means the mixture is complete
+    with files.atomic(path) as handle:
+        pd.DataFrame(rows, columns=columns).to_csv(handle, index=False, lineterminator="\n")
 
 
 def dataset_info(tasks: dict[str, str], directory: str | Path) -> dict:
