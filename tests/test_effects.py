@@ -70,8 +70,11 @@ def test_each_missing_effect_fails_its_own_check():
     # M1 right on question 0, M0 on question 1 instead: as good as each other, no gain.
     got = run(m1=REFERENCES[:1] + UNRELATED[1:], m0=UNRELATED[:1] + REFERENCES[1:2] + UNRELATED[2:])
     assert not any(got[f"Q M1 beats Q M0 on {m}"] for m in ("bleu", "rouge1", "rouge2", "rougeL"))
-    # 0.55 with stderr 0.064: above 0.5 by less than one stderr.
+    # 0.55 with stderr 0.064: above 0.5 by less than one stderr; 0.60 with stderr 0.070 (the default's
+    # M0 DPO at 50 pairs): by 1.4, short of two.
     assert not run(reward=(0.55, 0.064))["DPO lifts reward accuracy above chance: Q M2"]
+    assert not run(reward=(0.60, 0.070))["DPO lifts reward accuracy above chance: Q M2"]
+    assert run(reward=(0.65, 0.070))["DPO lifts reward accuracy above chance: Q M2"]
     # 40 items: too few (and stderr sqrt(0.24 / 40) = 0.077 too large).
     assert not run(n=40)["hellaswag rests on enough items"]
     # A 2 % drop is not a visible one (the bar is 5 %).

@@ -7,7 +7,8 @@ that clears the bar the default experiment is sized for, and exits non-zero when
 - cosine and constant schedules end apart (their final validation losses differ);
 - the M1 that DPO builds on (M2's parent) beats M0 on BLEU-4 and ROUGE-1/2/L by more than the
   difference's standard error (paired: both models answered the same questions);
-- DPO lifts held-out reward accuracy above chance (0.5) by more than its standard error, and the
+- DPO lifts held-out reward accuracy above chance (0.5) by more than two standard errors (one
+  standard error is crossed by chance about one time in six), and the
   validation reward accuracy rises above chance during training and ends no lower than its first
   evaluation after step 0 (Figure 4; at step 0 the policy is its reference and every pair a tie);
 - every accuracy rests on enough items (n, and a standard error at most `MAX_STDERR`).
@@ -124,7 +125,7 @@ def check(config: dict, metrics: pd.DataFrame, histories: dict[tuple[str, str], 
             if got is not None:
                 out.append(Check(f"DPO lifts reward accuracy above chance: {row['label']}",
                                  f"{got['value']:.3f} (stderr {got['stderr']:.3f}, n {got['n']:.0f})",
-                                 got["value"] - 0.5 > got["stderr"]))
+                                 got["value"] - 0.5 > 2 * got["stderr"]))
     for task, least in MIN_ITEMS.items():
         found = metrics[(metrics["task"] == task) & (metrics["metric"] == SHOWN[task])]
         if found.empty:
