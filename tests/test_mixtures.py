@@ -110,14 +110,6 @@ def test_the_least_items_of_a_mixture_are_those_of_the_tasks_that_read_it():
     assert study.least_items(evaluation, "D_S") == {}
 
 
-def test_the_effects_check_holds_a_run_to_the_registrys_least_items():
-    from zephyr import study
-    from zephyr.report import effects
-
-    assert effects.MIN_ITEMS == {name: task.min_items for name, task in study.TASKS.items() if task.min_items}
-    assert {"hellaswag", "gsm8k", "mcqa", "reward"} <= set(effects.MIN_ITEMS)
-
-
 def test_a_cap_above_its_source_is_a_warning_naming_mixture_dataset_cap_and_count():
     records = {"a": sft_records("a", 50), "b": sft_records("b", 8, groups=2)}
     excluded = sft_records("b", 2, groups=2)  # group g0: b:0 and b:1

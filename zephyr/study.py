@@ -12,7 +12,8 @@ from pathlib import Path
 
 __all__ = ["Task", "TASKS", "TRAINERS", "PRECISIONS", "FORMS", "TABLE1", "PAPER_TABLE1", "PAPER_MODELS",
            "PAPER_DPO_VALIDATION", "least_items", "slot_model", "is_papers_model", "MCQA_TABLE", "QLORA_TABLE",
-           "form_name",           "table1_tasks", "row_tasks", "shows_reward", "qlora_tasks", "paper_runs", "trainer_of", "figure_outputs"]
+           "form_name", "table1_tasks", "row_tasks", "shows_reward", "qlora_tasks", "paper_runs", "trainer_of",
+           "figure_outputs"]
 
 @dataclass(frozen=True)
 class Task:

@@ -2,9 +2,9 @@
 
 Reads the run's Snakemake log (`.snakemake/log/`, the newest that ran jobs: a later `--report` has
 none; its jobs' start and end times to the second, threads, inputs and outputs) and `benchmarks/`
-(each job's own seconds), and prints the job time per rule, the critical path (the chain of jobs, each waiting on the one before, that set the run's
-length) and the idle core-time (cores x wall time, less each job's threads x its duration). A reading
-of one run, not a timed test.
+(each job's own seconds), and prints the job time per rule, the critical path (the chain of jobs,
+each waiting on the one before, that set the run's length) and the idle core-time (cores x wall
+time, less each job's threads x its duration). A reading of one run, not a timed test.
 """
 
 from __future__ import annotations
