@@ -50,7 +50,7 @@ plan: setup
 
 envs: setup
 	$(BIN)/python -m zephyr.environment --write
-	$(BIN)/python -c "from zephyr.model import training; training.write_trl_fields()"
+	$(BIN)/python -c "from zephyr.model import hyperparameters; hyperparameters.write_trl_fields()"
 
 lint: setup
 	$(BIN)/snakemake --lint

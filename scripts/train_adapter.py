@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from zephyr import devices, logs
-from zephyr.model import training
+from zephyr.model import hyperparameters, training
 
 logs.setup(snakemake.log[0])
 spec = dict(
@@ -19,6 +19,6 @@ spec = dict(
     qlora=snakemake.params.qlora,
     precision=snakemake.params.precision,
 )
-booking = training.gpu_booking_mb(spec["hyper"], spec["base_dir"], spec["precision"], spec["qlora"])  # small runs share a GPU
+booking = hyperparameters.gpu_booking_mb(spec["hyper"], spec["base_dir"], spec["precision"], spec["qlora"])  # small runs share a GPU
 gpus = devices.for_job(snakemake.threads, snakemake.resources, booking)
 training.launch(spec, processes=len(gpus), threads=snakemake.threads, log_file=snakemake.log[0])

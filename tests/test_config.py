@@ -131,10 +131,10 @@ def test_every_default_generator_feeds_its_formatter():
 
 @pytest.mark.parametrize("path", ["config.yaml", "config/paper.yaml"])
 def test_every_hyperparameter_set_is_trl_configuration(path):
-    from zephyr.model import training
+    from zephyr.model import hyperparameters
 
     for name, hyper in zconfig.load(ROOT / path)["hyperparameters"].items():
-        training.check_hyperparameters(f"hyperparameters.{name}", hyper)
+        hyperparameters.check_hyperparameters(f"hyperparameters.{name}", hyper)
 
 
 def test_a_trl_field_typo_fails_the_config_check_naming_the_set_and_the_nearest_field():

@@ -178,9 +178,9 @@ def test_the_trl_field_list_is_the_installed_trl_s():
 
     from trl import DPOConfig, SFTConfig
 
-    from zephyr.model import training
+    from zephyr.model import hyperparameters
 
-    assert json.loads(training.TRL_FIELDS.read_text()) == {
+    assert json.loads(hyperparameters.TRL_FIELDS.read_text()) == {
         "trl": environment.pins()["trl"],
         "sft": sorted(f.name for f in dataclasses.fields(SFTConfig)),
         "dpo": sorted(f.name for f in dataclasses.fields(DPOConfig)),

@@ -275,14 +275,6 @@ def test_a_failed_process_fails_the_launch_naming_the_log(tmp_path):
     assert "no-model" in log.read_text() and not (tmp_path / "out").exists()
 
 
-def test_gpus_split_the_accumulation_or_are_refused():
-    hyper = {**SFT, "gradient_accumulation_steps": 8}
-    assert training.split_accumulation("h", hyper, 4)["gradient_accumulation_steps"] == 2
-    assert training.split_accumulation("h", hyper, 1) is hyper
-    with pytest.raises(training.TrainingError, match=r"h: gradient_accumulation_steps=8 cannot be split over 3 GPUs"):
-        training.split_accumulation("h", hyper, 3)
-
-
 def test_more_processes_than_gpus_is_refused_before_starting(tmp_path, monkeypatch):
     """On a 1-GPU machine, 2 processes would crash one with 'invalid device ordinal'."""
     import torch

@@ -334,7 +334,7 @@ def _check_models(config: dict) -> None:
 def _check_variants(config: dict) -> None:
     """Variants name known models, parents, mixtures of the right task, and hyperparameter sets whose
     keys are fields of TRL's config (from the pinned list, without importing TRL)."""
-    from .model import training
+    from .model import hyperparameters
 
     models, variants, hypers = config["models"], config["variants"], config["hyperparameters"]
     for name, spec in variants.items():
@@ -361,9 +361,9 @@ def _check_variants(config: dict) -> None:
     _check_variant_cycles(variants)
     for name, hyper in hypers.items():
         try:
-            training.check_hyperparameters(f"hyperparameters.{name}", hyper)
-            training.split_accumulation(f"hyperparameters.{name}", hyper, config["compute"]["gpus"])
-        except training.TrainingError as err:
+            hyperparameters.check_hyperparameters(f"hyperparameters.{name}", hyper)
+            hyperparameters.split_accumulation(f"hyperparameters.{name}", hyper, config["compute"]["gpus"])
+        except hyperparameters.TrainingError as err:
             raise ConfigError(str(err)) from None
     _check_validation_splits(config)
     for variant in config["exports"]["variants"]:
@@ -376,11 +376,11 @@ def _check_validation_splits(config: dict) -> None:
     """A run whose hyperparameter set evaluates during training needs a validation split: without one
     it would fail deep in its training job, or train without the validation curve the figures and the
     effects read."""
-    from .model import training
+    from .model import hyperparameters
 
     for name, spec in config["variants"].items():
         hyper, data = spec["hyperparameters"], spec["data"]
-        asks = training.evaluation_keys(config["hyperparameters"][hyper])
+        asks = hyperparameters.evaluation_keys(config["hyperparameters"][hyper])
         share = config["mixtures"][data]["validation"]
         if asks and not share > 0:
             keys = ", ".join(f"{key}: {json.dumps(value)}" for key, value in asks.items())

@@ -123,7 +123,7 @@ def _training_arguments(name: str, hyper: dict, *, has_eval: bool) -> dict:
     """The set's TRL fields as LlamaFactory arguments, with TRL's defaults for the math it omits."""
     from transformers import TrainingArguments
 
-    from .training import DEFAULTS, config_class
+    from .hyperparameters import DEFAULTS, config_class
 
     trainer = hyper["trainer"]
     trl_fields = {f.name: f.default for f in dataclasses.fields(config_class(trainer))}
