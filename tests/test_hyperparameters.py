@@ -5,6 +5,7 @@ import pytest
 from transformers import AutoConfig
 
 from test_training import SFT
+from zephyr import devices
 from zephyr.model import hyperparameters, speed
 
 
@@ -20,7 +21,7 @@ def test_a_small_run_books_what_its_plan_needs_and_shares_a_gpu(tmp_path, monkey
     bf16 = {"weights": "bfloat16", "compute": "plain"}
     booking = hyperparameters.gpu_booking_mb(hyper, qwen05b, bf16, capacity_mb={"0": 80_000})
     assert booking is not None and booking <= 80_000 * hyperparameters.SHARE_GPU_UP_TO
-    monkeypatch.setattr(speed, "free_bytes", lambda device: booking * 2**20)
+    monkeypatch.setattr(devices, "free_bytes", lambda device: booking * 2**20)
     plan = speed.plan("h", hyper["speed"], micro_batch=micro, accumulation=8, device="cuda",
                       model_config=AutoConfig.from_pretrained(qwen05b), max_length=max_length,
                       sequences_per_example=2 if trainer == "dpo" else 1, dtype="bfloat16")

@@ -11,7 +11,7 @@ from transformers import AutoConfig
 
 import tinymodels
 from test_training import pair_records, sft_records, write
-from zephyr import files
+from zephyr import devices, files
 from zephyr.model import modeldir, speed, training
 
 #: Today's settings (TRL's defaults as Zephyr used them) against the fast ones, at a changed split.
@@ -73,7 +73,7 @@ def config_of(**sizes):
 
 
 def test_a_forced_setting_wins_over_auto(monkeypatch):
-    monkeypatch.setattr(speed, "free_bytes", lambda device: 10**15)  # memory would allow anything
+    monkeypatch.setattr(devices, "free_bytes", lambda device: 10**15)  # memory would allow anything
     forced = speed.plan("h", {"gradient_checkpointing": True, "micro_batch": 2,
                               "lm_head": "fused", "padding_free": False}, micro_batch=16, accumulation=8, device="cuda",
                         model_config=config_of(), max_length=2048, sequences_per_example=1, dtype="bfloat16")
@@ -87,7 +87,7 @@ def test_auto_splits_the_global_batch_by_memory_on_a_gpu(monkeypatch):
     config = config_of()
 
     def plan_with(free):
-        monkeypatch.setattr(speed, "free_bytes", lambda device: free)
+        monkeypatch.setattr(devices, "free_bytes", lambda device: free)
         return speed.plan("h", fixed, micro_batch=16, accumulation=8, device="cuda", model_config=config,
                           max_length=2048, sequences_per_example=1, dtype="bfloat16")
 
@@ -105,30 +105,6 @@ def test_auto_splits_the_global_batch_by_memory_on_a_gpu(monkeypatch):
     # too little memory for one example without checkpointing: checkpointing goes on
     tight = plan_with(speed.weight_bytes(config, "bfloat16") * 2)
     assert tight.gradient_checkpointing and tight.micro_batch * tight.accumulation == 128
-
-
-def test_a_shared_job_plans_within_its_booking(tmp_path, monkeypatch):
-    from zephyr import devices
-
-    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: (100 * 2**30, 141 * 2**30))
-    assert speed.free_bytes("cuda") == 100 * 2**30  # a whole GPU: what is free
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # set first, so that what the claim sets is undone after
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
-    devices.claim_gpus(1, available=1, lock_dir=tmp_path, wait_seconds=0, memory_mb=3_000, capacity_mb={"0": 141_000})
-    try:
-        assert devices.booked_bytes() == 3_000 * 2**20 == speed.free_bytes("cuda")
-    finally:
-        devices.release_gpus()
-    assert devices.booked_bytes() is None
-
-
-def test_the_head_is_timed_on_a_micro_batch_s_worth_of_tokens_on_a_gpu():
-    vocab = 151936  # Qwen's
-    assert speed.head_probe_tokens("cpu", vocab, 0) == speed.HEAD_PROBE_TOKENS
-    # an H200's free memory: a tenth of it holds 140e9 / 10 / (12 * vocab) tokens of float32 logits
-    assert speed.head_probe_tokens("cuda", vocab, 140 * 10**9) == 140 * 10**9 // 10 // (12 * vocab)
-    assert speed.head_probe_tokens("cuda", vocab, 10**15) == speed.GPU_HEAD_PROBE_TOKENS
-    assert speed.head_probe_tokens("cuda", vocab, 10**9) == speed.HEAD_PROBE_TOKENS  # never fewer than on the CPU
 
 
 def test_auto_keeps_the_set_s_split_on_the_cpu_and_times_only_the_head():
@@ -180,7 +156,7 @@ def test_padding_free_only_for_architectures_that_keep_joined_records_apart(base
     grouped = speed.plan("h", fixed, model_config=qwen2, sequences_per_example=1, lengths=uneven * 20, grouped=True,
                          **sizes)  # batches of like lengths pad little: no need to join them
     assert not grouped.padding_free and "length-grouped batch of 4" in grouped.why["padding_free"]
-    monkeypatch.setattr(speed, "free_bytes", lambda device: 10**12)
+    monkeypatch.setattr(devices, "free_bytes", lambda device: 10**12)
     on_gpu = speed.plan("h", {**fixed, "micro_batch": 4}, model_config=qwen2, sequences_per_example=1,
                         lengths=uneven, **{**sizes, "device": "cuda"})
     assert not on_gpu.padding_free
@@ -226,58 +202,6 @@ def test_sft_lengths_are_chat_template_lengths_of_a_seeded_sample(base):
     assert sample == training.sft_lengths(tokenizer, rows, None, most=5)  # the same records every time
 
 
-@pytest.mark.parametrize("softcap, scale, temperature", [(None, 1.0, 1.0), (30.0, 0.5, 0.7)])
-def test_plain_head_equals_trl_s_fused_head(softcap, scale, temperature):
-    from trl.kernels import ChunkedLogProbFunction
-
-    gen = torch.Generator().manual_seed(0)
-    weight = torch.randn(300, 32, generator=gen, dtype=torch.float64).float()
-    bias = torch.randn(300, generator=gen)
-    labels = torch.randint(0, 300, (40,), generator=gen)
-    hidden = torch.randn(40, 32, generator=gen)
-    outputs = ("log_probs", "entropy", "log_sum_sq_probs", "mean_logits", "is_top1")
-    got = {}
-    for name, fn in (("fused", ChunkedLogProbFunction), ("plain", speed.PlainLogProb)):
-        x, w = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
-        result = fn.apply(x, w, bias, labels, temperature, 128, softcap, scale, outputs)
-        (result[0].sum() + 0.3 * result[1].sum()).backward()
-        got[name] = [*result, x.grad, w.grad]
-    for fused, plain in zip(got["fused"], got["plain"]):
-        if fused.dtype == torch.bool:
-            assert torch.equal(fused, plain)
-        else:
-            torch.testing.assert_close(plain, fused, rtol=1e-4, atol=1e-5)
-
-
-def test_the_plain_head_scores_only_labelled_positions(tmp_path, base, monkeypatch):
-    """Prompt and padding positions have no label: the plain head leaves them out (their log-probs are
-    zeroed afterwards either way), so it scores fewer rows than the batch has positions."""
-    scored, positions = [], []
-    apply = speed.PlainLogProb.apply
-
-    def spy(hidden, weight, bias, targets, *args):
-        scored.append(hidden.shape[0])
-        return apply(hidden, weight, bias, targets, *args)
-
-    from trl.trainer import sft_trainer
-
-    collate = sft_trainer.DataCollatorForLanguageModeling.torch_call
-
-    def spy_collate(self, examples):
-        batch = collate(self, examples)
-        rows, width = batch["input_ids"].shape
-        positions.append(rows * (width - 1))  # every position that predicts a next token
-        return batch
-
-    monkeypatch.setattr(speed.PlainLogProb, "apply", staticmethod(spy))
-    monkeypatch.setattr(sft_trainer.DataCollatorForLanguageModeling, "torch_call", spy_collate)
-    train = write(tmp_path / "train.json", uneven(sft_records(8)))
-    hyper = {"trainer": "sft", **COMMON, "max_steps": 2, "speed": {**FAST, "padding_free": False}}
-    training.train("t/compact", hyper, base, train, None, tmp_path / "out", tmp_path / "ckpt")
-    assert len(scored) == len(positions) == 2
-    assert all(0 < rows < total for rows, total in zip(scored, positions))
-
-
 def test_a_retrained_parent_is_never_resumed(tmp_path, base):
     """A run killed mid-way, its parent then retrained (new weights, new manifest): the rerun starts over."""
     parent = tmp_path / "M1"
@@ -310,18 +234,3 @@ def test_a_retrained_parent_is_never_resumed(tmp_path, base):
     again = training.train("t/m2b", *args[1:])
     assert again["resumed_from"] and again["resumed_from"].endswith("checkpoint-2")
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["steps"] == 6
-
-
-
-def test_a_timed_choice_is_kept_per_machine(tmp_path, monkeypatch):
-    """Reruns on one machine train the same bytes: the first timing decides, later ones are not taken."""
-    monkeypatch.setenv("ZEPHYR_CACHE", str(tmp_path))
-    answers = iter([("plain", "first timing"), ("fused", "second timing")])
-    monkeypatch.setattr(speed, "time_head", lambda device, hidden, vocab, dtype: next(answers))
-    speed.fastest_head.cache_clear()
-    first = speed.fastest_head("cpu", 64, 384, "float32")
-    speed.fastest_head.cache_clear()  # a new process
-    again = speed.fastest_head("cpu", 64, 384, "float32")
-    assert first[0] == again[0] == "plain" and "first timing" in again[1]
-    assert "plain" in (tmp_path / "speed.json").read_text()
-    speed.fastest_head.cache_clear()

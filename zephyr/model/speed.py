@@ -29,25 +29,19 @@ A hyperparameter set's `speed` mapping says, for each knob, `auto` (decided here
   padding-free path (TRL 1.16 turns it off). A set that batches records of like lengths (`GROUPING`,
   an opt-in since it changes the order of the examples) pads little, and its batches stay padded.
 
-A forced value always wins. Every decision is logged and recorded in the run's summary. A timed
-choice (the LM head, which moves a result by float rounding only) is made once per machine and kept
-(`$ZEPHYR_CACHE`, default ~/.cache/zephyr/speed.json), so that reruns on one machine train the same
-bytes; delete the file to time again.
+A forced value always wins. Every decision is logged and recorded in the run's summary. The LM head is
+timed once per machine and the choice kept (zephyr/devices.py); zephyr/model/lm_head.py swaps it in.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
 import functools
 import json
 import logging
 import math
-import os
-import platform
-import time
-from pathlib import Path
+
+from .. import devices
 
 log = logging.getLogger("zephyr.model.training")
 
@@ -62,10 +56,6 @@ JOIN_ABOVE = 0.28
 #: TRL's `train_sampling_strategy` values that batch records of like lengths (an opt-in of the set: it
 #: changes the order of the examples, so no `auto` takes it).
 GROUPING = ("group_by_length", "batch_rebalance")
-#: Tokens of the LM-head timing on the CPU: enough for a stable figure, well under a second.
-HEAD_PROBE_TOKENS = 256
-#: On a GPU, at most a micro-batch's worth of tokens (there 256 would time kernel launches, not the head).
-GPU_HEAD_PROBE_TOKENS = 8192
 
 
 class SpeedError(ValueError):
@@ -121,13 +111,13 @@ def plan(where: str, speed: dict, *, micro_batch: int, accumulation: int, device
     why = {}
     lm_head = speed["lm_head"]
     if lm_head == "auto":
-        lm_head, why["lm_head"] = fastest_head(device, model_config.hidden_size, model_config.vocab_size, dtype)
+        lm_head, why["lm_head"] = devices.fastest_head(device, model_config.hidden_size, model_config.vocab_size, dtype)
 
     def need(micro: int, checkpointing: bool) -> int:
         return activation_bytes(model_config, micro * sequences_per_example * max_length, dtype,
                                 checkpointing=checkpointing, plain_head=lm_head == "plain")
 
-    budget = int(free_bytes(device) * MEMORY_SHARE) - weight_bytes(model_config, dtype, quantized)
+    budget = int(devices.free_bytes(device) * MEMORY_SHARE) - weight_bytes(model_config, dtype, quantized)
     divisors = [m for m in range(1, batch + 1) if batch % m == 0]
     micro = speed["micro_batch"]
     if micro != "auto" and batch % micro:
@@ -241,22 +231,6 @@ def _packs_exactly(config_json: str) -> tuple[bool, str]:
 # ---- memory ----------------------------------------------------------------------------------------
 
 
-def free_bytes(device: str) -> int:
-    """Free memory of the device a run trains on: the GPU's (at most what the job booked on a shared
-    GPU), or the machine's available RAM."""
-    if device == "cuda":
-        import torch
-
-        from .. import devices
-
-        free = torch.cuda.mem_get_info()[0]
-        booked = devices.booked_bytes()
-        return free if booked is None else min(free, booked)
-    import psutil
-
-    return psutil.virtual_memory().available
-
-
 def _bytes_per(dtype: str) -> int:
     return 4 if dtype == "float32" else 2
 
@@ -292,139 +266,3 @@ def activation_bytes(config, tokens: int, dtype: str, *, checkpointing: bool, pl
     body = tokens * (layers * h * _bytes_per(dtype) + per_layer) if checkpointing else tokens * layers * per_layer
     head = tokens * vocab * 4 * 3 if plain_head else tokens * h * 4
     return body + head
-
-
-# ---- timings ---------------------------------------------------------------------------------------
-
-
-def _time(fn, repeats: int = 3) -> float:
-    fn()  # warm-up: first calls allocate and pick kernels
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
-def cache_path() -> Path:
-    return Path(os.environ.get("ZEPHYR_CACHE") or Path.home() / ".cache" / "zephyr") / "speed.json"
-
-
-def _machine(device: str) -> str:
-    import torch
-
-    what = torch.cuda.get_device_name() if device == "cuda" else (
-        f"{platform.machine()} {torch.backends.cpu.get_cpu_capability()} x{os.cpu_count()}")
-    return f"{device} {what}, torch {torch.__version__}"
-
-
-def _kept(key: str, measure) -> tuple[str, str]:
-    """The choice recorded for `key` on this machine, or `measure()`'s, recorded (under a file lock)."""
-    path = cache_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "w") as guard:
-        fcntl.flock(guard, fcntl.LOCK_EX)
-        kept = json.loads(path.read_text()) if path.is_file() else {}
-        if key not in kept:
-            choice, why = measure()
-            kept[key] = {"choice": choice, "why": why}
-            path.write_text(json.dumps(kept, indent=1))
-    return kept[key]["choice"], f"{kept[key]['why']} (kept in {path})"
-
-
-@functools.lru_cache(maxsize=None)
-def fastest_head(device: str, hidden: int, vocab: int, dtype: str) -> tuple[str, str]:
-    """(head, why), decided once per machine (`time_head`)."""
-    return _kept(f"lm_head {_machine(device)} {hidden}x{vocab} {dtype}",
-                 lambda: time_head(device, hidden, vocab, dtype))
-
-
-def time_head(device: str, hidden: int, vocab: int, dtype: str) -> tuple[str, str]:
-    """(head, why): the faster of TRL's fused head and the plain head, forward and backward, on this device."""
-    import torch
-    from trl.kernels import ChunkedLogProbFunction
-
-    torch_dtype = getattr(torch, dtype)
-    tokens = head_probe_tokens(device, vocab, free_bytes(device) if device == "cuda" else 0)
-    gen = torch.Generator().manual_seed(0)
-    weight = (torch.randn(vocab, hidden, generator=gen) * 0.02).to(device=device, dtype=torch_dtype)
-    x = torch.randn(tokens, hidden, generator=gen).to(device=device, dtype=torch_dtype).requires_grad_()
-    labels = torch.randint(0, vocab, (tokens,), generator=gen).to(device)
-    outputs = ("log_probs", "entropy", "is_top1")
-
-    def run(fn):
-        def step():
-            fn.apply(x, weight, None, labels, 1.0, 32768, None, 1.0, outputs)[0].sum().backward()
-            if device == "cuda":
-                torch.cuda.synchronize()
-        return _time(step)
-
-    times = {"fused": run(ChunkedLogProbFunction), "plain": run(PlainLogProb)}
-    best = min(times, key=times.get)
-    return best, (f"{tokens} tokens x {vocab} vocabulary, forward and backward: fused "
-                  f"{times['fused'] * 1e3:.1f} ms, plain {times['plain'] * 1e3:.1f} ms")
-
-
-def head_probe_tokens(device: str, vocab: int, free: int) -> int:
-    """Tokens of the LM-head timing: on a GPU as many as a micro-batch holds while the plain head's float32
-    logits, log-softmax and gradient (12 bytes a token and word) take at most a tenth of free memory."""
-    if device == "cpu":
-        return HEAD_PROBE_TOKENS
-    return max(HEAD_PROBE_TOKENS, min(GPU_HEAD_PROBE_TOKENS, free // 10 // (12 * vocab)))
-
-
-# ---- the plain head --------------------------------------------------------------------------------
-
-
-class PlainLogProb:
-    """TRL's `ChunkedLogProbFunction` computed the plain way: the whole logits, then log-softmax.
-
-    Same signature and outputs (log_probs, entropy, log_sum_sq_probs, mean_logits, is_top1), same
-    logit transform (`_torch_transform`: scale, soft-capping, temperature) and compute dtype
-    (autocast's, else the hidden states'), the statistics in float32. Autograd differentiates it.
-    """
-
-    @staticmethod
-    def apply(hidden, weight, bias, targets, temperature, chunk_size, final_logit_softcapping=None,
-              logit_scale=1.0, outputs=("log_probs",)):
-        import torch
-        from trl.kernels.chunked_logprob import _torch_transform
-
-        device = hidden.device.type
-        compute = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else hidden.dtype
-        logits = hidden.to(compute) @ weight.to(compute).t()
-        if bias is not None:
-            logits = logits + bias.to(compute)
-        z = _torch_transform(logits.float(), logit_scale, final_logit_softcapping or 1.0, 1 / temperature,
-                             final_logit_softcapping is not None)
-        log_p = z.log_softmax(-1)
-        log_probs = log_p.gather(-1, targets[:, None].long())[:, 0]
-        entropy = -(log_p.exp() * log_p).sum(-1) if "entropy" in outputs else None
-        with torch.no_grad():
-            log_sum_sq = torch.logsumexp(2 * log_p, -1) if "log_sum_sq_probs" in outputs else None
-            mean_logits = z.mean(-1) if "mean_logits" in outputs else None
-            is_top1 = z.argmax(-1) == targets if "is_top1" in outputs else None
-        return log_probs, entropy, log_sum_sq, mean_logits, is_top1
-
-
-@contextlib.contextmanager
-def head(choice: str):
-    """Within the block, TRL's fused LM head computes through `choice` ("fused" changes nothing).
-
-    The plain head also scores only the positions that have a label, as TRL does on Triton devices
-    (`compact`): elsewhere TRL scores every position (prompt and padding too) and zeroes the masked
-    ones afterwards, to keep tile shapes fixed for compilers; on the CPU nothing compiles, and the
-    result is the same zeros."""
-    if choice == "fused":
-        yield
-        return
-    from trl.trainer import utils
-
-    # trl==1.16.0, pinned: the kernel its fused head calls, and the test that decides `compact`
-    originals = utils._ChunkedLogProbFunction, utils._use_triton
-    utils._ChunkedLogProbFunction, utils._use_triton = PlainLogProb, lambda device: True
-    try:
-        yield
-    finally:
-        utils._ChunkedLogProbFunction, utils._use_triton = originals

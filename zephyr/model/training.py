@@ -31,7 +31,7 @@ from typing import Iterable
 from .. import files, logs
 from .. import precision as precisions
 from ..environment import installed_versions
-from . import lora, modeldir, speed
+from . import lm_head, lora, modeldir, speed
 from .hyperparameters import (DEFAULTS, OWN_KEYS, TrainingError, check_hyperparameters, config_class,
                               split_accumulation, step_shape, trl_default)
 from .prompts import examples, pairs_cut_equal
@@ -171,7 +171,7 @@ def train(
     args = trl_config(run_hyper, checkpoint_dir, device=device, seed=seed, has_eval=bool(val_records),
                       precision=precision)
     trainer_cls = SFTTrainer if trainer_kind == "sft" else DPOTrainer
-    with speed.head(plan.lm_head):
+    with lm_head.use(plan.lm_head):
         trainer = trainer_cls(
             model=model,
             args=args,
