@@ -123,12 +123,14 @@ def check(config: dict, metrics: pd.DataFrame, histories: dict[tuple[str, str], 
                 out.append(Check(f"DPO lifts reward accuracy above chance: {row['label']}",
                                  f"{got['value']:.3f} (stderr {got['stderr']:.3f}, n {got['n']:.0f})",
                                  got["value"] - 0.5 > 2 * got["stderr"]))
-    for task, spec in (item for item in TASKS.items() if item[1].min_items):
-        found = metrics[(metrics["task"] == task) & (metrics["metric"] == SHOWN[task])]
+    for spec in TASKS.values():
+        if not spec.min_items:
+            continue
+        found = metrics[(metrics["task"] == spec.name) & (metrics["metric"] == SHOWN[spec.name])]
         if found.empty:
             continue
         n, worst = int(found["n"].min()), found["stderr"].max()
-        out.append(Check(f"{task} rests on enough items", f"n {n} (at least {spec.min_items})"
+        out.append(Check(f"{spec.name} rests on enough items", f"n {n} (at least {spec.min_items})"
                          + (f", largest stderr {worst:.3f} (at most {MAX_STDERR})" if spec.bounded else ""),
                          n >= spec.min_items and (not spec.bounded or worst <= MAX_STDERR)))
     return out
