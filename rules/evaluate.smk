@@ -49,6 +49,7 @@ rule evaluate:
 
 
 rule evaluate_perplexity:
+    """A task measured per form (perplexity, over the same fixed windows) of a variant, dense or quantized."""
     input:
         model=lambda wc: paths.variant_model(wc.model, wc.variant, wc.form),
         data=lambda wc: paths.mixture(EVALUATION[wc.task]["data"]),
@@ -59,7 +60,6 @@ rule evaluate_perplexity:
         "logs/evaluate/{model}/{variant}/{task}-{form}.log",
     benchmark:
         "benchmarks/evaluate/{model}/{variant}/{task}-{form}.tsv"
-    """A task measured per form (perplexity, over the same fixed windows) of a variant, dense or quantized."""
     wildcard_constraints:
         task=PER_FORM_TASKS,
     conda:
