@@ -20,6 +20,7 @@ os.environ.setdefault("PYTHONHASHSEED", "0")
 
 from zephyr import config as zconfig
 from zephyr import lock as zlock
+from zephyr import paths
 from zephyr import precision as zprecision
 from zephyr import resources as zresources
 from zephyr import study
@@ -70,6 +71,10 @@ wildcard_constraints:
     task=_alternatives(t for t, spec in study.TASKS.items() if not spec.per_form),
 
 
+#: The tasks measured on every form of a variant (rule evaluate_perplexity).
+PER_FORM_TASKS = _alternatives(t for t, spec in study.TASKS.items() if spec.per_form)
+
+
 def local_source_input(wildcards):
     """A local source file is an input when present, so a changed file reruns its dataset;
     when absent the job still plans, and fails with an error naming the file."""
@@ -88,19 +93,10 @@ def source_content(wildcards):
 def mixture_inputs(wildcards):
     spec = MIXTURES[wildcards.mixture]
     return {
-        "records": [
-            f"results/records/{c['dataset']}.jsonl" for c in spec["components"]
-        ],
-        "exclude": [f"results/mixtures/{m}.json" for m in spec["exclude"]]
-        + [f"results/mixtures/{m}.validation.json" for m in spec["exclude"]],
+        "records": [paths.records(c["dataset"]) for c in spec["components"]],
+        "exclude": [paths.mixture(m) for m in spec["exclude"]]
+        + [paths.mixture(m, "validation.json") for m in spec["exclude"]],
     }
-
-
-def model_dir(model, variant):
-    """M0 is the fetched base model; every other variant is a merged model."""
-    if variant == "M0":
-        return f"resources/models/{model}"
-    return f"results/models/{model}/{variant}"
 
 
 def _variant(wildcards):
@@ -115,17 +111,19 @@ def _variant(wildcards):
 def train_inputs(wildcards):
     spec = _variant(wildcards)
     return {
-        "base": f"{model_dir(wildcards.model, spec['parent'])}/manifest.json",
-        "train": f"results/mixtures/{spec['data']}.json",
-        "validation": f"results/mixtures/{spec['data']}.validation.json",
+        "base": paths.variant_model(wildcards.model, spec["parent"]),
+        "train": paths.mixture(spec["data"]),
+        "validation": paths.mixture(spec["data"], "validation.json"),
     }
 
 
 def merge_inputs(wildcards):
     spec = _variant(wildcards)
     return {
-        "base": f"{model_dir(wildcards.model, spec['parent'])}/manifest.json",
-        "adapter": f"results/adapters/{wildcards.model}/{wildcards.variant}/adapter_config.json",
+        "base": paths.variant_model(wildcards.model, spec["parent"]),
+        "adapter": paths.adapter(
+            wildcards.model, wildcards.variant, "adapter_config.json"
+        ),
     }
 
 
@@ -160,13 +158,11 @@ def model_card(wildcards):
 
 def all_models():
     merged = [
-        f"results/models/{m}/{v}/manifest.json"
-        for v, spec in VARIANTS.items()
-        for m in spec["models"]
+        paths.merged_model(m, v) for v, spec in VARIANTS.items() for m in spec["models"]
     ]
     quantized = [
-        f"{form_dir(m, v, p)}/manifest.json"
-        for m, v in exported()
+        paths.export(m, v, p)
+        for m, v in study.exported(config)
         for p in EXPORTS["precisions"]
     ]
     return merged + quantized
@@ -181,132 +177,63 @@ def evaluate_inputs(wildcards):
     from pair scores reads the model's and its parent's (`score_pairs`) instead of the models.
     """
     spec = study.TASKS[wildcards.task]
-    inputs = {"data": f"results/mixtures/{EVALUATION[wildcards.task]['data']}.json"}
+    inputs = {"data": paths.mixture(EVALUATION[wildcards.task]["data"])}
     if not spec.from_pair_scores:
-        inputs["model"] = (
-            f"{model_dir(wildcards.model, wildcards.variant)}/manifest.json"
-        )
+        inputs["model"] = paths.variant_model(wildcards.model, wildcards.variant)
     if spec.needs_parent:
         if wildcards.variant == "M0":
             raise ValueError(f"{wildcards.task} needs a parent: M0 has none")
         parent = _variant(wildcards)["parent"]
         if spec.from_pair_scores:
-            inputs["policy_scores"] = pair_scores(wildcards.model, wildcards.variant)
-            inputs["reference_scores"] = pair_scores(wildcards.model, parent)
+            inputs["policy_scores"] = paths.pair_scores(
+                wildcards.model, wildcards.variant
+            )
+            inputs["reference_scores"] = paths.pair_scores(wildcards.model, parent)
         else:
-            inputs["parent"] = f"{model_dir(wildcards.model, parent)}/manifest.json"
+            inputs["parent"] = paths.variant_model(wildcards.model, parent)
     return inputs
 
 
-def pair_scores(model, variant):
-    """A model's log-probabilities of the reward pairs (rule score_pairs)."""
-    return f"results/metrics/{model}/{variant}/pair_scores.json"
-
-
-def form_dir(model, variant, form):
-    """A variant's dense folder, or its quantized export."""
-    if form == "dense":
-        return model_dir(model, variant)
-    return f"results/models/{model}/{study.form_name(variant, form)}"
-
-
-def perplexity_model(wildcards):
-    return (
-        f"{form_dir(wildcards.model, wildcards.variant, wildcards.form)}/manifest.json"
-    )
-
-
 def table1_inputs():
-    return [
-        f"results/metrics/{row['model']}/{row['variant']}/{task}.csv"
-        for row in TABLE1
-        for task in study.row_tasks(row)
-    ]
-
-
-def exported():
-    """(model, variant) pairs with quantized exports."""
-    return [
-        (m, v)
-        for v in EXPORTS["variants"]
-        for m in (MODELS if v == "M0" else VARIANTS[v]["models"])
-    ]
+    return list(paths.table1_metrics(TABLE1).values())
 
 
 def quantization_inputs():
-    forms = ["dense", *EXPORTS["precisions"]]
     return {
-        "perplexity": [
-            f"results/metrics/{m}/{v}/perplexity-{f}.csv"
-            for m, v in exported()
-            for f in forms
-        ],
-        "models": [
-            f"{form_dir(m, v, f)}/manifest.json" for m, v in exported() for f in forms
-        ],
+        "metrics": list(paths.quantization_metrics(config).values()),
+        "models": [paths.variant_model(*key) for key in study.quantized_forms(config)],
     }
 
 
 def histories():
-    """The log history of every trained variant of the paper's figures, keyed by "model/variant"."""
-    return {
-        f"{m}/{v}": f"results/adapters/{m}/{v}/log_history.csv"
-        for v, spec in study.paper_runs(VARIANTS).items()
-        for m in spec["models"]
-    }
-
-
-def qlora_rows():
-    """The QLoRA table's rows: every QLoRA variant, for each model it trains."""
-    return [
-        {"label": f"{MODELS[m]['label']} {v}", "model": m, "variant": v}
-        for v, spec in VARIANTS.items()
-        if spec["qlora"]
-        for m in spec["models"]
-    ]
+    """The log history of every trained variant of the paper's figures, keyed by (model, variant)."""
+    return paths.histories(VARIANTS)
 
 
 def qlora_inputs():
-    """Every QLoRA row's tasks, and the perplexity of each quantized form it is exported in."""
-    return [
-        f"results/metrics/{row['model']}/{row['variant']}/"
-        + (f"{task}-dense.csv" if study.TASKS[task].per_form else f"{task}.csv")
-        for row in qlora_rows()
-        for task in study.qlora_tasks()
-    ] + [
-        f"results/metrics/{m}/{v}/perplexity-{form}.csv"
-        for m, v in qlora_exported()
-        for form in EXPORTS["precisions"]
-    ]
-
-
-def qlora_exported():
-    """(model, variant) pairs of QLoRA rows that are exported (their 4-bit form, as it is served)."""
-    rows = {(row["model"], row["variant"]) for row in qlora_rows()}
-    return [pair for pair in exported() if pair in rows]
+    return list(paths.qlora_metrics(config).values())
 
 
 def figure_outputs():
-    return study.figure_outputs(VARIANTS, HYPERPARAMETERS)
+    return paths.figure_outputs(VARIANTS, HYPERPARAMETERS)
 
 
 def final_outputs():
-    outputs = ["results/warnings.csv"]
+    outputs = [paths.table("warnings")]
     if TABLE1:
-        outputs.append("results/table1.csv")
-    if EXPORTS["variants"] and EXPORTS["precisions"] and "perplexity" in EVALUATION:
-        outputs.append("results/quantization.csv")
+        outputs.append(paths.table("table1"))
+    quantization = study.QUANTIZATION[0] in EVALUATION
+    if EXPORTS["variants"] and EXPORTS["precisions"] and quantization:
+        outputs.append(paths.table("quantization"))
     if VARIANTS:
         outputs += list(figure_outputs().values())
-    if qlora_rows() and TABLE1 and "perplexity" in EVALUATION:
-        outputs.append("results/qlora.csv")
+    if study.qlora_rows(config) and TABLE1 and quantization:
+        outputs.append(paths.table("qlora"))
     return outputs
 
 
 def all_mixtures():
-    return [f"results/mixtures/{m}.json" for m in MIXTURES] + [
-        "results/mixtures/dataset_info.json"
-    ]
+    return [paths.mixture(m) for m in MIXTURES] + [paths.dataset_info()]
 
 
 def llamafactory_mixtures():
@@ -324,11 +251,9 @@ def llamafactory_inputs(wildcards):
         raise ValueError("M0 is the base model: there is no LlamaFactory run to write")
     spec = _variant(wildcards)
     inputs = {
-        "base": f"resources/models/{wildcards.model}/manifest.json",
-        "dataset_info": "results/mixtures/dataset_info.json",
+        "base": paths.base_model(wildcards.model),
+        "dataset_info": paths.dataset_info(),
     }
     if spec["parent"] != "M0":
-        inputs["parent"] = (
-            f"results/llamafactory/{wildcards.model}/{spec['parent']}.yaml"
-        )
+        inputs["parent"] = paths.llamafactory(wildcards.model, spec["parent"])
     return inputs

@@ -3,8 +3,8 @@ rule fetch_dataset:
     input:
         local_source_input,
     output:
-        data="resources/datasets/{dataset}/data.parquet",
-        manifest="resources/datasets/{dataset}/manifest.json",
+        data=paths.dataset("{dataset}", "data.parquet"),
+        manifest=paths.dataset("{dataset}", "manifest.json"),
     log:
         "logs/fetch_dataset/{dataset}.log",
     benchmark:

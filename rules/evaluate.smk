@@ -2,10 +2,10 @@ rule score_pairs:
     """The reward pairs' log-probabilities under one model, computed once: its own reward accuracy reads
     them as the policy's, its children's as their reference's."""
     input:
-        model=lambda wc: f"{model_dir(wc.model, wc.variant)}/manifest.json",
-        data=lambda wc: f"results/mixtures/{EVALUATION['reward']['data']}.json",
+        model=lambda wc: paths.variant_model(wc.model, wc.variant),
+        data=lambda wc: paths.mixture(EVALUATION["reward"]["data"]),
     output:
-        "results/metrics/{model}/{variant}/pair_scores.json",
+        paths.pair_scores("{model}", "{variant}"),
     log:
         "logs/score_pairs/{model}/{variant}.log",
     benchmark:
@@ -28,8 +28,8 @@ rule evaluate:
     input:
         unpack(evaluate_inputs),
     output:
-        metrics="results/metrics/{model}/{variant}/{task}.csv",
-        records="results/metrics/{model}/{variant}/{task}.jsonl",
+        metrics=paths.metrics("{model}", "{variant}", "{task}"),
+        records=paths.metrics("{model}", "{variant}", "{task}", ext="jsonl"),
     log:
         "logs/evaluate/{model}/{variant}/{task}.log",
     benchmark:
@@ -49,17 +49,19 @@ rule evaluate:
 
 
 rule evaluate_perplexity:
-    """Perplexity of a variant, dense or quantized, over the same fixed windows."""
+    """A task measured per form (perplexity, over the same fixed windows) of a variant, dense or quantized."""
     input:
-        model=perplexity_model,
-        data=lambda wc: f"results/mixtures/{EVALUATION['perplexity']['data']}.json",
+        model=lambda wc: paths.variant_model(wc.model, wc.variant, wc.form),
+        data=lambda wc: paths.mixture(EVALUATION[wc.task]["data"]),
     output:
-        metrics="results/metrics/{model}/{variant}/perplexity-{form}.csv",
-        records="results/metrics/{model}/{variant}/perplexity-{form}.jsonl",
+        metrics=paths.metrics("{model}", "{variant}", "{task}", "{form}"),
+        records=paths.metrics("{model}", "{variant}", "{task}", "{form}", "jsonl"),
     log:
-        "logs/evaluate/{model}/{variant}/perplexity-{form}.log",
+        "logs/evaluate/{model}/{variant}/{task}-{form}.log",
     benchmark:
-        "benchmarks/evaluate/{model}/{variant}/perplexity-{form}.tsv"
+        "benchmarks/evaluate/{model}/{variant}/{task}-{form}.tsv"
+    wildcard_constraints:
+        task=PER_FORM_TASKS,
     conda:
         "../envs/evaluate.yaml"
     # mostly start-up and file work: two such jobs side by side on 2 cores
@@ -69,7 +71,8 @@ rule evaluate_perplexity:
         runtime=120,
         gpu=INFERENCE_GPUS,
     params:
-        settings=lambda wc: eval_settings("perplexity"),
-        task="perplexity",
+        settings=lambda wc: eval_settings(wc.task),
+        # the {task} wildcard, as every finished job recorded it (before the wildcard): dropped, they would rerun
+        task=lambda wc: wc.task,
     script:
         "../scripts/evaluate.py"

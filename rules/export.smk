@@ -1,9 +1,9 @@
 rule export_quantized:
     """A 4-bit (NF4) or 8-bit bitsandbytes export of a model, saved right after quantizing."""
     input:
-        lambda wc: f"{model_dir(wc.model, wc.variant)}/manifest.json",
+        lambda wc: paths.variant_model(wc.model, wc.variant),
     output:
-        manifest="results/models/{model}/{variant}-{precision}/manifest.json",
+        manifest=paths.export("{model}", "{variant}", "{precision}"),
     log:
         "logs/export_quantized/{model}/{variant}-{precision}.log",
     benchmark:

@@ -7,7 +7,7 @@ rule llamafactory_config:
     input:
         unpack(llamafactory_inputs),
     output:
-        "results/llamafactory/{model}/{variant}.yaml",
+        paths.llamafactory("{model}", "{variant}"),
     log:
         "logs/llamafactory_config/{model}/{variant}.log",
     benchmark:

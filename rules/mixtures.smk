@@ -3,10 +3,10 @@ rule draw_mixture:
     input:
         unpack(mixture_inputs),
     output:
-        train="results/mixtures/{mixture}.json",
-        validation="results/mixtures/{mixture}.validation.json",
-        stats="results/mixtures/{mixture}.stats.csv",
-        warnings="results/mixtures/{mixture}.warnings.csv",
+        train=paths.mixture("{mixture}"),
+        validation=paths.mixture("{mixture}", "validation.json"),
+        stats=paths.mixture("{mixture}", "stats.csv"),
+        warnings=paths.mixture("{mixture}", "warnings.csv"),
     log:
         "logs/draw_mixture/{mixture}.log",
     benchmark:
@@ -27,10 +27,10 @@ rule draw_mixture:
 rule dataset_info:
     """LlamaFactory's dataset_info.json: each non-empty file of a trainable mixture, with the columns its records carry."""
     input:
-        [f"results/mixtures/{m}.json" for m in MIXTURES],
-        [f"results/mixtures/{m}.validation.json" for m in llamafactory_mixtures()],
+        [paths.mixture(m) for m in MIXTURES],
+        [paths.mixture(m, "validation.json") for m in llamafactory_mixtures()],
     output:
-        "results/mixtures/dataset_info.json",
+        paths.dataset_info(),
     log:
         "logs/dataset_info.log",
     benchmark:
@@ -46,10 +46,10 @@ rule dataset_info:
 rule mixture_warnings:
     """What the mixtures' draws gave short of what the config asked or the study needs, in one table."""
     input:
-        [f"results/mixtures/{m}.warnings.csv" for m in MIXTURES],
+        [paths.mixture(m, "warnings.csv") for m in MIXTURES],
     output:
         report(
-            "results/warnings.csv",
+            paths.table("warnings"),
             caption="../report/warnings.rst",
             category="Warnings",
         ),

@@ -1,7 +1,7 @@
 rule fetch_model:
     """Fetch one base model (M0) into an ordinary safetensors folder with its manifest."""
     output:
-        manifest="resources/models/{model}/manifest.json",
+        manifest=paths.base_model("{model}"),
     log:
         "logs/fetch_model/{model}.log",
     benchmark:

@@ -1,9 +1,9 @@
 rule format_records:
     """Turn a raw dataset into unified records (sft, preference, mcqa or an evaluation kind)."""
     input:
-        data="resources/datasets/{dataset}/data.parquet",
+        data=paths.dataset("{dataset}", "data.parquet"),
     output:
-        "results/records/{dataset}.jsonl",
+        paths.records("{dataset}"),
     log:
         "logs/format_records/{dataset}.log",
     benchmark:

@@ -5,27 +5,27 @@ rule table1:
         table1_inputs(),
     output:
         table1=report(
-            "results/table1.csv",
+            paths.table("table1"),
             caption="../report/table1.rst",
             category="Tables",
         ),
         stderr=report(
-            "results/table1_stderr.csv",
+            paths.table("table1_stderr"),
             caption="../report/table1.rst",
             category="Tables",
         ),
         mcqa=report(
-            "results/mcqa.csv",
+            paths.table("mcqa"),
             caption="../report/table1.rst",
             category="Tables",
         ),
         versus_paper=report(
-            "results/table1_vs_paper.csv",
+            paths.table("table1_vs_paper"),
             caption="../report/table1.rst",
             category="Tables",
         ),
         figure=report(
-            "results/figures/table1_vs_paper.png",
+            paths.figure("table1_vs_paper"),
             caption="../report/table1.rst",
             category="Figures",
         ),
@@ -48,12 +48,12 @@ rule quantization:
         **quantization_inputs(),
     output:
         table=report(
-            "results/quantization.csv",
+            paths.table("quantization"),
             caption="../report/quantization.rst",
             category="Tables",
         ),
         figure=report(
-            "results/figures/quantization.png",
+            paths.figure("quantization"),
             caption="../report/quantization.rst",
             category="Figures",
         ),
@@ -96,7 +96,7 @@ rule qlora_table:
         qlora_inputs(),
     output:
         report(
-            "results/qlora.csv",
+            paths.table("qlora"),
             caption="../report/table1.rst",
             category="Tables",
         ),
@@ -107,7 +107,7 @@ rule qlora_table:
     conda:
         "../envs/report.yaml"
     params:
-        rows=qlora_rows(),
-        forms=EXPORTS["precisions"] if qlora_exported() else [],
+        rows=study.qlora_rows(config),
+        forms=EXPORTS["precisions"] if study.qlora_exported(config) else [],
     script:
         "../scripts/qlora_table.py"

@@ -3,9 +3,9 @@ rule train_adapter:
     input:
         unpack(train_inputs),
     output:
-        adapter="results/adapters/{model}/{variant}/adapter_config.json",
-        history="results/adapters/{model}/{variant}/log_history.csv",
-        summary="results/adapters/{model}/{variant}/summary.json",
+        adapter=paths.adapter("{model}", "{variant}", "adapter_config.json"),
+        history=paths.adapter("{model}", "{variant}", "log_history.csv"),
+        summary=paths.adapter("{model}", "{variant}", "summary.json"),
     log:
         "logs/train_adapter/{model}/{variant}.log",
     benchmark:
@@ -32,7 +32,7 @@ rule train_adapter:
         qlora=lambda wc: VARIANTS[wc.variant]["qlora"],
         lora_targets=lambda wc: MODELS[wc.model]["lora_targets"],
         precision=PRECISION,
-        checkpoints="results/checkpoints/{model}/{variant}",
+        checkpoints=paths.checkpoints("{model}", "{variant}"),
     script:
         "../scripts/train_adapter.py"
 
@@ -42,8 +42,8 @@ rule merge_adapter:
     input:
         unpack(merge_inputs),
     output:
-        manifest="results/models/{model}/{variant}/manifest.json",
-        card="results/models/{model}/{variant}/README.md",
+        manifest=paths.merged_model("{model}", "{variant}"),
+        card=paths.merged_model("{model}", "{variant}", "README.md"),
     log:
         "logs/merge_adapter/{model}/{variant}.log",
     benchmark:

@@ -7,7 +7,7 @@ from zephyr import devices, logs, study
 from zephyr.evaluation import tasks
 
 logs.setup(snakemake.log[0])
-task = snakemake.params.get("task") or snakemake.wildcards.task
+task = snakemake.wildcards.task
 if study.TASKS[task].from_pair_scores:  # no model to load: the policy's and its reference's pair scores
     tasks.reward_files(snakemake.input.policy_scores, snakemake.input.reference_scores, snakemake.input.data,
                        snakemake.output.metrics, snakemake.output.records, model=snakemake.wildcards.model,
@@ -23,7 +23,8 @@ else:
         snakemake.output.metrics,
         snakemake.output.records,
         model=snakemake.wildcards.model,
-        variant=study.form_name(snakemake.wildcards.variant, snakemake.wildcards.get("form", "dense")),
+        variant=snakemake.wildcards.variant,
         settings=snakemake.params.settings,
+        form=snakemake.wildcards.get("form", "dense"),
         parent_dir=Path(parent).parent if parent else None,
     )

@@ -1,8 +1,9 @@
-"""Snakemake glue for zephyr.report.table.qlora."""
+"""Snakemake glue for zephyr.report.table.qlora: the files of the config's QLoRA rows (the rule's inputs)."""
 
-from zephyr import logs
+from zephyr import logs, paths
+from zephyr.evaluation.results import read_metrics
 from zephyr.report import table
 
 logs.setup(snakemake.log[0])
-table.write_csv(table.qlora(snakemake.params.rows, table.read_metrics(snakemake.input), snakemake.params.forms),
-                snakemake.output[0])
+metrics = read_metrics(paths.qlora_metrics(snakemake.config))
+table.write_csv(table.qlora(snakemake.params.rows, metrics, snakemake.params.forms), snakemake.output[0])

@@ -1,12 +1,13 @@
 """Snakemake glue for zephyr.report.table (Table 1, its standard errors, the paper beside it, MCQA) and
 zephyr.report.figures.versus_paper."""
 
-from zephyr import logs
+from zephyr import logs, paths
+from zephyr.evaluation.results import read_metrics
 from zephyr.report import figures, table
 
 logs.setup(snakemake.log[0])
-metrics = table.read_metrics(snakemake.input)
 rows = snakemake.params.rows
+metrics = read_metrics(paths.table1_metrics(rows))
 table1, stderr = table.table1(rows, metrics), table.table1(rows, metrics, stderr=True)
 versus = table.versus_paper(table1, stderr, rows, snakemake.params.models)
 table.write_csv(table1, snakemake.output.table1)

@@ -1,6 +1,6 @@
 """The study's vocabulary (zephyr.study) agrees with the code that implements it."""
 
-from zephyr import study
+from zephyr import paths, study
 from zephyr.evaluation import tasks
 
 
@@ -29,7 +29,7 @@ def test_reward_accuracy_is_evaluated_only_for_rows_that_show_it():
 def test_qlora_runs_stay_out_of_the_paper_s_figures():
     variants = {"M1": {"models": ["q"], "hyperparameters": "sft", "qlora": None},
                 "M1-qlora": {"models": ["q", "b"], "hyperparameters": "sft", "qlora": "nf4"}}
-    outputs = study.figure_outputs(variants, {"sft": {"trainer": "sft"}})
+    outputs = paths.figure_outputs(variants, {"sft": {"trainer": "sft"}})
     assert set(outputs) == {"learning_rates", "sft_q"}  # no figure for b, whose only SFT run is QLoRA
     assert list(study.paper_runs(variants)) == ["M1"]
     assert study.qlora_tasks() == ["hellaswag", "gsm8k", "mcqa", "perplexity"]

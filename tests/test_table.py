@@ -3,6 +3,7 @@
 import pandas as pd
 import pytest
 
+from zephyr.evaluation.results import METRIC_FIELDS, read_metrics, write_metrics
 from zephyr.report import figures, table
 
 COMPUTED_IN = {"dtype": "float32", "compute": "plain", "device": "cpu"}
@@ -21,12 +22,12 @@ def metrics(tmp_path):
         (tmp_path / "e.csv", "qwen", "M2", "reward", {"reward_accuracy": 0.52, "n": 100}),
     ]
     for path, model, variant, task, summary in paths:
-        table.write_metrics(path, model, variant, task, summary, COMPUTED_IN)
-    return table.read_metrics([p[0] for p in paths])
+        write_metrics(path, model, variant, "dense", task, summary, COMPUTED_IN)
+    return read_metrics({(model, variant, "dense", task): path for path, model, variant, task, _ in paths})
 
 
 def test_metric_csvs_are_tidy_with_their_standard_errors(metrics):
-    assert list(metrics.columns) == table.METRIC_FIELDS
+    assert list(metrics.columns) == [*METRIC_FIELDS, "form"]
     row = metrics.query("task == 'gsm8k' and metric == 'bleu'").iloc[0]
     assert row["value"] == 28.43 and row["n"] == 200 and row["stderr"] == 1.5
     assert pd.isna(metrics.query("task == 'gsm8k' and metric == 'rouge1'").iloc[0]["stderr"])
@@ -56,8 +57,8 @@ def test_table1_stderr_and_mcqa_tables(metrics):
 
 
 def test_quantization_table_change_in_percent():
-    rows = [{"model": "q", "variant": v, "task": "perplexity", "metric": "perplexity", "value": p, "stderr": se,
-             "n": 3} for v, p, se in (("M0", 10.0, 0.2), ("M0-nf4", 11.0, 0.25), ("M0-int8", 10.1, 0.2001))]
+    rows = [{"model": "q", "variant": "M0", "form": f, "task": "perplexity", "metric": "perplexity", "value": p,
+             "stderr": se, "n": 3} for f, p, se in (("dense", 10.0, 0.2), ("nf4", 11.0, 0.25), ("int8", 10.1, 0.2001))]
     sizes = {("q", "M0", "dense"): 4 * 2**20, ("q", "M0", "nf4"): 2**20, ("q", "M0", "int8"): 2 * 2**20}
     frame = table.quantization(pd.DataFrame(rows), sizes)
     by = frame.set_index("precision")
@@ -79,7 +80,7 @@ def test_appendix_figures_are_drawn(tmp_path):
     variants = {"M1": {"hyperparameters": "sft"}, "M2-DS": {"hyperparameters": "dpo"}}  # M2-DS: the report's 0.79 beside it
     hypers = {"sft": {"trainer": "sft"}, "dpo": {"trainer": "dpo"}}
     outputs = {"learning_rates": tmp_path / "f1.png", "sft_q": tmp_path / "f2.png", "dpo": tmp_path / "f4.png"}
-    figures.appendix({"q/M1": history(tmp_path / "a.csv", "sft"), "q/M2-DS": history(tmp_path / "b.csv", "dpo")},
+    figures.appendix({("q", "M1"): history(tmp_path / "a.csv", "sft"), ("q", "M2-DS"): history(tmp_path / "b.csv", "dpo")},
                      variants, hypers, outputs)
     for path in outputs.values():
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
@@ -110,12 +111,14 @@ def test_table1_beside_the_paper(metrics, tmp_path, source, ran, same):
 
 def test_the_qlora_table_sets_the_4bit_form_beside_the_dense_merge(metrics, tmp_path):
     dense, nf4 = tmp_path / "q.csv", tmp_path / "q4.csv"
-    table.write_metrics(dense, "qwen", "M1", "perplexity", {"perplexity": 12.3456, "tokens": 900, "n": 3,
-                                                            "stderr": {"perplexity": 0.4321}}, COMPUTED_IN)
-    table.write_metrics(nf4, "qwen", "M1-nf4", "perplexity", {"perplexity": 13.001, "tokens": 900, "n": 3,
-                                                              "stderr": {"perplexity": 0.5}}, COMPUTED_IN)
+    write_metrics(dense, "qwen", "M1", "dense", "perplexity", {"perplexity": 12.3456, "tokens": 900, "n": 3,
+                                                               "stderr": {"perplexity": 0.4321}}, COMPUTED_IN)
+    write_metrics(nf4, "qwen", "M1", "nf4", "perplexity", {"perplexity": 13.001, "tokens": 900, "n": 3,
+                                                           "stderr": {"perplexity": 0.5}}, COMPUTED_IN)
+    assert pd.read_csv(nf4)["variant"].unique().tolist() == ["M1-nf4"]  # the file names the form in its variant
+    perplexities = read_metrics({("qwen", "M1", "dense", "perplexity"): dense, ("qwen", "M1", "nf4", "perplexity"): nf4})
     frame = table.qlora([{"label": "Qwen M1", "model": "qwen", "variant": "M1"}],
-                        pd.concat([metrics, table.read_metrics([dense, nf4])], ignore_index=True), ["nf4"])
+                        pd.concat([metrics, perplexities], ignore_index=True), ["nf4"])
     shown = ["HellaSwag", "BLEU-4", "ROUGE-1", "ROUGE-2", "ROUGE-L", "MCQA", "Perplexity", "Perplexity (nf4)"]
     assert list(frame.columns) == ["Model", *(c for column in shown for c in (column, f"{column} ±"))]
     row = frame.iloc[0].to_dict()

@@ -204,7 +204,7 @@ def test_speed_settings_forced_the_other_way_give_the_same_table1_and_verdicts(t
     before = {name: (workdir / "results" / name).read_text() for name in ("table1.csv", "mcqa.csv")}
 
     def verdicts():
-        return [c.holds for c in effects.check(tiny_config, *effects.read(tiny_config, workdir / "results"))]
+        return [c.holds for c in effects.check(tiny_config, *effects.read(tiny_config, workdir))]
 
     verdicts_before = verdicts()
     snakemake(workdir, "--cores", "2", "--configfile", str(config))

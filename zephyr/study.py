@@ -1,5 +1,5 @@
 """The study's vocabulary in one place: trainers, evaluation tasks, export precisions, how a variant's
-quantized copy is named, Table 1's columns and which appendix figures a config draws.
+quantized copy is named, Table 1's columns, which models a config exports and which rows its QLoRA table has.
 
 The rules, the config checks, the tables and the figures read these names from here, so adding a
 task or a precision is one edit. Nothing here imports torch: the Snakefile reads it at every parse.
@@ -12,8 +12,8 @@ from pathlib import Path
 
 __all__ = ["Task", "TASKS", "TRAINERS", "PRECISIONS", "FORMS", "TABLE1", "PAPER_TABLE1", "PAPER_MODELS",
            "PAPER_DPO_VALIDATION", "least_items", "slot_model", "is_papers_model", "MCQA_TABLE", "QLORA_TABLE",
-           "form_name", "table1_tasks", "row_tasks", "shows_reward", "qlora_tasks", "paper_runs", "trainer_of",
-           "figure_outputs"]
+           "QUANTIZATION", "form_name", "table1_tasks", "row_tasks", "shows_reward", "qlora_tasks", "paper_runs",
+           "trainer_of", "exported", "quantized_forms", "qlora_rows", "qlora_exported"]
 
 @dataclass(frozen=True)
 class Task:
@@ -23,7 +23,8 @@ class Task:
     pair scores (`score_pairs`: computed once per model, the policy's and its reference's) instead of
     loading the models in its own job, and the least items its score may rest on (`min_items`: fewer
     widen its standard error beyond what the study is sized for; `make check-default` holds a run to it
-    and a smaller evaluation set is a warning in the report). Its runner is
+    and a smaller evaluation set is a warning in the report), and whether its shown metric is a fraction
+    whose standard error `make check-default` bounds (`bounded`). Its runner is
     `zephyr.evaluation.tasks.RUNNERS[name]`."""
 
     name: str
@@ -33,15 +34,16 @@ class Task:
     per_form: bool = False
     from_pair_scores: bool = False
     min_items: int | None = None
+    bounded: bool = False
 
 
 #: The evaluation tasks, by name.
 TASKS: dict[str, Task] = {task.name: task for task in (
-    Task("hellaswag", "hellaswag", ("acc", "acc_norm"), min_items=50),
+    Task("hellaswag", "hellaswag", ("acc", "acc_norm"), min_items=50, bounded=True),
     Task("gsm8k", "gsm8k", ("bleu", "rouge1", "rouge2", "rougeL"), min_items=20),
-    Task("mcqa", "mcqa", ("acc", "acc_norm"), min_items=50),
+    Task("mcqa", "mcqa", ("acc", "acc_norm"), min_items=50, bounded=True),
     Task("reward", "preference", ("reward_accuracy", "reward_margin", "reward_chosen", "reward_rejected", "beta"),
-         needs_parent=True, from_pair_scores=True, min_items=50),
+         needs_parent=True, from_pair_scores=True, min_items=50, bounded=True),
     Task("perplexity", "text", ("perplexity", "tokens", "windows", "window", "text_tokens", "nll"), per_form=True),
 )}
 
@@ -121,16 +123,18 @@ def is_papers_model(model: str, source: dict) -> bool:
 #: The MCQA table (not in the paper's Table 1), same rows: length-normalized accuracy in percent, as
 #: HellaSwag's column and lm-evaluation-harness' ARC (`acc` is in the metric CSVs too).
 MCQA_TABLE = {"MCQA": ("mcqa", "acc_norm", 100)}
+#: What the quantization table sets beside each form's size, and the QLoRA table beside each quantized
+#: form it is exported in: (task, metric), a task measured per form.
+QUANTIZATION = ("perplexity", "perplexity")
 #: The QLoRA table (the report's section 5): each QLoRA variant evaluated as Table 1's rows are, with
 #: MCQA and WikiText-2 perplexity (its dense weights) beside.
 QLORA_TABLE = {**{c: spec for c, spec in TABLE1.items() if not TASKS[spec[0]].needs_parent}, **MCQA_TABLE,
-               "Perplexity": ("perplexity", "perplexity", 1)}
+               "Perplexity": (*QUANTIZATION, 1)}
 
 
 def form_name(variant: str, form: str) -> str:
-    """The name of a variant in one form: `M0` dense, `M0-nf4` quantized (folders, metrics, tables)."""
-    if form not in FORMS:
-        raise ValueError(f"unknown form {form!r}; expected one of {list(FORMS)}")
+    """A variant in one form, `M0` dense and `M0-nf4` quantized: its folder's name and the variant its
+    manifest and metric files record (wildcards give the pattern: `{variant}-{precision}`)."""
     return variant if form == "dense" else f"{variant}-{form}"
 
 
@@ -170,14 +174,24 @@ def trainer_of(variant_spec: dict, hyperparameters: dict) -> str:
     return hyperparameters[variant_spec["hyperparameters"]]["trainer"]
 
 
-def figure_outputs(variants: dict, hyperparameters: dict) -> dict[str, str]:
-    """The appendix figures a config draws: name → PNG path (Figure 1, SFT losses per model, Figure 4)."""
-    variants = paper_runs(variants)
-    sft_models = sorted({m for spec in variants.values() if trainer_of(spec, hyperparameters) == "sft"
-                         for m in spec["models"]})
-    outputs = {"learning_rates": "results/figures/figure1_learning_rates.png"}
-    for model in sft_models:
-        outputs[f"sft_{model}"] = f"results/figures/figure_sft_losses_{model}.png"
-    if any(trainer_of(spec, hyperparameters) == "dpo" for spec in variants.values()):
-        outputs["dpo"] = "results/figures/figure4_dpo.png"
-    return outputs
+def exported(config: dict) -> list[tuple[str, str]]:
+    """(model, variant) pairs with quantized exports."""
+    return [(m, v) for v in config["exports"]["variants"]
+            for m in (config["models"] if v == "M0" else config["variants"][v]["models"])]
+
+
+def quantized_forms(config: dict) -> list[tuple[str, str, str]]:
+    """(model, variant, form) of the quantization table: every exported pair, dense and in each precision."""
+    return [(m, v, f) for m, v in exported(config) for f in ("dense", *config["exports"]["precisions"])]
+
+
+def qlora_rows(config: dict) -> list[dict]:
+    """The QLoRA table's rows: every QLoRA variant, for each model it trains."""
+    return [{"label": f"{config['models'][m]['label']} {v}", "model": m, "variant": v}
+            for v, spec in config["variants"].items() if spec.get("qlora") for m in spec["models"]]
+
+
+def qlora_exported(config: dict) -> list[tuple[str, str]]:
+    """(model, variant) pairs of QLoRA rows that are exported (their 4-bit form, as it is served)."""
+    rows = {(row["model"], row["variant"]) for row in qlora_rows(config)}
+    return [pair for pair in exported(config) if pair in rows]

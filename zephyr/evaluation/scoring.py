@@ -298,12 +298,8 @@ def generate(model, tokenizer, items: Sequence[str | dict], max_new_tokens: int 
     try:
         with torch.inference_mode():
             for batch in _progress(batches, len(batches), "generating"):
-                width = max(len(prompts[i]) for i in batch)
-                ids = torch.full((len(batch), width), pad, dtype=torch.long)
-                mask = torch.zeros((len(batch), width), dtype=torch.long)
-                for row, i in enumerate(batch):
-                    ids[row, width - len(prompts[i]):] = torch.tensor(prompts[i], dtype=torch.long)
-                    mask[row, width - len(prompts[i]):] = 1
+                ids, mask, _ = _left_padded([prompts[i] for i in batch], pad)
+                width = ids.shape[1]
                 out = model.generate(input_ids=ids.to(dev), attention_mask=mask.to(dev), generation_config=config)
                 for row, i in enumerate(batch):
                     new = out[row, width:].tolist()

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 from ..model.prompts import mcqa_prompt, pairs_cut_equal, preference_sequences
-from ..study import TASKS
+from ..study import TASKS, form_name
 from . import metrics
 from .scoring import context_length, generate, loglikelihoods, pad_token_id, score_sequences, windows
 
@@ -160,9 +160,10 @@ RUNNERS: dict[str, Callable] = {
 
 
 def evaluate_files(task: str, model_dir: str | Path, data_path: str | Path, out_csv: str | Path,
-                   items_path: str | Path, *, model: str, variant: str, settings: dict,
+                   items_path: str | Path, *, model: str, variant: str, settings: dict, form: str = "dense",
                    parent_dir: str | Path | None = None) -> dict:
-    """Evaluate one model on one task; write the tidy metric CSV and the per-item JSONL beside it.
+    """Evaluate one model (`variant` in `form`) on one task; write the tidy metric CSV and the per-item
+    JSONL beside it.
 
     `settings`: batch_size, precision (the study's, zephyr/precision.py; float32 when absent), and the task's own
     (max_new_tokens for gsm8k, beta and max_length for reward, window for perplexity). Reward
@@ -171,7 +172,7 @@ def evaluate_files(task: str, model_dir: str | Path, data_path: str | Path, out_
     from .. import files
     from .. import precision as precisions
     from ..model import modeldir
-    from ..report import table
+    from . import results
 
     if task not in TASKS:
         raise ValueError(f"unknown evaluation task {task!r}; known: {', '.join(TASKS)}")
@@ -182,14 +183,14 @@ def evaluate_files(task: str, model_dir: str | Path, data_path: str | Path, out_
     precision = precisions.check("precision", settings.get("precision"))
     policy, tokenizer = modeldir.load(model_dir, dtype=precision["weights"])
     reference = modeldir.load(parent_dir, dtype=precision["weights"])[0] if spec.needs_parent else None
-    where = policy.device.type
-    log.info("%s %s: %s on %d records from %s, %s on %s", model, variant, task, len(records), data_path,
+    where, name = policy.device.type, form_name(variant, form)
+    log.info("%s %s: %s on %d records from %s, %s on %s", model, name, task, len(records), data_path,
              precisions.label(precision), where)
     with precisions.autocast(precision, where):
         rows, summary = RUNNERS[task](policy, tokenizer, records, {"batch_size": 8, **settings}, reference)
     files.write_jsonl(items_path, rows)
-    table.write_metrics(out_csv, model, variant, task, summary, precisions.record(precision, where))
-    log.info("%s %s %s: %s", model, variant, task,
+    results.write_metrics(out_csv, model, variant, form, task, summary, precisions.record(precision, where))
+    log.info("%s %s %s: %s", model, name, task,
              ", ".join(f"{k}={v:.4g}" for k, v in summary.items() if isinstance(v, float)))
     return summary
 
@@ -219,7 +220,7 @@ def reward_files(policy_scores: str | Path, reference_scores: str | Path, data_p
     """Reward accuracy from the policy's and its reference's pair scores (`score_pairs_file`): the tidy
     metric CSV and the per-pair JSONL, as `evaluate_files` writes them."""
     from .. import files
-    from ..report import table
+    from . import results
 
     policy, reference = files.read_json(policy_scores), files.read_json(reference_scores)
     if policy["computed_in"]["dtype"] != reference["computed_in"]["dtype"] or \
@@ -228,7 +229,7 @@ def reward_files(policy_scores: str | Path, reference_scores: str | Path, data_p
                          f"({reference['computed_in']}) were computed in different precisions")
     rows, summary = reward_from_scores(files.read_json(data_path), policy, reference, settings["beta"])
     files.write_jsonl(items_path, rows)
-    table.write_metrics(out_csv, model, variant, "reward", summary, policy["computed_in"])
+    results.write_metrics(out_csv, model, variant, "dense", "reward", summary, policy["computed_in"])
     log.info("%s %s reward: %s", model, variant,
              ", ".join(f"{k}={v:.4g}" for k, v in summary.items() if isinstance(v, float)))
     return summary

@@ -15,7 +15,7 @@ that clears the bar the default experiment is sized for, and exits non-zero when
 
 Models built from scratch (random weights: the default's BLOOM slot) are not held to these effects.
 
-Usage: `python -m zephyr.report.effects [CONFIG]` after the run (reads results/).
+Usage: `python -m zephyr.report.effects [CONFIG]` after the run (reads its files under results/).
 """
 
 from __future__ import annotations
@@ -26,16 +26,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from .. import files
+from .. import files, paths
 from ..evaluation.metrics import bleu, bleu_stderr, mean_stderr, rouge_items
+from ..evaluation.results import read_metrics
 from ..study import MCQA_TABLE, TABLE1, TASKS, shows_reward, trainer_of
-from .table import METRIC_FIELDS
 
-#: Least items per task (the task registry's), and the largest standard error its accuracy may have
-#: (issue: ~0.07 or less; GSM8K's overlap scores are not fractions and have no such bound).
-MIN_ITEMS = {name: task.min_items for name, task in TASKS.items() if task.min_items}
+#: The largest standard error a bounded task's accuracy may have (`Task.bounded`; issue: ~0.07 or less).
 MAX_STDERR = 0.071
-BOUNDED = ("hellaswag", "mcqa", "reward")
 #: The metric the tables show first for each task: where its item count and standard error are read.
 SHOWN = {task: metric for task, metric, _ in reversed([*TABLE1.values(), *MCQA_TABLE.values()])}
 #: A validation-loss drop, relative, that counts as visible; a gap between schedules that counts as apart.
@@ -126,32 +123,35 @@ def check(config: dict, metrics: pd.DataFrame, histories: dict[tuple[str, str], 
                 out.append(Check(f"DPO lifts reward accuracy above chance: {row['label']}",
                                  f"{got['value']:.3f} (stderr {got['stderr']:.3f}, n {got['n']:.0f})",
                                  got["value"] - 0.5 > 2 * got["stderr"]))
-    for task, least in MIN_ITEMS.items():
-        found = metrics[(metrics["task"] == task) & (metrics["metric"] == SHOWN[task])]
+    for spec in TASKS.values():
+        if not spec.min_items:
+            continue
+        found = metrics[(metrics["task"] == spec.name) & (metrics["metric"] == SHOWN[spec.name])]
         if found.empty:
             continue
         n, worst = int(found["n"].min()), found["stderr"].max()
-        bound = task in BOUNDED
-        out.append(Check(f"{task} rests on enough items", f"n {n} (at least {least})"
-                         + (f", largest stderr {worst:.3f} (at most {MAX_STDERR})" if bound else ""),
-                         n >= least and (not bound or worst <= MAX_STDERR)))
+        out.append(Check(f"{spec.name} rests on enough items", f"n {n} (at least {spec.min_items})"
+                         + (f", largest stderr {worst:.3f} (at most {MAX_STDERR})" if spec.bounded else ""),
+                         n >= spec.min_items and (not spec.bounded or worst <= MAX_STDERR)))
     return out
 
 
-def read(config: dict, results: str | Path = "results") -> tuple[pd.DataFrame, dict, dict]:
-    """The run's metric rows, the log history of every trained (model, variant) and its GSM8K answers."""
-    results = Path(results)
-    paths = sorted(results.glob("metrics/*/*/*.csv"))
-    metrics = pd.concat([pd.read_csv(p) for p in paths], ignore_index=True) if paths else pd.DataFrame(
-        columns=METRIC_FIELDS)
+def read(config: dict, workdir: str | Path = ".") -> tuple[pd.DataFrame, dict, dict]:
+    """The run's metric rows, the log history of every trained (model, variant) and its GSM8K answers:
+    the files of them the config's tables read that the run (in `workdir`) has written."""
+    workdir = Path(workdir)
+    found = {**paths.table1_metrics(config["table1"]), **paths.qlora_metrics(config),
+             **paths.quantization_metrics(config)}
+    found = {key: workdir / path for key, path in found.items() if (workdir / path).is_file()}
     histories = {}
     for name, spec in config["variants"].items():
         for model in spec["models"]:
-            path = results / "adapters" / model / name / "log_history.csv"
+            path = workdir / paths.adapter(model, name, "log_history.csv")
             if path.is_file():
                 histories[(model, name)] = pd.read_csv(path)
-    answers = {(p.parts[-3], p.parts[-2]): files.read_rows(p) for p in results.glob("metrics/*/*/gsm8k.jsonl")}
-    return metrics, histories, answers
+    answers = {(model, variant): files.read_rows(workdir / paths.task_metrics(model, variant, task, form, "jsonl"))
+               for model, variant, form, task in found if task == "gsm8k"}
+    return read_metrics(found), histories, answers
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -137,26 +137,24 @@ def _save(fig, out: str | Path) -> None:
     fig.clf()
 
 
-def appendix(histories: dict[str, str | Path], variants: dict, hyperparameters: dict, outputs: dict) -> None:
-    """Draw the configured appendix figures. `histories`: "model/variant" → log_history.csv;
-    `outputs`: learning_rates, sft_<model> and dpo → PNG paths (`study.figure_outputs`)."""
-    runs = {label: read_history(path) for label, path in histories.items()}
+def appendix(histories: dict[tuple[str, str], str | Path], variants: dict, hyperparameters: dict,
+             outputs: dict) -> None:
+    """Draw the configured appendix figures. `histories`: (model, variant) → log_history.csv, labelled
+    "model/variant"; `outputs`: learning_rates, sft_<model> and dpo → PNG paths (`paths.figure_outputs`)."""
+    runs = {key: read_history(path) for key, path in histories.items()}
 
-    def trainer(label):
-        return trainer_of(variants[label.split("/", 1)[1]], hyperparameters)
+    def trainer(key):
+        return trainer_of(variants[key[1]], hyperparameters)
 
-    sft = {label: h for label, h in runs.items() if trainer(label) == "sft"}
+    sft = {key: h for key, h in runs.items() if trainer(key) == "sft"}
+    models = sorted({model for model, _ in sft})
     if "learning_rates" in outputs:
-        first = sorted({label.split("/")[0] for label in sft})[0]
-        learning_rates({k: v for k, v in sft.items() if k.startswith(first + "/")}, outputs["learning_rates"],
-                       f"Figure 1: learning-rate schedules ({first})")
-    for key, path in outputs.items():
-        if key.startswith("sft_"):
-            model = key.removeprefix("sft_")
-            sft_losses({k.split("/", 1)[1]: v for k, v in sft.items() if k.startswith(model + "/")}, path,
-                       f"SFT losses of {model} (D_S and D_L, cosine and constant)")
+        learning_rates({f"{m}/{v}": h for (m, v), h in sft.items() if m == models[0]}, outputs["learning_rates"],
+                       f"Figure 1: learning-rate schedules ({models[0]})")
+    for model in models:
+        sft_losses({v: h for (m, v), h in sft.items() if m == model}, outputs[f"sft_{model}"],
+                   f"SFT losses of {model} (D_S and D_L, cosine and constant)")
     if "dpo" in outputs:
-        dpo = {k: v for k, v in runs.items() if trainer(k) == "dpo"}
-        reported = {k: PAPER_DPO_VALIDATION.get(k.split("/", 1)[1]) for k in dpo}
-        dpo_dynamics(dpo, outputs["dpo"], "Figure 4: DPO training dynamics",
-                     {k: value for k, value in reported.items() if value is not None})
+        dpo = {key: h for key, h in runs.items() if trainer(key) == "dpo"}
+        dpo_dynamics({f"{m}/{v}": h for (m, v), h in dpo.items()}, outputs["dpo"], "Figure 4: DPO training dynamics",
+                     {f"{m}/{v}": PAPER_DPO_VALIDATION[v] for m, v in dpo if v in PAPER_DPO_VALIDATION})

@@ -1,8 +1,5 @@
-"""The study's tables from the tidy metric CSVs: Table 1 (and its standard errors), MCQA, quantization.
-
-Every evaluation writes `results/metrics/{model}/{variant}/{task}.csv` with one row per metric
-(model, variant, task, metric, value, stderr, n) and what it was computed in (dtype, compute, device);
-the tables only select and scale.
+"""The study's tables from the tidy metric rows (`zephyr.evaluation.results`): Table 1 (and its
+standard errors), MCQA, QLoRA, quantization. The tables only select and scale.
 """
 
 from __future__ import annotations
@@ -13,34 +10,11 @@ from typing import Iterable
 import pandas as pd
 
 from .. import files
-from ..study import (MCQA_TABLE, PAPER_TABLE1, QLORA_TABLE, TABLE1, form_name, is_papers_model, shows_reward,
+from ..evaluation.results import read_metrics
+from ..study import (MCQA_TABLE, PAPER_TABLE1, QLORA_TABLE, QUANTIZATION, TABLE1, is_papers_model, shows_reward,
                      slot_model)
 
-METRIC_FIELDS = ["model", "variant", "task", "metric", "value", "stderr", "n", "dtype", "compute", "device"]
 MISSING = "–"  # what the paper prints where a metric does not apply (M0 has no reward accuracy)
-
-
-def write_metrics(path: str | Path, model: str, variant: str, task: str, summary: dict,
-                  computed_in: dict) -> pd.DataFrame:
-    """One tidy CSV per evaluation: a row per numeric metric of `summary`, with its standard error where
-    `summary["stderr"]` has one (empty otherwise); its `n` and `computed_in` (dtype, compute, device:
-    `precision.record`) go in every row."""
-    n, stderr = summary.get("n"), summary.get("stderr", {})
-    rows = [
-        {"model": model, "variant": variant, "task": task, "metric": key, "value": float(value),
-         "stderr": stderr.get(key), "n": n, **computed_in}
-        for key, value in summary.items()
-        if key != "n" and isinstance(value, (int, float)) and not isinstance(value, bool)
-    ]
-    frame = pd.DataFrame(rows, columns=METRIC_FIELDS)
-    with files.atomic(path) as handle:
-        frame.to_csv(handle, index=False, lineterminator="\n")
-    return frame
-
-
-def read_metrics(paths: Iterable[str | Path]) -> pd.DataFrame:
-    frames = [pd.read_csv(p) for p in paths]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=METRIC_FIELDS)
 
 
 def table1(rows: list[dict], metrics: pd.DataFrame, decimals: int = 2, *, stderr: bool = False) -> pd.DataFrame:
@@ -82,13 +56,12 @@ def qlora(rows: list[dict], metrics: pd.DataFrame, forms: Iterable[str] = (), de
     """The QLoRA variants as Table 1 shows its rows, with MCQA and perplexity, each beside its standard
     error (`±`), and the perplexity of each quantized form in `forms` (the 4-bit QLoRA model as it is
     served) beside the dense merge's."""
-    columns = {**QLORA_TABLE, **{f"Perplexity ({form})": QLORA_TABLE["Perplexity"] for form in forms}}
+    columns = {**{column: (spec, "dense") for column, spec in QLORA_TABLE.items()},
+               **{f"Perplexity ({form})": (QLORA_TABLE["Perplexity"], form) for form in forms}}
     values, errors = [pd.DataFrame({"Model": [r["label"] for r in rows]}) for _ in range(2)]
-    for column, spec in columns.items():
-        form = column[len("Perplexity ("):-1] if column.startswith("Perplexity (") else "dense"
-        formed = [{**r, "variant": form_name(r["variant"], form)} for r in rows]
-        values[column] = _layout(formed, metrics, {column: spec}, decimals, False)[column]
-        errors[column] = _layout(formed, metrics, {column: spec}, decimals, True)[column]
+    for column, (spec, form) in columns.items():
+        values[column] = _layout(rows, metrics, {column: spec}, decimals, False, form)[column]
+        errors[column] = _layout(rows, metrics, {column: spec}, decimals, True, form)[column]
     return _with_stderr(values, errors, columns)
 
 
@@ -100,13 +73,14 @@ def _with_stderr(values: pd.DataFrame, errors: pd.DataFrame, columns: Iterable[s
     return out
 
 
-def _layout(rows: list[dict], metrics: pd.DataFrame, columns: dict, decimals: int, stderr: bool) -> pd.DataFrame:
-    index = metrics.set_index(["model", "variant", "task", "metric"])["stderr" if stderr else "value"]
+def _layout(rows: list[dict], metrics: pd.DataFrame, columns: dict, decimals: int, stderr: bool,
+            form: str = "dense") -> pd.DataFrame:
+    index = metrics.set_index(["model", "variant", "form", "task", "metric"])["stderr" if stderr else "value"]
     out = []
     for row in rows:
         line = {"Model": row["label"]}
         for column, (task, metric, scale) in columns.items():
-            key = (row["model"], row["variant"], task, metric)
+            key = (row["model"], row["variant"], form, task, metric)
             shown = key in index and pd.notna(index[key]) and (task != "reward" or shows_reward(row))
             line[column] = round(float(index[key]) * scale, decimals) if shown else MISSING
         out.append(line)
@@ -114,17 +88,16 @@ def _layout(rows: list[dict], metrics: pd.DataFrame, columns: dict, decimals: in
 
 
 def quantization(perplexities: pd.DataFrame, sizes: dict[tuple[str, str, str], int]) -> pd.DataFrame:
-    """Variant, precision, size on disk, perplexity (with its standard error) and its change against the
-    unquantized model (in %).
+    """Variant, precision (its form), size on disk, perplexity (with its standard error) and its change
+    against the unquantized model (in %).
 
-    `perplexities` are metric rows whose `variant` is "{variant}" or "{variant}-{precision}";
-    `sizes` maps (model, variant, precision) to bytes of weights.
+    `perplexities` are metric rows; `sizes` maps (model, variant, form) to bytes of weights.
     """
     rows = []
-    for (model, variant, precision), size in sizes.items():
-        match = (perplexities["model"] == model) & (perplexities["variant"] == form_name(variant, precision))
-        ppl = perplexities.loc[match & (perplexities["metric"] == "perplexity")].iloc[0]
-        rows.append({"model": model, "variant": variant, "precision": precision,
+    for (model, variant, form), size in sizes.items():
+        match = (perplexities["model"] == model) & (perplexities["variant"] == variant) & (perplexities["form"] == form)
+        ppl = perplexities.loc[match & (perplexities["metric"] == QUANTIZATION[1])].iloc[0]
+        rows.append({"model": model, "variant": variant, "precision": form,
                      "size_mb": round(size / 2**20, 2), "perplexity": float(ppl["value"]),
                      "perplexity_stderr": round(float(ppl["stderr"]), 3)})
     frame = pd.DataFrame(rows)
@@ -136,15 +109,12 @@ def quantization(perplexities: pd.DataFrame, sizes: dict[tuple[str, str, str], i
     return frame
 
 
-def quantization_from_files(perplexity_csvs: list[str | Path], model_dirs: list[str | Path]) -> pd.DataFrame:
-    """`quantization` from the workflow's files: `results/metrics/{model}/{variant}/perplexity-{form}.csv`
-    and, in the same order, the model folder each was measured on (for its size on disk)."""
-
-    sizes = {}
-    for csv, folder in zip(perplexity_csvs, model_dirs, strict=True):
-        model, variant, name = Path(csv).parts[-3:]
-        sizes[(model, variant, name.removeprefix("perplexity-").removesuffix(".csv"))] = files.weights_size(folder)
-    return quantization(read_metrics(perplexity_csvs), sizes)
+def quantization_from_files(metric_files: dict[tuple[str, str, str, str], str | Path],
+                            model_dirs: dict[tuple[str, str, str], str | Path]) -> pd.DataFrame:
+    """`quantization` from the workflow's files: the metric files (`zephyr.paths.quantization_metrics`)
+    and the folder of each (model, variant, form), for its size on disk."""
+    sizes = {key: files.weights_size(folder) for key, folder in model_dirs.items()}
+    return quantization(read_metrics(metric_files), sizes)
 
 
 def write_csv(frame: pd.DataFrame, path: str | Path) -> None:

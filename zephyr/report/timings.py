@@ -88,10 +88,11 @@ def benchmark_seconds(workdir: str | Path) -> pd.DataFrame:
     """Each benchmarked job's own seconds: rule, job (the file's path under the rule) and seconds."""
     rows = []
     root = Path(workdir) / "benchmarks"
-    for tsv in sorted(root.rglob("*.tsv")):
-        parts = tsv.relative_to(root).with_suffix("").parts
-        rows.append({"rule": parts[0], "job": "/".join(parts[1:]) or parts[0],
-                     "seconds": float(pd.read_csv(tsv, sep="\t")["s"].iloc[-1])})
+    for entry in sorted(root.iterdir()) if root.is_dir() else []:  # a rule's folder, or its one job's file
+        jobs = sorted(entry.rglob("*.tsv")) if entry.is_dir() else [entry] if entry.suffix == ".tsv" else []
+        for tsv in jobs:
+            rows.append({"rule": entry.stem, "job": tsv.relative_to(entry).with_suffix("").as_posix() if
+                         entry.is_dir() else entry.stem, "seconds": float(pd.read_csv(tsv, sep="\t")["s"].iloc[-1])})
     return pd.DataFrame(rows, columns=["rule", "job", "seconds"])
 
 
