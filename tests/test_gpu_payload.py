@@ -1,13 +1,10 @@
-"""What the GPU check carries (bench/gpu/payload.py): the wheel set and the cut bitsandbytes wheel."""
+"""What the GPU check carries (bench.gpu.payload): the wheel set and the cut bitsandbytes wheel."""
 
-import importlib.util
 import zipfile
 
 from conftest import ROOT
 
-spec = importlib.util.spec_from_file_location("payload", ROOT / "bench" / "gpu" / "payload.py")
-payload = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(payload)
+from bench.gpu import payload
 
 
 def test_carried_takes_what_the_image_lacks_with_its_requirements():
