@@ -16,8 +16,8 @@ import logging
 from pathlib import Path
 
 from .. import files, lock
-from . import generators
 from ..environment import installed_versions
+from . import generators
 
 log = logging.getLogger(__name__)
 

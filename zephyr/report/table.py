@@ -13,8 +13,7 @@ from typing import Iterable
 import pandas as pd
 
 from .. import files
-from ..study import (MCQA_TABLE, PAPER_TABLE1, QLORA_TABLE, TABLE1, form_name, is_papers_model, shows_reward,
-                     slot_model)
+from ..study import MCQA_TABLE, PAPER_TABLE1, QLORA_TABLE, TABLE1, form_name, is_papers_model, shows_reward, slot_model
 
 METRIC_FIELDS = ["model", "variant", "task", "metric", "value", "stderr", "n", "dtype", "compute", "device"]
 MISSING = "–"  # what the paper prints where a metric does not apply (M0 has no reward accuracy)
