@@ -53,6 +53,7 @@ envs: setup
 	$(BIN)/python -c "from zephyr.model import hyperparameters; hyperparameters.write_trl_fields()"
 
 lint: setup
+	$(BIN)/ruff check .
 	$(BIN)/snakemake --lint
 	$(BIN)/snakefmt --check Snakefile rules
 

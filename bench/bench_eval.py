@@ -1,8 +1,8 @@
 """Evaluation throughput of one model folder: HellaSwag items/s and greedy generation tokens/s; or,
 with --dtypes, how far each evaluation's metrics move between dtypes, against their standard errors.
 
-    .venv/bin/python bench/bench_eval.py --model resources/models/qwen --items 40
-    .venv/bin/python bench/bench_eval.py --model results/models/qwen/M2-DS --parent results/models/qwen/M1-DS-cosine \
+    .venv/bin/python -m bench.bench_eval --model resources/models/qwen --items 40
+    .venv/bin/python -m bench.bench_eval --model results/models/qwen/M2-DS --parent results/models/qwen/M1-DS-cosine \
         --dtypes float32 bfloat16      # after `make run`: the default's evaluation sets and settings
 
 Records come from results/mixtures/hellaswag_eval.json and gsm8k_eval.json when the workflow has drawn
@@ -16,12 +16,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 

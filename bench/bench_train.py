@@ -1,15 +1,15 @@
 """Training throughput on this machine's device: tokens/s, share of the device's peak, peak memory, loss.
 
-    .venv/bin/python bench/bench_train.py --shape small                      # CPU: a minute
-    .venv/bin/python bench/bench_train.py --shape qwen1.5-0.5b --batch 16 --max-length 2048 --steps 10   # GPU
-    .venv/bin/python bench/bench_train.py --model resources/models/qwen --records gsm8k --batch 4 \\
-        --max-length 512 --steps 30 --dpo-steps 20 --targets q_proj v_proj      # the CPU comparison with LlamaFactory
-    .venv/bin/python bench/bench_train.py --processes 1 2 --settings auto    # data-parallel processes
-    .venv/bin/python bench/bench_train.py --model resources/models/qwen --records mixtures --trainers sft \
+    .venv/bin/python -m bench.bench_train --shape small                      # CPU: a minute
+    .venv/bin/python -m bench.bench_train --shape qwen1.5-0.5b --batch 16 --max-length 2048 --steps 10   # GPU
+    .venv/bin/python -m bench.bench_train --model resources/models/qwen --batch 4 --max-length 512 \\
+        --steps 30 --dpo-steps 20 --targets q_proj v_proj --llamafactory VENV   # the CPU comparison with LlamaFactory
+    .venv/bin/python -m bench.bench_train --processes 1 2 --settings auto    # data-parallel processes
+    .venv/bin/python -m bench.bench_train --model resources/models/qwen --records mixtures --trainers sft \\
         --max-length 256 --steps 24 --settings today auto     # the default experiment's SFT, after `make run`
 
-Each run trains LoRA through `zephyr.model.training` in its own process (so that peak memory is its
-own), with one hyperparameter set and one speed setting: `today` (TRL's defaults as Zephyr used them
+Each run trains LoRA through `zephyr.model.training.launch` in its own process (so that peak memory is
+its own), with one hyperparameter set and one speed setting: `today` (TRL's defaults as Zephyr used them
 until 2026-12: gradient checkpointing, TRL's fused LM head, the set's micro-batch), `auto` (what Zephyr
 now decides), or one knob changed from `today` (`no-checkpointing`, `plain-head`), or `auto` with one
 knob forced (`padded`), or `auto` with length-grouped batches (`grouped`: the set's
@@ -17,9 +17,9 @@ knob forced (`padded`), or `auto` with length-grouped batches (`grouped`: the se
 Every run is at the study precision --weights and --compute give (float32 by default, as the configs).
 Runs of the settings are interleaved, so that a busy machine slows them alike. Models: a named shape
 built from scratch with the exact Qwen tokenizer (`--shape`), or a model folder (`--model`). Records:
-D_S-like lengths (log-normal, median ~330 tokens, capped at the max length), GSM8K-style word problems
-with worked solutions as Alpaca records (`--records gsm8k`: the default experiment's MetaMathQA
-stand-in), or a finished run's drawn mixtures (`--records mixtures`).
+generated as the workflow generates and formats them (`--records generated`: GSM8K-style word problems
+with worked solutions in MetaMathQA's schema for SFT, EPFL-style preference pairs for DPO), or a
+finished run's drawn mixtures (`--records mixtures`).
 
 Share of peak: LoRA training costs about 4 x (matmul parameters) FLOPs per token (6 x for DPO, with
 its reference pass), against the device's dense bf16 peak (a table by name; on a CPU, or a GPU not in
@@ -29,21 +29,20 @@ the table, the float32 matmul rate measured here). Not a test: it prints.
 from __future__ import annotations
 
 import argparse
-import json
-import math
+import multiprocessing
 import os
-import random
-import subprocess
-import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from bench import llamafactory_check
+from bench.bench_eval import records
+from zephyr import files, logs
+from zephyr import precision as precisions
 
-from zephyr import precision as precisions  # noqa: E402  (torch-free; after the path above)
+ROOT = Path(__file__).resolve().parent.parent
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 #: Scratch shapes: config sizes and the tokenizer (the Qwen BPE ships offline; BLOOM's does not, so
 #: its shape uses the Qwen tokenizer with BLOOM's vocabulary size).
@@ -68,32 +67,12 @@ SETTINGS = {"today": TODAY, "auto": {}, "padded": {"padding_free": False},
 #: Settings that change the set itself: `grouped` is `auto` with length-grouped batches (an opt-in: it
 #: changes the order of the examples).
 SET_CHANGES = {"grouped": {"train_sampling_strategy": "group_by_length"}}
-WORDS = ("the of and a to in is was for on that with as by at from he she it they number total each apples "
-         "minutes dollars more than half twice per day week step then so answer equals left gives").split()
-
-
-def d_s_like(n: int, max_length: int, seed: int = 0) -> list[dict]:
-    """SFT records whose prompt + answer is about log-normal in tokens (median ~330, capped)."""
-    rng = random.Random(seed)
-    rows = []
-    for i in range(n):
-        tokens = min(max_length - 16, int(rng.lognormvariate(math.log(330), 0.6)))
-        words = max(8, int(tokens / 1.25))
-        prompt = " ".join(rng.choice(WORDS) for _ in range(max(4, words // 4)))
-        answer = " ".join(rng.choice(WORDS) for _ in range(words - words // 4))
-        rows.append({"instruction": f"Question {i}: {prompt}?", "input": "", "output": answer})
-    return rows
-
-
-def as_pairs(rows: list[dict]) -> list[dict]:
-    """Preference pairs of the same lengths: the answer against a shuffled copy of it."""
-    rng = random.Random(1)
-    pairs = []
-    for r in rows:
-        words = r["output"].split()
-        rng.shuffle(words)
-        pairs.append({"instruction": r["instruction"], "input": "", "chosen": r["output"], "rejected": " ".join(words)})
-    return pairs
+#: Generated records as the workflow makes them (schema and formatter of one name, the default config's seed).
+GENERATED = {"sft": ("metamathqa", 11), "dpo": ("epfl_pairs", 21)}
+#: A finished run's drawn mixtures (`--records mixtures`).
+DRAWN = {"sft": "D_S", "dpo": "DPO"}
+DRAWN_DIR = ROOT / "results" / "mixtures"
+TASKS = {"sft": "sft", "dpo": "preference"}
 
 
 def device_peak(device: str) -> tuple[float, str]:
@@ -134,16 +113,21 @@ def build_shape(shape: str, out: Path) -> Path:
     return out
 
 
-def run_one(spec: dict, work: Path, tag: str) -> dict:
-    """One training run in its own process (`python -m zephyr.model.training`), its summary."""
-    spec_file = work / f"{tag}.json"
-    spec_file.write_text(json.dumps({**spec, "log_file": str(work / f"{tag}.log")}))
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    result = subprocess.run([sys.executable, "-m", "zephyr.model.training", str(spec_file)], env=env,
-                            capture_output=True, text=True)
-    if result.returncode:
-        raise SystemExit(f"run {tag} failed:\n{result.stderr[-3000:]}")
-    return json.loads((Path(spec["out_dir"]) / "summary.json").read_text())
+def launch_apart(spec: dict, processes: int, log_file: Path) -> dict:
+    """`training.launch` in a fresh process, so that the peak memory in its summary is its own."""
+    from zephyr.model import training
+
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=spawn, initializer=_output_to, initargs=(log_file,)) as pool:
+        return pool.submit(training.launch, spec, processes).result()
+
+
+def _output_to(log_file: Path) -> None:
+    """A run's output and log go to its log file, as a workflow job's, leaving the printed table alone."""
+    fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    logs.setup()
 
 
 def speed_of(setting: str, *, batch: int) -> dict:
@@ -154,14 +138,34 @@ def speed_of(setting: str, *, batch: int) -> dict:
     return chosen
 
 
+def write_records(args, folder: Path) -> str:
+    """Each trainer's records in `folder`, laid out as the workflow lays out mixtures (`sft.json`,
+    `dpo.json`, an empty validation split beside each, `dataset_info.json`); where they came from."""
+    from zephyr.data import mixtures
+
+    origins = []
+    for trainer in args.trainers:
+        if args.records == "mixtures":
+            path = DRAWN_DIR / f"{DRAWN[trainer]}.json"
+            rows, origin = files.read_json(path), str(path)
+        else:
+            schema, seed = GENERATED[trainer]
+            rows, origin = records(schema, "", args.n_records, seed)
+        files.write_json(folder / f"{trainer}.json", rows)
+        files.write_json(folder / f"{trainer}.validation.json", [])
+        origins.append(f"{trainer} {len(rows)} from {origin}")
+    files.write_json(folder / "dataset_info.json", mixtures.dataset_info({t: TASKS[t] for t in args.trainers}, folder))
+    return ", ".join(origins)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--shape", choices=SHAPES, help="a scratch model of this shape (built once, cached in --work)")
     where.add_argument("--model", help="a model folder")
-    parser.add_argument("--records", choices=["d_s", "gsm8k", "mixtures"], default="d_s",
+    parser.add_argument("--records", choices=["generated", "mixtures"], default="generated",
                         help="mixtures: the drawn D_S and DPO mixtures of a finished run (results/mixtures/)")
-    parser.add_argument("--n-records", type=int, default=400)
+    parser.add_argument("--n-records", type=int, default=400, help="generated records per trainer")
     parser.add_argument("--trainers", nargs="+", default=["sft", "dpo"], choices=["sft", "dpo"])
     parser.add_argument("--settings", nargs="+", default=["today", "auto"], choices=list(SETTINGS))
     parser.add_argument("--steps", type=int, default=10, help="SFT optimizer steps")
@@ -178,44 +182,28 @@ def main(argv=None) -> None:
                         help="the study precision's compute mode, for every setting")
     parser.add_argument("--work", default=None, help="folder for models and runs (default: a temporary one)")
     parser.add_argument("--llamafactory", default=None, metavar="VENV",
-                        help="also train with LlamaFactory from this venv (bench/llamafactory_check.py builds one), "
+                        help="also train with LlamaFactory from this venv (bench.llamafactory_check builds one), "
                              "same model, records and settings, interleaved with Zephyr's runs")
     args = parser.parse_args(argv)
-    drawn = {"sft": "D_S.json", "dpo": "DPO.json"}
-    missing = [drawn[t] for t in args.trainers if not (ROOT / "results" / "mixtures" / drawn[t]).is_file()]
+    missing = [DRAWN[t] for t in args.trainers if not (DRAWN_DIR / f"{DRAWN[t]}.json").is_file()]
     if args.records == "mixtures" and missing:
-        raise SystemExit(f"--records mixtures: no {', '.join(missing)} in results/mixtures; run the workflow first")
+        raise SystemExit(f"--records mixtures: no {', '.join(missing)} in {DRAWN_DIR}; run the workflow first")
 
     import pandas as pd
     import torch
-
-    from zephyr.devices import device as current_device
-    from zephyr.model import training
-
-    device = current_device()
-    work = Path(args.work or tempfile.mkdtemp(prefix="zephyr-bench-"))
-    work.mkdir(parents=True, exist_ok=True)
-    shape = args.shape or ("small" if not args.model else None)
-    model_dir = Path(args.model) if args.model else work / f"model-{shape}"
-    if not args.model and not (model_dir / "manifest.json").is_file():
-        build_shape(shape, model_dir)
     from transformers import AutoConfig
 
-    config = AutoConfig.from_pretrained(model_dir)
-    data = {"sft": work / "sft.json", "dpo": work / "dpo.json"}
-    if args.records == "mixtures":
-        mixtures = ROOT / "results" / "mixtures"
-        data = {trainer: mixtures / name for trainer, name in drawn.items()}
-        origin = f"the drawn D_S and DPO mixtures ({mixtures})"
-    else:
-        if args.records == "gsm8k":
-            from bench_eval import records
+    from zephyr.devices import device as current_device
 
-            rows, origin = records("metamathqa", "", args.n_records, seed=11)
-        else:
-            rows, origin = d_s_like(args.n_records, args.max_length), "D_S-like lengths"
-        data["sft"].write_text(json.dumps(rows))
-        data["dpo"].write_text(json.dumps(as_pairs(rows) if args.records == "d_s" else _gsm8k_pairs(rows)))
+    device = current_device()
+    work = Path(args.work or tempfile.mkdtemp(prefix="zephyr-bench-")).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    shape = args.shape or ("small" if not args.model else None)
+    model_dir = Path(args.model).resolve() if args.model else work / f"model-{shape}"
+    if not args.model and not (model_dir / "manifest.json").is_file():
+        build_shape(shape, model_dir)
+    config = AutoConfig.from_pretrained(model_dir)
+    origin = write_records(args, work / "data")
     peak, peak_note = device_peak(device)
     params = matmul_params(config)
     print(f"device: {peak_note}; torch {torch.__version__}, {torch.get_num_threads()} threads")
@@ -227,84 +215,55 @@ def main(argv=None) -> None:
           " chosen")
     for repeat in range(args.repeats):
         for trainer in args.trainers:
+            steps = args.steps if trainer == "sft" else (args.dpo_steps or args.steps)
+            flops_per_token = (6 if trainer == "dpo" else 4) * params
             for processes in args.processes:
                 for setting in args.settings + (["llamafactory"] if args.llamafactory and processes == 1 else []):
-                    steps = args.steps if trainer == "sft" else (args.dpo_steps or args.steps)
-                    if setting == "llamafactory":
-                        tokens_per_s, peak_mb, loss = run_llamafactory(args, trainer, steps, model_dir,
-                                                                       data[trainer], work / f"lf-{trainer}-{repeat}")
-                        flops = (6 if trainer == "dpo" else 4) * params * tokens_per_s
-                        print(f"{trainer:7} {'LlamaFactory':17} {1:>4} {tokens_per_s:>9.1f} {flops / peak:>6.1%} "
-                              f"{peak_mb:>9.0f} {loss:>9.4f}  its defaults (gradient checkpointing on)", flush=True)
-                        continue
+                    tag = f"{trainer}-{setting}-{processes}-{repeat}"
                     hyper = {"trainer": trainer, "per_device_train_batch_size": args.batch,
-                             "gradient_accumulation_steps": args.accumulation * processes,
-                             "max_steps": steps,
+                             "gradient_accumulation_steps": args.accumulation * processes, "max_steps": steps,
                              "max_length": args.max_length, "learning_rate": 5e-5, "lr_scheduler_type": "cosine",
                              "warmup_steps": 5, "logging_steps": 1, "save_steps": 10**6,
-                             "lora": {"r": 8, "alpha": 16, "dropout": 0.0},
-                             "speed": speed_of(setting, batch=args.batch),
-                             **SET_CHANGES.get(setting, {})}
-                    tag = f"{trainer}-{setting}-{processes}-{repeat}"
+                             "lora": {"r": 8, "alpha": 16, "dropout": 0.0}}
+                    if setting == "llamafactory":
+                        tokens_per_s, peak_mb, loss = run_llamafactory(args, hyper, model_dir, work / "data",
+                                                                       work / tag)
+                        print(f"{trainer:7} {'LlamaFactory':17} {1:>4} {tokens_per_s:>9.1f} "
+                              f"{flops_per_token * tokens_per_s / peak:>6.1%} {peak_mb:>9.0f} {loss:>9.4f}  "
+                              "its defaults (gradient checkpointing on)", flush=True)
+                        continue
+                    hyper.update(speed=speed_of(setting, batch=args.batch), **SET_CHANGES.get(setting, {}))
                     spec = dict(name=f"bench/{tag}", hyper=hyper, base_dir=str(model_dir),
-                                train_path=str(data[trainer]), validation_path=None, out_dir=str(work / tag),
-                                checkpoint_root=str(work / f"ckpt-{tag}"), seed=42, lora_targets=args.targets,
-                                precision={"weights": args.weights, "compute": args.compute})
-                    summary = training.launch(spec, processes) if processes > 1 else run_one(spec, work, tag)
-                    flops = (6 if trainer == "dpo" else 4) * params * summary["tokens_per_second"]
-                    history = pd.read_csv(work / tag / "log_history.csv")
-                    loss = history["loss"].dropna().iloc[-1]
+                                train_path=str(work / "data" / f"{trainer}.json"), validation_path=None,
+                                out_dir=str(work / tag), checkpoint_root=str(work / f"ckpt-{tag}"), seed=42,
+                                lora_targets=args.targets, precision={"weights": args.weights, "compute": args.compute})
+                    summary = launch_apart(spec, processes, work / f"{tag}.log")
+                    loss = pd.read_csv(work / tag / "log_history.csv")["loss"].dropna().iloc[-1]
                     plan = summary["speed"]
                     print(f"{trainer:7} {setting:17} {processes:>4} {summary['tokens_per_second']:>9.1f} "
-                          f"{flops / peak:>6.1%} {summary['peak_memory_mb']:>9.0f} {loss:>9.4f}  "
+                          f"{flops_per_token * summary['tokens_per_second'] / peak:>6.1%} "
+                          f"{summary['peak_memory_mb']:>9.0f} {loss:>9.4f}  "
                           f"ckpt={plan['gradient_checkpointing']} micro={plan['micro_batch']}x{plan['accumulation']} "
-                          f"{plan['lm_head']} head"
-                          f"{' padding-free' if plan.get('padding_free') else ''}", flush=True)
+                          f"{plan['lm_head']} head{' padding-free' if plan.get('padding_free') else ''}", flush=True)
 
 
-def run_llamafactory(args, trainer: str, steps: int, model_dir: Path, records: Path, out: Path):
-    """(tokens/s, peak MB, last loss) of LlamaFactory training the same LoRA run (its CLI, its venv).
+def run_llamafactory(args, hyper: dict, model_dir: Path, data: Path, out: Path) -> tuple[float, float, float]:
+    """(tokens/s, peak MB, last loss) of LlamaFactory training the same LoRA run, from the YAML Zephyr
+    writes for it (its CLI, its venv). Tokens are the non-padding input tokens its Trainer counts, as
+    Zephyr's; peak memory is its process's largest resident size."""
+    from zephyr.model import llamafactory
 
-    Tokens are the non-padding input tokens its Trainer counts (`include_num_input_tokens_seen`), as
-    Zephyr's; peak memory is its process's largest resident size (GNU time)."""
-    import shutil
-
-    import yaml
-
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
-    columns = ({"prompt": "instruction", "query": "input", "response": "output"} if trainer == "sft" else
-               {"prompt": "instruction", "query": "input", "chosen": "chosen", "rejected": "rejected"})
-    (out / "data.json").write_text(records.read_text())
-    (out / "dataset_info.json").write_text(json.dumps({"bench": {"file_name": "data.json", "columns": columns,
-                                                                 **({"ranking": True} if trainer == "dpo" else {})}}))
-    settings = {"model_name_or_path": str(Path(model_dir).resolve()), "stage": trainer, "do_train": True,
-                "finetuning_type": "lora", "lora_rank": 8, "lora_alpha": 16, "lora_dropout": 0.0,
-                "lora_target": ",".join(args.targets or ["q_proj", "v_proj"]), "dataset": "bench",
-                "dataset_dir": str(out), "cutoff_len": args.max_length, "per_device_train_batch_size": args.batch,
-                "gradient_accumulation_steps": args.accumulation, "learning_rate": 5e-5,
-                "lr_scheduler_type": "cosine", "warmup_steps": 5, "max_steps": steps, "logging_steps": 1,
-                "seed": 42, "output_dir": str(out / "run"), "report_to": "none", "save_strategy": "no",
-                "include_num_input_tokens_seen": "non_padding", "overwrite_cache": True,
-                "preprocessing_num_workers": 1,
-                **({"pref_beta": 0.1, "pref_loss": "sigmoid"} if trainer == "dpo" else {})}
-    (out / "train.yaml").write_text(yaml.safe_dump(settings))
-    command = [str(Path(args.llamafactory) / "bin" / "llamafactory-cli"), "train", str(out / "train.yaml")]
-    result = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", str(out / "maxrss"), *command], capture_output=True,
-                            text=True, env={**os.environ, "CUDA_VISIBLE_DEVICES": "", "DISABLE_VERSION_CHECK": "1"})
-    if result.returncode:
-        raise SystemExit(f"LlamaFactory {trainer} failed:\n{result.stderr[-3000:]}")
-    peak = int((out / "maxrss").read_text().split()[-1]) / 1024
-    state = json.loads((out / "run" / "trainer_state.json").read_text())
-    final = state["log_history"][-1]
-    losses = [e["loss"] for e in state["log_history"] if "loss" in e]
-    return state["num_input_tokens_seen"] / final["train_runtime"], peak, losses[-1]
-
-
-def _gsm8k_pairs(rows: list[dict]) -> list[dict]:
-    """GSM8K-style pairs: the worked answer against the answer of the next question."""
-    return [{"instruction": r["instruction"], "input": r.get("input", ""), "chosen": r["output"],
-             "rejected": rows[(i + 1) % len(rows)]["output"]} for i, r in enumerate(rows)]
+    trainer = hyper["trainer"]
+    bf16 = precisions.compute_dtype({"weights": args.weights, "compute": args.compute}) == "bfloat16"
+    llamafactory.write_run_config(out / "train.yaml", f"bench/{trainer}", {"data": trainer, "seed": 42}, hyper,
+                                  base_manifest=model_dir / "manifest.json", dataset_info=data / "dataset_info.json",
+                                  lora_targets=args.targets, bf16=bf16)
+    cli = Path(args.llamafactory) / "bin" / "llamafactory-cli"
+    result = llamafactory_check.train(cli, out / "train.yaml", ["overwrite_cache=true", "preprocessing_num_workers=1"],
+                                      out / "train.log", out, out / "train")
+    if not result["trained"]:
+        raise SystemExit(f"LlamaFactory {trainer} failed: {result.get('error')}; log {result['log']}")
+    return result["tokens"] / result["train_runtime"], result["peak_mb"], result["losses"][-1]
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """LlamaFactory loads and trains every SFT and ranking mixture as it is: checked by running LlamaFactory.
 
-    .venv/bin/python bench/llamafactory_check.py --workdir /tmp/lfwork              # the default experiment
-    .venv/bin/python bench/llamafactory_check.py --workdir /tmp/lfwork --runs qwen/M1-DS-cosine qwen/M2-DS
+    .venv/bin/python -m bench.llamafactory_check --workdir /tmp/lfwork              # the default experiment
+    .venv/bin/python -m bench.llamafactory_check --workdir /tmp/lfwork --runs qwen/M1-DS-cosine qwen/M2-DS
 
 1. Builds LlamaFactory in its own venv (`--venv`, created when missing, reused when present; its pins
    conflict with Zephyr's). torch is the CPU build 2.13.0; LlamaFactory requires torchvision and
@@ -32,7 +32,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 #: What the venv installs beside LlamaFactory's own requirements (the versions it was checked with).
@@ -41,7 +40,8 @@ PINS = ["llamafactory==0.9.5", "torch==2.13.0", "transformers==5.6.0", "trl==0.2
 #: Requirements of LlamaFactory left out: no build of them imports beside the CPU torch 2.13.0.
 LEFT_OUT = {"torchvision", "torchaudio"}
 STAMP = ".zephyr-llamafactory"
-TORCHAUDIO_STUB = '''"""Stub: this LlamaFactory venv trains text only; no torchaudio build imports beside its CPU torch."""
+TORCHAUDIO_STUB = '''"""Stub: this LlamaFactory venv trains text only; no torchaudio build imports beside its
+CPU torch."""
 
 
 def __getattr__(name):
@@ -95,8 +95,10 @@ def lf_env() -> dict:
 
 def versions(python: Path) -> dict:
     code = ("import importlib.metadata as m, json, sys; "
-            f"print(json.dumps({{n: m.version(n) for n in {list(VERSIONS)!r}}} | {{'python': sys.version.split()[0]}}))")
-    return json.loads(subprocess.run([python, "-c", code], check=True, capture_output=True, text=True, env=lf_env()).stdout)
+            f"print(json.dumps({{n: m.version(n) for n in {list(VERSIONS)!r}}} | "
+            "{'python': sys.version.split()[0]}))")
+    found = subprocess.run([python, "-c", code], check=True, capture_output=True, text=True, env=lf_env())
+    return json.loads(found.stdout)
 
 
 # ---- prompts: LlamaFactory's token ids against Zephyr's ------------------------------------------------
@@ -137,8 +139,8 @@ def compare_prompts(python: Path, model_dir: Path, mixtures: Path, info: dict, p
             for answer in answers:
                 chat = prompts.messages(record)
                 whole = chat + [{"role": "assistant", "content": record[answer]}]
-                ours.append({"mixture": name, "prompt": prompts.prompt_ids(tokenizer, chat),
-                             "full": list(tokenizer.apply_chat_template(whole, tokenize=True, return_dict=True)["input_ids"])})
+                full = tokenizer.apply_chat_template(whole, tokenize=True, return_dict=True)["input_ids"]
+                ours.append({"mixture": name, "prompt": prompts.prompt_ids(tokenizer, chat), "full": list(full)})
                 items.append({"record": record, "answer": answer})
     path = tmp / "prompt_items.json"
     path.write_text(json.dumps(items))
@@ -157,23 +159,26 @@ def compare_prompts(python: Path, model_dir: Path, mixtures: Path, info: dict, p
 
 
 def train(cli: Path, config: Path | str, overrides: list[str], log: Path, cwd: Path, output_dir: Path) -> dict:
-    """Run `llamafactory-cli train` and read what it did from its log and output folder."""
+    """Run `llamafactory-cli train` and read what it did from its log and output folder (its peak
+    resident memory from GNU time)."""
     shutil.rmtree(output_dir, ignore_errors=True)
+    maxrss = log.with_suffix(".maxrss")
     start = time.perf_counter()
     with log.open("w") as handle:
-        rc = subprocess.run([str(cli), "train", str(config), *overrides], cwd=cwd, env=lf_env(),
-                            stdout=handle, stderr=subprocess.STDOUT).returncode
+        command = ["/usr/bin/time", "-f", "%M", "-o", str(maxrss), str(cli), "train", str(config), *overrides]
+        rc = subprocess.run(command, cwd=cwd, env=lf_env(), stdout=handle, stderr=subprocess.STDOUT).returncode
     wall = time.perf_counter() - start
     text = log.read_text(errors="replace")
     examples = [int(n.replace(",", "")) for n in re.findall(r"Num examples = ([\d,]+)", text)]
     result = {"returncode": rc, "wall_seconds": round(wall, 1), "log": str(log),
+              "peak_mb": int(maxrss.read_text().split()[-1]) / 1024,
               "train_examples": examples[0] if examples else None,
               "eval_examples": examples[1] if len(examples) > 1 else None}
     state = output_dir / "trainer_state.json"
     if state.is_file():
         history = json.loads(state.read_text())
         losses = [e["loss"] for e in history["log_history"] if "loss" in e]
-        result.update(steps=history["global_step"], losses=losses)
+        result.update(steps=history["global_step"], losses=losses, tokens=history.get("num_input_tokens_seen"))
     for name in ("train_results.json", "eval_results.json"):
         if (output_dir / name).is_file():
             result.update(json.loads((output_dir / name).read_text()))
@@ -186,12 +191,8 @@ def train(cli: Path, config: Path | str, overrides: list[str], log: Path, cwd: P
 
 def check_mixtures(cli: Path, workdir: Path, model_dir: Path, info: dict, steps: int, out: Path) -> dict:
     """Train `steps` steps on each SFT and ranking mixture, with a config from zephyr.model.llamafactory."""
-    import yaml
-
-    from zephyr import files
     from zephyr.model import llamafactory
 
-    manifest = files.read_json(model_dir / "manifest.json")
     results = {}
     for name, entry in info.items():
         if name.endswith("_validation"):
@@ -201,13 +202,10 @@ def check_mixtures(cli: Path, workdir: Path, model_dir: Path, info: dict, steps:
                  "learning_rate": 1e-4, "lr_scheduler_type": "constant", "max_steps": steps, "max_length": 256,
                  "logging_steps": 1, "save_strategy": "no", "eval_steps": 10**6, "per_device_eval_batch_size": 4}
         # (evaluated once, after training: LlamaFactory evaluates the eval set when training ends)
-        config = llamafactory.run_config(
-            f"check/{name}", {"data": name, "parent": "M0", "seed": 0}, hyper,
-            base_dir=str(model_dir), model_type=manifest["model_type"], dataset_info=info,
-            dataset_dir=str(workdir / "results" / "mixtures"), output_dir=str(out / "mixtures" / name))
         path = out / "mixtures" / f"{name}.yaml"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        config = llamafactory.write_run_config(path, f"check/{name}", {"data": name, "parent": "M0", "seed": 0}, hyper,
+                                               base_manifest=model_dir / "manifest.json",
+                                               dataset_info=workdir / "results" / "mixtures" / "dataset_info.json")
         print(f"-- mixture {name} ({trainer})", flush=True)
         results[name] = {"stage": trainer, "eval_dataset": config.get("eval_dataset"),
                          **train(cli, path, [], out / "mixtures" / f"{name}.log", workdir, out / "mixtures" / name)}
@@ -252,7 +250,8 @@ def snakemake_targets(workdir: Path, configfile: Path, targets: list[str]) -> No
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--workdir", type=Path, default=Path.cwd(), help="the experiment's directory (results/, resources/)")
+    parser.add_argument("--workdir", type=Path, default=Path.cwd(),
+                        help="the experiment's directory (results/, resources/)")
     parser.add_argument("--configfile", type=Path, default=ROOT / "config.yaml")
     parser.add_argument("--venv", type=Path, default=Path("/work/lf-venv"), help="LlamaFactory's venv")
     parser.add_argument("--model", default="qwen", help="the model slot whose base model trains")
@@ -260,7 +259,8 @@ def main(argv=None) -> None:
     parser.add_argument("--runs", nargs="*", default=None,
                         help="model/variant runs whose YAMLs to train (default: every run of --model)")
     parser.add_argument("--prompts", type=int, default=8, help="records per mixture in the prompt comparison")
-    parser.add_argument("--out", type=Path, default=None, help="logs and adapters (default: WORKDIR/llamafactory-check)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="logs and adapters (default: WORKDIR/llamafactory-check)")
     parser.add_argument("--setup-only", action="store_true", help="build (or reuse) the venv, print its versions, stop")
     args = parser.parse_args(argv)
     if args.setup_only:
@@ -289,7 +289,8 @@ def main(argv=None) -> None:
 
     same = compare_prompts(python, model_dir, mixtures, info, args.prompts, out)
     for name, counts in same.items():
-        print(f"prompts {name:<14} LlamaFactory's token ids = Zephyr's for {counts['same_prompt']}/{counts['sequences']} "
+        print(f"prompts {name:<14} LlamaFactory's token ids = Zephyr's for "
+              f"{counts['same_prompt']}/{counts['sequences']} "
               f"prompts, {counts['same_sequence']}/{counts['sequences']} whole sequences", flush=True)
     results = {"versions": found, "venv": str(args.venv), "workdir": str(workdir), "steps": args.steps,
                "prompts": same, "mixtures": check_mixtures(cli, workdir, model_dir, info, args.steps, out)}

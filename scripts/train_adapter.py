@@ -19,6 +19,7 @@ spec = dict(
     qlora=snakemake.params.qlora,
     precision=snakemake.params.precision,
 )
-booking = hyperparameters.gpu_booking_mb(spec["hyper"], spec["base_dir"], spec["precision"], spec["qlora"])  # small runs share a GPU
+# small runs share a GPU
+booking = hyperparameters.gpu_booking_mb(spec["hyper"], spec["base_dir"], spec["precision"], spec["qlora"])
 gpus = devices.for_job(snakemake.threads, snakemake.resources, booking)
 training.launch(spec, processes=len(gpus), threads=snakemake.threads, log_file=snakemake.log[0])

@@ -1,10 +1,12 @@
 """Shared fixtures. The hub is unreachable here: make any stray hub call fail at once."""
 
 import os
-import tempfile
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,21 @@ os.environ.setdefault("ZEPHYR_CACHE", tempfile.mkdtemp(prefix="zephyr-test-cache
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
+
+
+@pytest.fixture
+def connections(monkeypatch) -> list:
+    """Every network connection the test's code tries (name look-ups too), each refused at once: offline
+    code should try none (one tried is one the hub client retries, with back-off, without a network)."""
+    tried = []
+
+    def refuse(where):
+        tried.append(where)
+        raise OSError(f"no network in tests ({where})")
+
+    monkeypatch.setattr(socket, "getaddrinfo", lambda host, *args, **kwargs: refuse(host))
+    monkeypatch.setattr(socket.socket, "connect", lambda sock, address: refuse(address))
+    return tried
 
 
 def load_yaml(path):
@@ -35,17 +52,64 @@ def tiny_config(tmp_path):
     return config
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models gain nothing from a second thread, and two OpenMP threads crawl when another process
+    holds one of the two cores."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def lively_dir(tmp_path_factory):
+    """A tiny Qwen2 with its weights shaken: a fresh init only repeats its last token, which tests nothing."""
+    import tinymodels
+
+    return tinymodels.shake(tinymodels.qwen2(tmp_path_factory.mktemp("models") / "lively"))
+
+
+@pytest.fixture(scope="module")
+def lm(lively_dir):
+    from zephyr.model import modeldir
+
+    return modeldir.load(lively_dir, "cpu")
+
+
 def write_config(directory: Path, config: dict, name: str = "config.test.yaml") -> Path:
     path = directory / name
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
 
 
+#: The longest one Snakemake run of a test may take (the tiny study takes a few minutes on 2 cores).
+SNAKEMAKE_TIMEOUT = 1200
+
+
+def run(cmd: list, *, timeout: float, **kwargs) -> subprocess.CompletedProcess:
+    """`subprocess.run(cmd, capture_output=True, text=True)` that fails the test after `timeout` seconds,
+    with the command's whole process group killed: a hung job must not hang the suite, nor a job that
+    outlives its parent keep the output pipes open."""
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                          **kwargs) as proc:
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            stdout, stderr = proc.communicate()
+            pytest.fail(f"{' '.join(map(str, cmd))} still ran after {timeout} s, killed:\n"
+                        f"{stdout[-2000:]}\n{stderr[-4000:]}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
+
+
 def snakemake(workdir: Path, *args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run this checkout's workflow in `workdir` (outputs land there, not in the checkout); `env` adds
     to the environment."""
     cmd = [str(SNAKEMAKE), "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir), *args]
-    result = subprocess.run(cmd, capture_output=True, text=True, cwd=workdir, env={**os.environ, **(env or {})})
+    result = run(cmd, timeout=SNAKEMAKE_TIMEOUT, cwd=workdir, env={**os.environ, **(env or {})})
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
     return result

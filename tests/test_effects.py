@@ -46,7 +46,8 @@ def run(m1=REFERENCES, m0=UNRELATED, reward=(0.75, 0.056), n=60, sft_losses=(2.0
     histories = {("q", "M1-cosine"): history("eval_loss", list(sft_losses)),
                  ("q", "M1-constant"): history("eval_loss", [2.0, 1.6, constant_final]),
                  ("b", "M1-other"): history("eval_loss", [10.0, 10.0, 10.0]),
-                 ("q", "M2"): pd.DataFrame({"step": [0, 8, 16, 24], "eval_rewards/accuracies": [0.0] + list(dpo_curve)})}
+                 ("q", "M2"): pd.DataFrame({"step": [0, 8, 16, 24],
+                                            "eval_rewards/accuracies": [0.0] + list(dpo_curve)})}
     gsm8k = {("q", "M0"): answers(m0), ("q", "M1-cosine"): answers(m1), ("q", "M1-other"): answers(UNRELATED),
              ("b", "M0"): answers(UNRELATED), ("b", "M1-other"): answers(UNRELATED)}
     return {c.effect: c.holds for c in effects.check(CONFIG, metrics, histories, gsm8k)}
@@ -56,7 +57,8 @@ def test_a_run_showing_every_effect_passes_each_check():
     got = run()
     assert got and all(got.values()), got
     assert got["Q M1 beats Q M0 on bleu"] and got["DPO lifts reward accuracy above chance: Q M2"]
-    assert set(got) >= {"SFT lowers the validation loss: q M1-cosine", "cosine and constant end apart: q M1-cosine vs M1-constant",
+    assert set(got) >= {"SFT lowers the validation loss: q M1-cosine",
+                        "cosine and constant end apart: q M1-cosine vs M1-constant",
                         "DPO validation reward accuracy rises above chance and stays: q M2",
                         "hellaswag rests on enough items"}
     # Only the M1 that DPO builds on is held to beating M0; a scratch model's runs to nothing.

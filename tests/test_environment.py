@@ -4,7 +4,6 @@ import ast
 import importlib.metadata
 import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from conftest import ROOT, SNAKEMAKE, snakemake
+from conftest import ROOT, SNAKEMAKE, run, snakemake
 from zephyr import environment
 
 
@@ -119,7 +118,8 @@ def _third_party(script: Path) -> set[str]:
                 seen.add(module)
                 todo.append(module)
     distributions = importlib.metadata.packages_distributions()
-    return {canonicalize_name(d) for m in modules if m not in sys.stdlib_module_names for d in distributions.get(m, [m])}
+    return {canonicalize_name(d) for m in modules if m not in sys.stdlib_module_names
+            for d in distributions.get(m, [m])}
 
 
 def _closure(names) -> set[str]:
@@ -142,7 +142,8 @@ def test_each_rule_env_installs_everything_its_script_imports(rule, script, stag
     """What `--sdm conda` needs, checked without conda: a package missing from a rule's env would
     fail that job only when it runs there."""
     assert stage in environment.STAGES, f"rule {rule} has no conda: env"
-    available = _closure(environment.STAGES[stage]) | {canonicalize_name(n) for n in environment.POST_DEPLOY.get(stage, [])}
+    post_deploy = {canonicalize_name(n) for n in environment.POST_DEPLOY.get(stage, [])}
+    available = _closure(environment.STAGES[stage]) | post_deploy
     missing = _third_party(ROOT / script) - available
     assert not missing, f"rule {rule} ({script}) imports {sorted(missing)}, not in envs/{stage}.yaml"
 
@@ -163,8 +164,8 @@ def test_a_conda_dry_run_plans_every_job_in_its_env(tmp_path):
 @needs_conda
 def test_snakemake_containerize_builds_the_envs_the_recipe_pins():
     """Snakemake's own image (one conda env per rule env) holds exactly the pins of containers/zephyr.def."""
-    result = subprocess.run([str(SNAKEMAKE), "--containerize", "apptainer"], capture_output=True, text=True, cwd=ROOT,
-                            check=True)
+    result = run([str(SNAKEMAKE), "--containerize", "apptainer"], timeout=600, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
     sources = set(re.findall(r"#   source: (envs/\w+\.yaml)", result.stdout))
     assert sources == {f"envs/{stage}.yaml" for stage in environment.STAGES}
     recipe = environment.CONTAINER.read_text()

@@ -1,5 +1,5 @@
-"""zephyr.evaluation (scoring engine, tasks) on tiny offline Qwen2 models: scores equal hand computations and
-lm-evaluation-harness's own results, batching changes nothing."""
+"""zephyr.evaluation.tasks on tiny offline Qwen2 models (the scoring engine under them: test_scoring.py):
+scores equal hand computations and lm-evaluation-harness's own results."""
 
 import json
 import math
@@ -10,118 +10,13 @@ import pytest
 import torch
 
 import tinymodels
+from test_scoring import QUESTIONS
 from zephyr.data import formats
 from zephyr.evaluation import metrics, scoring, tasks
 from zephyr.model import modeldir, prompts
 
 REFERENCE = Path(__file__).resolve().parent / "fixtures" / "reference"
-
-QUESTIONS = ["What is 3 plus 4?", "What is 11 plus 2? Correct", "yes", "What is 19 plus 4? The answer is wrong no",
-             "What is 0 plus 1?"]
-REQUESTS = [
-    ("What is 3 plus 4?", " The answer is 7."),
-    ("What is 3 plus 4? ", "The answer"),  # trailing space moves to the continuation
-    ("What is 3 pl", "us 4"),  # a BPE merge across the boundary
-    ("", "hello"),  # empty context: the prefix token
-    ("What is 12 plus 3? The answer is", " 15. Correct"),
-    ("no", " yes"),
-    ("What is 7 plus 0? The answer is 7. What is 8 plus 1? The answer is", " 9."),
-]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from a second thread, and two OpenMP threads crawl when another process
-    holds one of the two cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def lively_dir(tmp_path_factory):
-    """A tiny Qwen2 with its weights shaken: a fresh init only repeats its last token, which tests nothing."""
-    return tinymodels.shake(tinymodels.qwen2(tmp_path_factory.mktemp("models") / "lively"))
-
-
-@pytest.fixture(scope="module")
-def lm(lively_dir):
-    return modeldir.load(lively_dir, "cpu")
-
-
-def manual_logprob(model, tokens, n):
-    """log P(tokens[-n:] | tokens[:-n]) from one unpadded forward pass."""
-    with torch.no_grad():
-        logits = model(torch.tensor([tokens[:-1]])).logits[0].log_softmax(-1)
-    return sum(logits[i - 1, tokens[i]].item() for i in range(len(tokens) - n, len(tokens)))
-
-
-def test_encode_requests_as_the_harness(lm):
-    _, tok = lm
-
-    def enc(s):
-        return tok.encode(s, add_special_tokens=False)
-
-    (whole, n), (whole2, n2), (whole3, n3) = scoring.encode_requests(tok, REQUESTS[1:4])
-    assert whole == enc("What is 3 plus 4? The answer") and n == len(whole) - len(enc("What is 3 plus 4?"))
-    # a merge across the boundary ("pl" + "us" -> " plus"): the harness reads
-    # context_enc + whole_enc[len(context_enc):]
-    ctx, whole = enc("What is 3 pl"), enc("What is 3 plus 4")
-    assert whole[:len(ctx)] != ctx
-    assert whole2 == ctx + whole[len(ctx):] and n2 == len(whole) - len(ctx)
-    assert whole3 == [tok.eos_token_id] + enc("hello") and n3 == len(enc("hello"))  # no BOS in this tokenizer
-    # an empty context whose continuation starts with the prefix token gets no second one (TemplateLM.loglikelihood)
-    tokens = [tok.eos_token_id] + enc("hello")
-    assert scoring.encode_requests(tok, [("", tok.eos_token + "hello")]) == [(tokens, len(tokens) - 1)]
-
-
-def test_loglikelihood_equals_a_manual_forward(lm):
-    model, tok = lm
-    got = scoring.loglikelihoods(model, tok, REQUESTS, batch_size=3)
-    for (context, continuation), value, (tokens, n) in zip(REQUESTS, got, scoring.encode_requests(tok, REQUESTS)):
-        assert value == pytest.approx(manual_logprob(model, tokens, n), abs=1e-4)
-    ctx = tok.encode("What is 3 plus 4?", add_special_tokens=False)
-    whole = tok.encode("What is 3 plus 4? The answer is 7.", add_special_tokens=False)
-    assert whole[:len(ctx)] == ctx
-    assert got[0] == pytest.approx(manual_logprob(model, whole, len(whole) - len(ctx)), abs=1e-4)
-
-
-def test_batching_does_not_change_loglikelihoods(lm):
-    model, tok = lm
-    one = scoring.loglikelihoods(model, tok, REQUESTS, batch_size=1)
-    four = scoring.loglikelihoods(model, tok, REQUESTS, batch_size=4)
-    assert four == pytest.approx(one, abs=1e-5)
-
-
-SHARED = [  # contexts repeated with continuations of different lengths, one a single token
-    ("What is 3 plus 4? The answer", c) for c in (" is 7.", " is 8. wrong", " no", " yes yes yes Correct")
-] + [("Correct", c) for c in (" yes", " no no", "!")] + [("What is 19 plus 0?", " 19")] + [
-    ("yes no", c) for c in (" What is 1 plus 1? The answer is 2.", " no", " yes", " wrong", " plus")]
-
-
-def test_shared_prefix_scoring_equals_plain_scoring(lm):
-    model, tok = lm
-    sequences = scoring.encode_requests(tok, SHARED)
-    assert any(n == 1 for _, n in sequences)
-    plain = scoring.score_sequences(model, sequences, tok.pad_token_id, 1, share_prefix=False)
-    for (tokens, n), value in zip(sequences, plain):
-        assert value == pytest.approx(manual_logprob(model, tokens, n), abs=1e-4)
-    for batch_size in (1, 3, 8, 32):
-        # sums over up to ~30 tokens: 1e-5 absolute or 1e-6 relative, whichever is larger
-        shared = scoring.score_sequences(model, sequences, tok.pad_token_id, batch_size, share_prefix=True)
-        assert shared == pytest.approx(plain, rel=1e-6, abs=1e-5)
-    assert scoring.loglikelihoods(model, tok, SHARED, 4) == pytest.approx(plain, rel=1e-6, abs=1e-5)
-
-
-@pytest.mark.parametrize("share_prefix", [False, True])
-def test_score_sequences_without_logits_to_keep(lm, monkeypatch, share_prefix):
-    model, tok = lm
-    sequences = scoring.encode_requests(tok, REQUESTS + SHARED)
-    kept = scoring.score_sequences(model, sequences, tok.pad_token_id, 4, share_prefix=share_prefix)
-    monkeypatch.setattr(scoring, "_accepts_logits_to_keep", lambda model: False)
-    assert scoring.score_sequences(model, sequences, tok.pad_token_id, 4, share_prefix=share_prefix) == (
-        pytest.approx(kept, rel=1e-6, abs=1e-5))
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_hellaswag_scores_choices_as_the_harness(lm):
@@ -182,21 +77,6 @@ def test_mcqa_scores_each_choice_s_text_as_lm_eval_scores_arc(lm):
     assert summary["acc_norm"] == float(max(range(3), key=lambda i: lls[i] / lengths[i]) == 0)
 
 
-def test_generation_is_deterministic_and_left_padding_changes_nothing(lm):
-    model, tok = lm
-    one = scoring.generate(model, tok, QUESTIONS, max_new_tokens=12, batch_size=1)
-    batched = scoring.generate(model, tok, QUESTIONS, max_new_tokens=12, batch_size=4)
-    again = scoring.generate(model, tok, QUESTIONS, max_new_tokens=12, batch_size=4)
-    assert one == batched == again
-    assert all(one) and len(set(one)) > 1
-    # only the new tokens: the output is what greedy decoding appends to the chat prompt
-    ids = prompts.prompt_ids(tok, [{"role": "user", "content": QUESTIONS[0]}])
-    assert tok.decode(ids) == "<|im_start|>user\nWhat is 3 plus 4?<|im_end|>\n<|im_start|>assistant\n"
-    with torch.no_grad():
-        out = model.generate(torch.tensor([ids]), max_new_tokens=12, do_sample=False)
-    assert one[0] == tok.decode(out[0, len(ids):], skip_special_tokens=True).strip()
-
-
 def test_generation_prompts_are_training_prompts(lm):
     _, tok = lm
     from zephyr.model.prompts import messages
@@ -245,7 +125,7 @@ def test_perplexity_windows_partition_the_tokens(lm):
     nll = 0.0
     for part in parts:  # each window on its own, no context from the one before
         if len(part) > 1:
-            nll -= manual_logprob(model, part, len(part) - 1)
+            nll -= tinymodels.manual_logprob(model, part, len(part) - 1)
     got = tasks.perplexity(model, tok, texts, window=window, batch_size=3)
     assert got["windows"] == len(parts) and got["tokens"] == len(ids) - len(parts)
     assert got["perplexity"] == pytest.approx(math.exp(nll / got["tokens"]), rel=1e-4)
@@ -291,7 +171,7 @@ def test_pair_scores_equal_manual_forward(lm):
     assert scores["ids"] == [p.get("id") for p in PAIRS]
     seq_c, seq_r = prompts.preference_sequences(tok, PAIRS)
     for value, (tokens, n) in zip(chosen + rejected, seq_c + seq_r):
-        assert value == pytest.approx(manual_logprob(model, tokens, n), abs=1e-4)
+        assert value == pytest.approx(tinymodels.manual_logprob(model, tokens, n), abs=1e-4)
     again = tasks.pair_scores(model, tok, PAIRS, batch_size=1)
     assert (again["chosen"], again["rejected"]) == (pytest.approx(chosen, abs=1e-5), pytest.approx(rejected, abs=1e-5))
 
@@ -336,22 +216,6 @@ def test_reward_from_each_model_s_pair_scores_equals_scoring_both_in_one_job(liv
     with pytest.raises(ValueError, match="pair scores are of other pairs"):
         tasks.reward_files(tmp_path / "policy.json", tmp_path / "reference.json", tmp_path / "fewer.json",
                            tmp_path / "x.csv", tmp_path / "x.jsonl", model="tiny", variant="M1", settings=settings)
-
-
-def test_load_model_reads_a_quantized_folder(lively_dir, tmp_path):
-    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
-
-    quantized = tmp_path / "nf4"
-    config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                bnb_4bit_compute_dtype=torch.float32)
-    nf4 = AutoModelForCausalLM.from_pretrained(lively_dir, quantization_config=config, device_map={"": "cpu"})
-    nf4.save_pretrained(quantized)  # saved before any forward pass (STACK-NOTES)
-    AutoTokenizer.from_pretrained(lively_dir).save_pretrained(quantized)
-    model, tok = modeldir.load(quantized, "cpu")
-    assert getattr(model, "is_loaded_in_4bit", False)
-    got = scoring.loglikelihoods(model, tok, REQUESTS[:3], batch_size=2)
-    assert got == pytest.approx(scoring.loglikelihoods(model, tok, REQUESTS[:3], batch_size=1), abs=1e-4)
-    assert all(math.isfinite(v) for v in got)
 
 
 @pytest.mark.parametrize("precision, expected, autocast", [

@@ -172,7 +172,8 @@ def test_a_merge_is_stored_in_the_study_precision_each_update_rounded_once(work,
     AutoModelForCausalLM.from_pretrained(parent, dtype=torch.float32).to(torch.bfloat16).save_pretrained(parent)
     write_base_manifest(parent)
     peft = get_peft_model(AutoModelForCausalLM.from_pretrained(parent.resolve(), dtype=torch.float32),
-                          LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj"], lora_dropout=0.0, task_type="CAUSAL_LM"))
+                          LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj"], lora_dropout=0.0,
+                                     task_type="CAUSAL_LM"))
     torch.manual_seed(3)
     with torch.no_grad():
         for name, param in peft.named_parameters():

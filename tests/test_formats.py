@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from zephyr.files import iter_jsonl
 from zephyr.data.formats import FORMATTERS, FormatError, format_rows
+from zephyr.files import iter_jsonl
 
 DIR = Path(__file__).parent / "fixtures" / "datasets"
 

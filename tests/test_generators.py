@@ -4,17 +4,15 @@ what their real counterparts mean (right answers right, wrong answers wrong)."""
 import hashlib
 import json
 import os
-import subprocess
 import sys
-import time
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 
+from conftest import ROOT, run
+from zephyr.data import formats
 from zephyr.data import generators as g
 
-ROOT = Path(__file__).resolve().parents[1]
 SEED, SIZE = 7, 300
 
 #: Columns of the real dataset each schema stands in for (shared/paper/datasets.md).
@@ -66,12 +64,10 @@ def test_same_bytes_in_other_processes():
     code = ("import hashlib, json; from zephyr.data import generators as g; "
             f"print(hashlib.sha256(json.dumps({{n: g.generate(n, 50, {SEED}) for n in sorted(g.SCHEMAS)}}, "
             "sort_keys=True).encode()).hexdigest())")
-    outs = {
-        subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
-                       env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONHASHSEED": hs}).stdout.strip()
-        for hs in ("1", "2")
-    }
-    assert outs == {digest({n: g.generate(n, 50, SEED) for n in sorted(g.SCHEMAS)})}
+    results = [run([sys.executable, "-c", code], timeout=300, cwd=ROOT,
+                   env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONHASHSEED": hs}) for hs in ("1", "2")]
+    assert [r.returncode for r in results] == [0, 0], results[0].stderr[-3000:] + results[1].stderr[-3000:]
+    assert {r.stdout.strip() for r in results} == {digest({n: g.generate(n, 50, SEED) for n in sorted(g.SCHEMAS)})}
 
 
 def test_bad_arguments():
@@ -99,14 +95,6 @@ def test_schemas_do_not_share_problems():
     train = {r["query"] for r in g.generate("metamathqa", 2000, SEED)}
     assert len(set(test)) == len(test)
     assert len(train & set(test)) < 0.01 * len(test)
-
-
-def test_fast():
-    g.generate("gsm8k", 10, 0)  # import reasoning_gym outside the clock
-    for name in g.SCHEMAS:
-        start = time.perf_counter()
-        g.generate(name, 1000, 123)
-        assert time.perf_counter() - start < 2.5, name
 
 
 # --------------------------------------------------------------------------------------------------
@@ -234,13 +222,8 @@ def test_wikitext(rows):
 # --------------------------------------------------------------------------------------------------
 # Through the real formatters.
 
-formats = pytest.importorskip("zephyr.data.formats")
-
-
 @pytest.mark.parametrize("name", sorted(COLUMNS))
 def test_rows_pass_formatter(name, rows):
-    if name not in formats.FORMATTERS:
-        pytest.skip(f"formatter {name!r} not written yet")
     columns = rows[name][0].keys()
     records = list(formats.format_rows(rows[name], name, dataset="gen", origin="generator", columns=columns))
     assert records

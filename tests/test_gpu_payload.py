@@ -1,13 +1,9 @@
-"""What the GPU check carries (bench/gpu/payload.py): the wheel set and the cut bitsandbytes wheel."""
+"""What the GPU check carries (bench.gpu.payload): the wheel set and the cut bitsandbytes wheel."""
 
-import importlib.util
 import zipfile
 
+from bench.gpu import payload
 from conftest import ROOT
-
-spec = importlib.util.spec_from_file_location("payload", ROOT / "bench" / "gpu" / "payload.py")
-payload = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(payload)
 
 
 def test_carried_takes_what_the_image_lacks_with_its_requirements():
@@ -32,7 +28,8 @@ def test_bitsandbytes_cut_to_one_cuda_build_keeps_its_record(tmp_path):
 
     payload.trim_bitsandbytes(tmp_path)
 
-    kept = ["bitsandbytes/__init__.py", "bitsandbytes/libbitsandbytes_cuda130.so", "bitsandbytes/libbitsandbytes_cpu.so"]
+    kept = ["bitsandbytes/__init__.py", "bitsandbytes/libbitsandbytes_cuda130.so",
+            "bitsandbytes/libbitsandbytes_cpu.so"]
     with zipfile.ZipFile(wheel) as archive:
         assert sorted(archive.namelist()) == sorted([*kept, names[-1]])
         record = archive.read(names[-1]).decode().splitlines()

@@ -43,7 +43,8 @@ def test_gpus_split_the_accumulation_or_are_refused():
     hyper = {**SFT, "gradient_accumulation_steps": 8}
     assert hyperparameters.split_accumulation("h", hyper, 4)["gradient_accumulation_steps"] == 2
     assert hyperparameters.split_accumulation("h", hyper, 1) is hyper
-    with pytest.raises(hyperparameters.TrainingError, match=r"h: gradient_accumulation_steps=8 cannot be split over 3 GPUs"):
+    with pytest.raises(hyperparameters.TrainingError,
+                       match=r"h: gradient_accumulation_steps=8 cannot be split over 3 GPUs"):
         hyperparameters.split_accumulation("h", hyper, 3)
 
 

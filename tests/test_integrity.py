@@ -65,7 +65,8 @@ def test_a_dataset_file_cut_short_stops_formatting_naming_the_fetch(tmp_path):
     folder = tmp_path / "resources" / "datasets" / "goat"
     folder.mkdir(parents=True)
     files.write_parquet(folder / sources.DATA_FILE, [{"instruction": f"q{i}", "output": f"a{i}"} for i in range(50)])
-    files.write_json(folder / files.MANIFEST_FILE, {"dataset": "goat", **files.manifest_files(folder, [sources.DATA_FILE])})
+    files.write_json(folder / files.MANIFEST_FILE,
+                     {"dataset": "goat", **files.manifest_files(folder, [sources.DATA_FILE])})
     assert len(sources.load_rows(folder)) == 50
     data = folder / sources.DATA_FILE
     data.write_bytes(data.read_bytes()[:-20])

@@ -1,16 +1,15 @@
 """LlamaFactory configs of the study's runs: names, chains, defaults and refusals; LlamaFactory's own
-parser reads them where its venv exists (bench/llamafactory_check.py builds it and trains on them)."""
+parser reads them where its venv exists (`python -m bench.llamafactory_check` builds it and trains on them)."""
 
 import dataclasses
 import json
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, snakemake
 
+from conftest import ROOT, run, snakemake
 from zephyr.model import llamafactory
 
 LF_VENV = Path(os.environ.get("ZEPHYR_LLAMAFACTORY_VENV", "/work/lf-venv"))
@@ -40,7 +39,8 @@ def test_an_sft_run_in_llamafactory_names():
         "output_dir": "results/llamafactory/qwen/M1-DS-cosine", "seed": 3}
     # the paper's Table 2 settings, under LlamaFactory's names where they differ from TRL's
     assert (c["cutoff_len"], c["per_device_train_batch_size"], c["gradient_accumulation_steps"]) == (2048, 16, 8)
-    assert (c["learning_rate"], c["lr_scheduler_type"], c["warmup_steps"], c["num_train_epochs"]) == (5e-5, "cosine", 0.1, 2)
+    assert (c["learning_rate"], c["lr_scheduler_type"], c["warmup_steps"], c["num_train_epochs"]) == (
+        5e-5, "cosine", 0.1, 2)
     assert (c["eval_strategy"], c["eval_steps"]) == ("steps", 50)
     # LoRA: the set's r and alpha, Zephyr's dropout default (LlamaFactory's own is 0), Zephyr's targets for llama
     assert (c["lora_rank"], c["lora_alpha"], c["lora_dropout"]) == (4, 32, 0.05)
@@ -59,7 +59,8 @@ def test_what_a_set_leaves_to_trl_is_written_with_trl_values():
     assert c["per_device_train_batch_size"] == defaults["per_device_train_batch_size"]
     dpo_defaults = {f.name: f.default for f in dataclasses.fields(DPOConfig)}
     d = config("qwen/y", {"data": "DPO"}, {"trainer": "dpo"})
-    assert (d["learning_rate"], d["pref_beta"], d["pref_loss"]) == (dpo_defaults["learning_rate"], dpo_defaults["beta"], "sigmoid")
+    assert (d["learning_rate"], d["pref_beta"], d["pref_loss"]) == (
+        dpo_defaults["learning_rate"], dpo_defaults["beta"], "sigmoid")
     assert "eval_dataset" not in d and d["eval_strategy"] == "no"  # DPO has no registered validation split here
 
 
@@ -77,7 +78,8 @@ def test_dpo_from_a_trained_parent_merges_the_parents_llamafactory_adapters():
 
 
 def test_qlora_bf16_lora_targets_and_renamed_trl_settings():
-    c = config("qwen/q", {"data": "D_S", "qlora": "nf4"}, {**SFT, "completion_only_loss": False, "gradient_checkpointing": False},
+    c = config("qwen/q", {"data": "D_S", "qlora": "nf4"},
+               {**SFT, "completion_only_loss": False, "gradient_checkpointing": False},
                lora_targets=["q_proj", "v_proj"], bf16=True)
     assert (c["quantization_bit"], c["quantization_type"], c["double_quantization"]) == (4, "nf4", False)
     assert config("qwen/q", {"data": "D_S", "qlora": "nf4-dq"}, SFT)["double_quantization"] is True
@@ -136,7 +138,7 @@ def test_llamafactory_yamls_are_optional_outputs_of_the_workflow(tmp_path):
 
 
 @pytest.mark.skipif(not (LF_VENV / "bin" / "llamafactory-cli").exists(),
-                    reason=f"no LlamaFactory venv at {LF_VENV} (bench/llamafactory_check.py builds it)")
+                    reason=f"no LlamaFactory venv at {LF_VENV} (`python -m bench.llamafactory_check` builds it)")
 def test_llamafactory_parses_every_generated_config(tmp_path):
     """Every key is one LlamaFactory 0.9.5 accepts, with a value it takes (its own argument parser)."""
     m1 = config("qwen/M1-DS-cosine", {"data": "D_S", "parent": "M0"}, SFT)
@@ -149,16 +151,18 @@ def test_llamafactory_parses_every_generated_config(tmp_path):
         "for path in sys.argv[1:]:\n"
         "    model, data, training, finetuning, _ = _parse_train_args(yaml.safe_load(open(path)))\n"
         "    print(finetuning.stage, finetuning.lora_rank, finetuning.lora_target, data.cutoff_len, data.template,\n"
-        "          training.learning_rate, training.get_warmup_steps(1000), finetuning.pref_beta, model.adapter_name_or_path)\n"
+        "          training.learning_rate, training.get_warmup_steps(1000), finetuning.pref_beta,\n"
+        "          model.adapter_name_or_path)\n"
     )
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    result = subprocess.run([str(LF_VENV / "bin" / "python"), "-c", code, str(tmp_path / "sft.yaml"), str(tmp_path / "dpo.yaml")],
-                            capture_output=True, text=True, env=env)
+    result = run([str(LF_VENV / "bin" / "python"), "-c", code, str(tmp_path / "sft.yaml"), str(tmp_path / "dpo.yaml")],
+                 timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     sft, dpo = result.stdout.strip().splitlines()[-2:]
     # warmup 0.1 of 1000 steps is 100 (a ratio, as for TRL); Zephyr's chat template is parsed (template None)
     assert sft == "sft 4 ['q_proj', 'k_proj', 'v_proj', 'o_proj'] 2048 None 5e-05 100 0.1 None"
-    assert dpo.startswith("dpo 8 ") and " 512 None " in dpo and dpo.endswith(" 0.2 ['results/llamafactory/qwen/M1-DS-cosine']")
+    assert dpo.startswith("dpo 8 ") and " 512 None " in dpo
+    assert dpo.endswith(" 0.2 ['results/llamafactory/qwen/M1-DS-cosine']")
 
 
 @pytest.mark.parametrize("path", ["config.yaml", "config/paper.yaml"])

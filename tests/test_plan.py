@@ -50,7 +50,7 @@ def test_d_l_is_planned_from_what_formatting_keeps(tmp_path):
 
     assert config["datasets"]["wiki_qa"]["records"] == 1040
     assert records_of(plan.runs(config)) == expected(1040)
-    (tmp_path / "wiki_qa.jsonl").write_text("".join('{"id": %d}\n' % i for i in range(987)))
+    (tmp_path / "wiki_qa.jsonl").write_text("".join(f'{{"id": {i}}}\n' for i in range(987)))
     counted = plan.formatted_counts(config, tmp_path)
     assert counted == {"wiki_qa": 987}
     assert records_of(plan.runs(config, counted)) == expected(987)

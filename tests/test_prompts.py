@@ -7,8 +7,7 @@ import pytest
 import torch
 
 from zephyr.evaluation import scoring
-from zephyr.model import modeldir, prompts, training
-from zephyr.model import fetch
+from zephyr.model import fetch, modeldir, prompts, training
 
 TEMPLATE = "default"
 
@@ -18,7 +17,8 @@ def plain_bloom(tmp_path_factory):
     """A tiny pretrained-style BLOOM folder, fetched as a local source the way bigscience/bloom-560m is
     fetched from the hub: its tokenizer has an EOS (`</s>`), no chat template and no ChatML markers
     (a pretrained tokenizer gets no tokens added)."""
-    from tokenizers import Tokenizer, decoders, models as bpe, pre_tokenizers, trainers
+    from tokenizers import Tokenizer, decoders, pre_tokenizers, trainers
+    from tokenizers import models as bpe
     from transformers import BloomConfig, BloomForCausalLM, PreTrainedTokenizerFast
 
     texts = [f"Human: What is {a} plus {a % 5}? Assistant: The answer is {a + a % 5}." for a in range(60)]

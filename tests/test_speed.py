@@ -35,7 +35,8 @@ def losses(out):
 
 def uneven(records):
     """Records of different lengths, so that a padded batch pads (and a padding-free one has something to drop)."""
-    return [{**r, "instruction": r["instruction"] + " Think step by step." * (4 * (i % 4))} for i, r in enumerate(records)]
+    return [{**r, "instruction": r["instruction"] + " Think step by step." * (4 * (i % 4))}
+            for i, r in enumerate(records)]
 
 
 @pytest.mark.parametrize("trainer, records, extra", [
@@ -49,7 +50,8 @@ def test_fast_settings_give_the_same_loss_at_every_step(tmp_path, base, trainer,
     runs, evaluated, tokens = {}, {}, {}
     for name, settings in (("slow", SLOW), ("fast", FAST)):
         hyper = {"trainer": trainer, **COMMON, **extra, "max_length": 256, "eval_steps": 2, "speed": settings}
-        summary = training.train(f"t/{name}", hyper, base, train, validation, tmp_path / name, tmp_path / f"ckpt-{name}")
+        summary = training.train(f"t/{name}", hyper, base, train, validation, tmp_path / name,
+                                 tmp_path / f"ckpt-{name}")
         assert summary["speed"]["gradient_checkpointing"] is settings["gradient_checkpointing"]
         assert summary["speed"]["micro_batch"] == settings["micro_batch"]
         assert summary["speed"]["accumulation"] == 4 // settings["micro_batch"]

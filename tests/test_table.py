@@ -13,10 +13,10 @@ def metrics(tmp_path):
     paths = [
         (tmp_path / "a.csv", "qwen", "M0", "hellaswag",
          {"acc": 0.5, "acc_norm": 0.4498, "n": 100, "stderr": {"acc": 0.05, "acc_norm": 0.049}}),
-        (tmp_path / "b.csv", "qwen", "M0", "gsm8k", {"bleu": 28.43, "rouge1": 46.91, "rouge2": 17.02, "rougeL": 25.17, "n": 200,
-                                                     "stderr": {"bleu": 1.5}}),
-        (tmp_path / "c.csv", "qwen", "M1", "reward", {"reward_accuracy": 0.57, "reward_margin": 0.1, "beta": 0.1, "n": 100,
-                                                      "stderr": {"reward_accuracy": 0.0497}}),
+        (tmp_path / "b.csv", "qwen", "M0", "gsm8k", {"bleu": 28.43, "rouge1": 46.91, "rouge2": 17.02, "rougeL": 25.17,
+                                                     "n": 200, "stderr": {"bleu": 1.5}}),
+        (tmp_path / "c.csv", "qwen", "M1", "reward", {"reward_accuracy": 0.57, "reward_margin": 0.1, "beta": 0.1,
+                                                      "n": 100, "stderr": {"reward_accuracy": 0.0497}}),
         (tmp_path / "d.csv", "qwen", "M1", "mcqa", {"acc": 0.3, "acc_norm": 0.25, "n": 40,
                                                     "stderr": {"acc": 0.0734, "acc_norm": 0.0693}}),
         (tmp_path / "e.csv", "qwen", "M2", "reward", {"reward_accuracy": 0.52, "n": 100}),
@@ -62,7 +62,8 @@ def test_quantization_table_change_in_percent():
     sizes = {("q", "M0", "dense"): 4 * 2**20, ("q", "M0", "nf4"): 2**20, ("q", "M0", "int8"): 2 * 2**20}
     frame = table.quantization(pd.DataFrame(rows), sizes)
     by = frame.set_index("precision")
-    assert by.loc["nf4", "change_pct"] == 10.0 and by.loc["int8", "change_pct"] == 1.0 and by.loc["dense", "change_pct"] == 0
+    assert by.loc["nf4", "change_pct"] == 10.0 and by.loc["int8", "change_pct"] == 1.0
+    assert by.loc["dense", "change_pct"] == 0
     assert by.loc["nf4", "size_mb"] == 1.0 and by.loc["dense", "size_mb"] == 4.0
     assert by["perplexity_stderr"].to_dict() == {"dense": 0.2, "nf4": 0.25, "int8": 0.2}
 
@@ -73,14 +74,17 @@ def test_appendix_figures_are_drawn(tmp_path):
         frame = pd.DataFrame({"step": steps, "loss": [2 - s / 10 for s in steps], "learning_rate": [1e-4] * 8})
         if trainer == "dpo":
             frame["rewards/accuracies"] = [s / 10 for s in steps]
-        frame.loc[len(frame)] = {"step": 8, "eval_loss": 1.5, **({"eval_rewards/accuracies": 0.7} if trainer == "dpo" else {})}
+        reward = {"eval_rewards/accuracies": 0.7} if trainer == "dpo" else {}
+        frame.loc[len(frame)] = {"step": 8, "eval_loss": 1.5, **reward}
         frame.to_csv(path, index=False)
         return path
 
-    variants = {"M1": {"hyperparameters": "sft"}, "M2-DS": {"hyperparameters": "dpo"}}  # M2-DS: the report's 0.79 beside it
+    # M2-DS: the report's 0.79 beside it
+    variants = {"M1": {"hyperparameters": "sft"}, "M2-DS": {"hyperparameters": "dpo"}}
     hypers = {"sft": {"trainer": "sft"}, "dpo": {"trainer": "dpo"}}
     outputs = {"learning_rates": tmp_path / "f1.png", "sft_q": tmp_path / "f2.png", "dpo": tmp_path / "f4.png"}
-    figures.appendix({("q", "M1"): history(tmp_path / "a.csv", "sft"), ("q", "M2-DS"): history(tmp_path / "b.csv", "dpo")},
+    figures.appendix({("q", "M1"): history(tmp_path / "a.csv", "sft"),
+                      ("q", "M2-DS"): history(tmp_path / "b.csv", "dpo")},
                      variants, hypers, outputs)
     for path in outputs.values():
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
@@ -116,7 +120,8 @@ def test_the_qlora_table_sets_the_4bit_form_beside_the_dense_merge(metrics, tmp_
     write_metrics(nf4, "qwen", "M1", "nf4", "perplexity", {"perplexity": 13.001, "tokens": 900, "n": 3,
                                                            "stderr": {"perplexity": 0.5}}, COMPUTED_IN)
     assert pd.read_csv(nf4)["variant"].unique().tolist() == ["M1-nf4"]  # the file names the form in its variant
-    perplexities = read_metrics({("qwen", "M1", "dense", "perplexity"): dense, ("qwen", "M1", "nf4", "perplexity"): nf4})
+    perplexities = read_metrics({("qwen", "M1", "dense", "perplexity"): dense,
+                                 ("qwen", "M1", "nf4", "perplexity"): nf4})
     frame = table.qlora([{"label": "Qwen M1", "model": "qwen", "variant": "M1"}],
                         pd.concat([metrics, perplexities], ignore_index=True), ["nf4"])
     shown = ["HellaSwag", "BLEU-4", "ROUGE-1", "ROUGE-2", "ROUGE-L", "MCQA", "Perplexity", "Perplexity (nf4)"]

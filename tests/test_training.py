@@ -9,8 +9,9 @@ import torch
 import tinymodels
 from zephyr.model import modeldir, prompts, training
 
-SFT = {"trainer": "sft", "logging_steps": 1, "learning_rate": 1e-2, "lr_scheduler_type": "constant", "per_device_train_batch_size": 8,
-       "num_train_epochs": 6, "max_length": 64, "eval_steps": 6, "eval_on_start": True, "lora": {"r": 8, "alpha": 16}}
+SFT = {"trainer": "sft", "logging_steps": 1, "learning_rate": 1e-2, "lr_scheduler_type": "constant",
+       "per_device_train_batch_size": 8, "num_train_epochs": 6, "max_length": 64, "eval_steps": 6,
+       "eval_on_start": True, "lora": {"r": 8, "alpha": 16}}
 DPO = {"trainer": "dpo", "beta": 0.5, "learning_rate": 2e-2, "lr_scheduler_type": "constant",
        "per_device_train_batch_size": 8, "num_train_epochs": 4, "max_length": 64, "eval_steps": 5,
        "eval_on_start": True, "lora": {"r": 8, "alpha": 16}}
@@ -95,7 +96,8 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(tmp_path, base):
     summary = training.train(*args)
     assert summary["resumed_from"].endswith("checkpoint-4")
     resumed = pd.read_csv(tmp_path / "adapter" / "log_history.csv")
-    assert resumed.dropna(subset=["loss"])["step"].tolist() == list(range(1, summary["steps"] + 1))  # steps 1-4 restored
+    # steps 1-4 restored
+    assert resumed.dropna(subset=["loss"])["step"].tolist() == list(range(1, summary["steps"] + 1))
     training.train("t/resume", hyper, base, train, val, tmp_path / "straight", tmp_path / "ckpt2")
     straight = pd.read_csv(tmp_path / "straight" / "log_history.csv")
     for column in ("num_tokens", "eval_num_tokens", "loss"):
@@ -128,7 +130,8 @@ def test_a_run_resumed_right_after_an_evaluation_step_has_the_uninterrupted_hist
 def test_a_changed_run_does_not_resume_a_stale_checkpoint(tmp_path, base):
     train = write(tmp_path / "train.json", sft_records(16))
     one = training.fingerprint("r", SFT, 0, None, None, str(base), base / "config.json", train, "")
-    two = training.fingerprint("r", {**SFT, "learning_rate": 1e-3}, 0, None, None, str(base), base / "config.json", train, "")
+    two = training.fingerprint("r", {**SFT, "learning_rate": 1e-3}, 0, None, None, str(base), base / "config.json",
+                               train, "")
     assert one != two
 
 
@@ -180,7 +183,8 @@ def test_training_runs_in_the_study_precision_and_records_it(tmp_path, base, pre
 
 
 def test_unknown_hyperparameter_is_named_before_loading_a_model(tmp_path):
-    with pytest.raises(training.TrainingError, match=r"hyperparameters of run x: warmup_ratio not a field of TRL's SFTConfig"):
+    with pytest.raises(training.TrainingError,
+                       match=r"hyperparameters of run x: warmup_ratio not a field of TRL's SFTConfig"):
         training.train("x", {**SFT, "warmup_ratio": 0.1}, tmp_path / "nowhere", tmp_path / "t.json", None,
                        tmp_path / "out", tmp_path / "ckpt")
 

@@ -8,7 +8,7 @@ import shutil
 import pandas as pd
 import pytest
 
-from conftest import ROOT, load_yaml, snakemake, write_config
+from conftest import ROOT, load_yaml, run, snakemake, write_config
 
 pytestmark = pytest.mark.workflow
 
@@ -132,7 +132,8 @@ def test_tiny_study_end_to_end_to_table1_and_report(tiny_study):
     assert set(quantization["precision"]) == {"dense", "nf4"}
     nf4 = quantization.set_index(["model", "precision"]).loc[("qwen", "nf4")]
     assert nf4["size_mb"] < quantization.set_index(["model", "precision"]).loc[("qwen", "dense"), "size_mb"]
-    for name in ("figure1_learning_rates", "figure_sft_losses_qwen", "figure_sft_losses_bloom", "figure4_dpo", "quantization"):
+    for name in ("figure1_learning_rates", "figure_sft_losses_qwen", "figure_sft_losses_bloom", "figure4_dpo",
+                 "quantization"):
         assert (tmp_path / "results" / "figures" / f"{name}.png").stat().st_size > 5000
     summary = json.loads((tmp_path / "results" / "adapters" / "qwen" / "M2-DS" / "summary.json").read_text())
     assert summary["trainer"] == "dpo" and summary["base"].endswith("results/models/qwen/M1-DS-cosine")
@@ -157,8 +158,8 @@ def test_tiny_study_end_to_end_to_table1_and_report(tiny_study):
     tiny_config["hyperparameters"]["dpo"]["beta"] = 0.2
     config = write_config(tmp_path, tiny_config, "config.beta.yaml")  # the shared run's own config unchanged
     counts = job_counts(snakemake(tmp_path, "-n", "--quiet", "rules", "--configfile", str(config)).stdout)
-    assert counts == {"train_adapter": 1, "merge_adapter": 1, "score_pairs": 1, "evaluate": 4, "table1": 1, "figures": 1,
-                      "all": 1}
+    assert counts == {"train_adapter": 1, "merge_adapter": 1, "score_pairs": 1, "evaluate": 4, "table1": 1,
+                      "figures": 1, "all": 1}
 
 
 UPSTREAM = ("fetch_dataset", "format_records", "draw_mixture", "fetch_model", "dataset_info", "mixture_warnings")
@@ -174,7 +175,8 @@ def test_the_precision_is_recorded_and_a_changed_one_reruns_what_it_changes_and_
         assert summary["precision"] == {"weights": "float32", "compute": "plain"}
         assert {"gradient_checkpointing", "micro_batch", "lm_head", "padding_free"} <= set(summary["speed"])
     card = (tmp_path / "results" / "models" / "qwen" / "M2-DS" / "README.md").read_text()
-    assert "## Precision and speed" in card and "| weights dtype | float32 |" in card and "| speed: lm_head | plain |" in card
+    assert "## Precision and speed" in card and "| weights dtype | float32 |" in card
+    assert "| speed: lm_head | plain |" in card
 
     tiny_config["precision"] = {"weights": "float32", "compute": "bf16-autocast"}
     config = write_config(tmp_path, tiny_config, "config.autocast.yaml")  # the shared run's own config unchanged
@@ -236,11 +238,10 @@ def test_a_config_error_stops_before_any_job(tmp_path, tiny_config):
 def test_lint_and_format():
     lint = snakemake(ROOT, "--lint", "--configfile", str(ROOT / "config.yaml"), check=False)
     assert lint.returncode == 0, lint.stdout + lint.stderr
-    import subprocess
     import sys
     from pathlib import Path
 
     snakefmt = Path(sys.executable).with_name("snakefmt")
     files = [str(ROOT / "Snakefile"), *map(str, sorted((ROOT / "rules").glob("*.smk")))]
-    result = subprocess.run([str(snakefmt), "--check", *files], capture_output=True, text=True)
+    result = run([str(snakefmt), "--check", *files], timeout=300)
     assert result.returncode == 0, result.stderr

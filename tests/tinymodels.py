@@ -13,7 +13,8 @@ def tokenizer(texts=None, vocab_size=384):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    texts = texts or [f"What is {a} plus {b}? The answer is {a + b}. Correct wrong yes no" for a in range(20) for b in range(5)]
+    texts = texts or [f"What is {a} plus {b}? The answer is {a + b}. Correct wrong yes no"
+                      for a in range(20) for b in range(5)]
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -53,3 +54,12 @@ def shake(path: Path, scale: float = 0.15, seed: int = 0) -> Path:
             p.add_(scale * torch.randn(p.shape, generator=g))
     model.save_pretrained(path)
     return path
+
+
+def manual_logprob(model, tokens, n):
+    """log P(tokens[-n:] | tokens[:-n]) from one unpadded forward pass."""
+    import torch
+
+    with torch.no_grad():
+        logits = model(torch.tensor([tokens[:-1]])).logits[0].log_softmax(-1)
+    return sum(logits[i - 1, tokens[i]].item() for i in range(len(tokens) - n, len(tokens)))

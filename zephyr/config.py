@@ -91,7 +91,8 @@ def _check_keys(path: str, node, where: tuple, lines: dict) -> None:
             key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node.value)
             line = key_node.start_mark.line + 1
             if key in seen:
-                raise ConfigError(f"config file {path}, line {line}: {_dotted(where + (key,))}: the key {key!r} is given "
+                raise ConfigError(f"config file {path}, line {line}: {_dotted(where + (key,))}: "
+                                  f"the key {key!r} is given "
                                   f"twice (lines {seen[key]} and {line}); YAML keeps only the last, so say it once")
             seen[key] = line
             lines.setdefault(where + (key,), line)
@@ -116,7 +117,8 @@ def _yaml_message(path: str, err: yaml.YAMLError, raw: bytes) -> str:
     if position is not None:
         line = raw.count(b"\n", 0, position) + 1
         column = position - (raw.rfind(b"\n", 0, position) + 1) + 1
-        return f"config file {path}, line {line}, column {column}: not UTF-8 text ({err.reason} at byte {position}); save it as UTF-8"
+        return (f"config file {path}, line {line}, column {column}: "
+                f"not UTF-8 text ({err.reason} at byte {position}); save it as UTF-8")
     return f"config file {path}: not valid YAML ({err})"
 
 
@@ -287,10 +289,12 @@ def check(config: dict) -> None:
     for name, spec in datasets.items():
         key = f"datasets.{name}"
         if spec["format"] not in formats.FORMATTERS:
-            raise ConfigError(f"{key}.format: unknown formatter {spec['format']!r}; known: {', '.join(sorted(formats.FORMATTERS))}")
+            raise ConfigError(f"{key}.format: unknown formatter {spec['format']!r}; "
+                              f"known: {', '.join(sorted(formats.FORMATTERS))}")
         source = spec["source"]
         if source["kind"] == "generator" and source["schema"] not in generators.SCHEMAS:
-            raise ConfigError(f"{key}.source.schema: unknown generator schema {source['schema']!r}; known: {', '.join(sorted(generators.SCHEMAS))}")
+            raise ConfigError(f"{key}.source.schema: unknown generator schema {source['schema']!r}; "
+                              f"known: {', '.join(sorted(generators.SCHEMAS))}")
 
     mixtures = config["mixtures"]
     for name, spec in mixtures.items():
@@ -306,7 +310,8 @@ def check(config: dict) -> None:
             seen.add(dataset)
             task = formats.FORMATTERS[datasets[dataset]["format"]].task
             if task != spec["task"]:
-                raise ConfigError(f"{where}: {dataset!r} is formatted as {task!r} records, the mixture is {spec['task']!r}")
+                raise ConfigError(f"{where}: {dataset!r} is formatted as {task!r} records, "
+                                  f"the mixture is {spec['task']!r}")
         for other in spec["exclude"]:
             if other not in mixtures:
                 raise ConfigError(f"{key}.exclude: {other!r} is not a key of mixtures")
@@ -417,7 +422,8 @@ def _check_evaluation(config: dict) -> None:
         if row["model"] not in config["models"]:
             raise ConfigError(f"{key}.model: {row['model']!r} is not a key of models")
         variant = row["variant"]
-        if variant != "M0" and (variant not in config["variants"] or row["model"] not in config["variants"][variant]["models"]):
+        if variant != "M0" and (variant not in config["variants"]
+                                or row["model"] not in config["variants"][variant]["models"]):
             raise ConfigError(f"{key}.variant: {variant!r} is not built for model {row['model']!r}")
 
 

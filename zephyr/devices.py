@@ -19,8 +19,8 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,8 @@ def claim_gpus(count: int, *, available: int | None = None, lock_dir: str | Path
         for _, handle in taken:
             handle.close()
         if time.monotonic() > deadline:
-            raise DeviceError(f"{count} GPU(s) not free after {wait_seconds:.0f} s: other jobs hold the locks in {lock_dir}")
+            raise DeviceError(f"{count} GPU(s) not free after {wait_seconds:.0f} s: "
+                              f"other jobs hold the locks in {lock_dir}")
         log.info("waiting for %d free GPU(s): other jobs hold the rest", count)
         time.sleep(5)
 
@@ -294,7 +295,7 @@ def _kept(key: str, measure) -> tuple[str, str]:
     return kept[key]["choice"], f"{kept[key]['why']} (kept in {path})"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def fastest_head(device: str, hidden: int, vocab: int, dtype: str) -> tuple[str, str]:
     """(head, why), decided once per machine (`time_head`)."""
     return _kept(f"lm_head {_machine(device)} {hidden}x{vocab} {dtype}",

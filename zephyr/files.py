@@ -16,8 +16,9 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 ROW_FORMATS = ("jsonl", "json", "parquet", "csv")
 #: The provenance file of every fetched or built folder (datasets and models alike).

@@ -8,8 +8,18 @@ every parse.
 
 from __future__ import annotations
 
-from .study import (QUANTIZATION, TASKS, form_name, paper_runs, qlora_exported, qlora_rows, qlora_tasks,
-                    quantized_forms, row_tasks, trainer_of)
+from .study import (
+    QUANTIZATION,
+    TASKS,
+    form_name,
+    paper_runs,
+    qlora_exported,
+    qlora_rows,
+    qlora_tasks,
+    quantized_forms,
+    row_tasks,
+    trainer_of,
+)
 
 #: A metric file's key: (model, variant, form, task).
 MetricKey = tuple[str, str, str, str]

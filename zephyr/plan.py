@@ -3,7 +3,8 @@
 For each trained variant: its mixture's planned training records (what each source gives once
 formatted, capped, less the validation share: the count of its formatted records in
 `results/records/` when they exist, else the config's recorded `records` or `rows`), the global batch
-(per-device batch x accumulation; several GPUs split the accumulation, so it stays), the optimizer steps (TRL's max_steps, else epochs x steps per epoch) and
+(per-device batch x accumulation; several GPUs split the accumulation, so it stays), the optimizer
+steps (TRL's max_steps, else epochs x steps per epoch) and
 the warmup (warmup_steps, or its fraction of the steps when below 1). A mixture whose sources record
 no size plans "?" until it is drawn.
 """

@@ -8,7 +8,7 @@ name that neither reads is an error before anything is submitted.
 from __future__ import annotations
 
 import difflib
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 #: Snakemake's own resources, Zephyr's `gpu` (which the SLURM plugin turns into --gpus) and `gpu_mem_mb`
 #: (the GPU memory a one-GPU job books when local jobs share a GPU; SLURM jobs keep whole GPUs).

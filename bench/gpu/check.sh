@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU check, in one call to a GPU machine without network (issue 10's figures), from the repository
-# root with .gpu/ built here first (`.venv/bin/python bench/gpu/payload.py`):
+# root with .gpu/ built here first (`.venv/bin/python -m bench.gpu.payload`):
 #
 #   device run: command "bash bench/gpu/check.sh", carry [".gpu"], timeout_s 540 (stages at most 8 minutes)
 #
@@ -17,12 +17,12 @@ PY=${PY:-python3}
 case $PY in /*) ;; */*) PY=$ROOT/$PY ;; esac  # the study runs from its own folder
 STAGES=${STAGES:-bench study tests}
 BENCH_ARGS=${BENCH_ARGS:---shape qwen1.5-0.5b --batch 16 --accumulation 8 --max-length 2048 --steps 8 --dpo-steps 6}
-SETTINGS=${SETTINGS:-today auto}  # bench/bench_train.py's settings, e.g. "today auto grouped"
+SETTINGS=${SETTINGS:-today auto}  # bench.bench_train's settings, e.g. "today auto grouped"
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 t0=$(date +%s)
 stamp() { echo "[$(($(date +%s) - t0)) s] $*"; }
-[ -d .gpu/tiny ] || { echo "no .gpu/ here: build it with bench/gpu/payload.py and carry it" >&2; exit 2; }
+[ -d .gpu/tiny ] || { echo "no .gpu/ here: build it with python -m bench.gpu.payload and carry it" >&2; exit 2; }
 
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 if [ -z "${NO_INSTALL:-}" ]; then
@@ -39,8 +39,7 @@ print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), '| transfor
 stamp "installed"
 
 case " $STAGES " in *" bench "*)
-  # shellcheck disable=SC2086  # BENCH_ARGS is a list of arguments
-  timeout "${BENCH_S:-240}" "$PY" bench/bench_train.py $BENCH_ARGS --settings $SETTINGS --work /tmp/zbench \
+  timeout "${BENCH_S:-240}" "$PY" -m bench.bench_train $BENCH_ARGS --settings $SETTINGS --work /tmp/zbench \
     >"$OUT/bench.txt" 2>&1
   echo "bench exit $?" >>"$OUT/bench.txt"
   grep -v -E "^(\s*$|.*Warning|.*warn)" "$OUT/bench.txt" | cut -c1-300 | tail -15

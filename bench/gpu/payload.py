@@ -1,7 +1,7 @@
 """Build what the GPU check (`bench/gpu/check.sh`) carries to a GPU machine that has no network: `.gpu/`
 (git-ignored), at most ~60 MiB with the working tree.
 
-    .venv/bin/python bench/gpu/payload.py            # writes .gpu/whl and .gpu/tiny
+    .venv/bin/python -m bench.gpu.payload            # writes .gpu/whl and .gpu/tiny
 
 - `.gpu/whl`: Python 3.12 manylinux wheels of what the workflow's jobs import, at the versions this venv
   holds (`make setup` installs them from requirements.txt, the one place they are pinned), less what the
@@ -27,7 +27,6 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
 
 #: What a workflow job imports (and the tests on the GPU: pytest is in the image).
 ROOTS = ["snakemake", "transformers", "peft", "trl", "bitsandbytes", "accelerate", "datasets", "rouge_score",
@@ -74,7 +73,8 @@ def fetch_wheels(wanted: dict[str, str], out: Path) -> None:
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
     for name, version in wanted.items():
         binary = [*pip, "download", "--no-deps", "--only-binary=:all:", "--python-version", "3.12",
-                  "--implementation", "cp", *(f"--platform={p}" for p in PLATFORMS), "-d", str(out), f"{name}=={version}"]
+                  "--implementation", "cp", *(f"--platform={p}" for p in PLATFORMS), "-d", str(out),
+                  f"{name}=={version}"]
         if subprocess.run(binary, capture_output=True, check=False).returncode:
             subprocess.run([*pip, "wheel", "--no-deps", "-w", str(out), f"{name}=={version}"], check=True)
 
@@ -93,7 +93,8 @@ def trim_bitsandbytes(folder: Path) -> None:
                 continue
             data = src.read(item)
             if item.filename.endswith(".dist-info/RECORD"):
-                data = b"".join(line for line in data.splitlines(keepends=True) if not dropped(line.decode().split(",")[0]))
+                lines = data.splitlines(keepends=True)
+                data = b"".join(line for line in lines if not dropped(line.decode().split(",")[0]))
             dst.writestr(item, data)
     trimmed.replace(wheel)
 

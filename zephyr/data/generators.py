@@ -2,7 +2,8 @@
 
 No machine here reaches the Hugging Face hub, so the default experiment draws its data from the
 procedural generators of `reasoning-gym`. Each schema below emits rows with the columns of the real
-dataset it stands in for (its dataset card on the hub; `config/paper.yaml` names each), so they pass through the same formatters.
+dataset it stands in for (its dataset card on the hub; `config/paper.yaml` names each), so they pass
+through the same formatters.
 
 Every row is a pure function of (schema, size, seed, options): reasoning-gym items are indexed by a
 seed derived with SHA-256 (never `hash()`), and our own choices come from one `random.Random` per
@@ -19,11 +20,11 @@ import inspect
 import operator
 import random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
 from importlib import metadata
-from typing import Callable
 
 SCHEMAS: dict[str, Callable[..., list[dict]]] = {}
 

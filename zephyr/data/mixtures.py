@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable
 
 from .. import files
 
@@ -96,7 +96,8 @@ def draw(
     except MixtureError as err:
         raise MixtureError(f"mixture {name!r}: {err}: lower mixtures.{name}.validation or draw more records") from None
     if share > 0 and not validation:
-        raise MixtureError(f"mixture {name!r}: a validation share of {share} of its {len(drawn)} records holds out none, "
+        raise MixtureError(f"mixture {name!r}: a validation share of {share} of its {len(drawn)} records "
+                           f"holds out none, "
                            f"so its runs would have no validation loss: raise mixtures.{name}.validation to at least "
                            f"{0.5 / len(drawn):.2g}, draw more records, or set it to 0 to train without validation")
     for s in stats:
@@ -220,7 +221,8 @@ def dataset_info(tasks: dict[str, str], directory: str | Path) -> dict:
             if not records:
                 log.info("%s: empty, not registered", file_name)
                 continue
-            entry = {"file_name": file_name, "formatting": "alpaca", "columns": llamafactory_columns(task, records, file_name)}
+            entry = {"file_name": file_name, "formatting": "alpaca",
+                     "columns": llamafactory_columns(task, records, file_name)}
             if task == "preference":
                 entry["ranking"] = True
             info[name + suffix] = entry

@@ -11,10 +11,12 @@ from . import formats, sources
 log = logging.getLogger(__name__)
 
 
-def format_dataset(dataset: str, raw_dir: str | Path, out_path: str | Path, formatter: str, options: dict | None = None) -> int:
+def format_dataset(dataset: str, raw_dir: str | Path, out_path: str | Path, formatter: str,
+                   options: dict | None = None) -> int:
     """Format every raw row of `dataset` with `formatter`; returns the number of records written."""
     data_path = Path(raw_dir) / sources.DATA_FILE
     rows = sources.load_rows(raw_dir)
     columns = rows[0].keys() if rows else ()
-    records = formats.format_rows(rows, formatter, dataset=dataset, origin=str(data_path), columns=columns, options=options)
+    records = formats.format_rows(rows, formatter, dataset=dataset, origin=str(data_path), columns=columns,
+                                  options=options)
     return files.write_jsonl(out_path, records)

@@ -16,8 +16,8 @@ import logging
 from pathlib import Path
 
 from .. import files, lock
-from . import generators
 from ..environment import installed_versions
+from . import generators
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +169,8 @@ def _fetch_hub(dataset: str, source: dict, data_path: Path) -> dict:
 def _fetch_local(dataset: str, source: dict, data_path: Path) -> dict:
     path = Path(source["path"])
     if not path.is_file():
-        raise SourceError(f"dataset {dataset!r}: local file {path} not found ({source.get('description') or 'see config'})")
+        raise SourceError(f"dataset {dataset!r}: local file {path} not found "
+                          f"({source.get('description') or 'see config'})")
     rows = files.read_rows(path, source.get("format"))
     _write(dataset, rows, data_path, str(path), lambda index: files.row_place(path, index, source.get("format")))
     return {"original": {"path": str(path), "sha256": files.sha256(path)}}

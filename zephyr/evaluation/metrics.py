@@ -22,7 +22,7 @@ HellaSwag run (a recorded fixture) for `choice_scores` and `mean_stderr`.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 __all__ = ["bleu", "bleu_stderr", "rouge", "rouge_items", "choice_scores", "reward_accuracy", "perplexity",
            "tokenize_13a", "mean_stderr"]

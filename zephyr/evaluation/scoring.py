@@ -19,7 +19,7 @@ continuations on copies of its KV cache: about 2x faster on HellaSwag, equal up 
 from __future__ import annotations
 
 import inspect
-from typing import Sequence
+from collections.abc import Sequence
 
 from ..model.prompts import chat_messages, prompt_ids
 

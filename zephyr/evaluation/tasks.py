@@ -10,8 +10,8 @@ reference rationale by BLEU-4 and ROUGE), DPO reward accuracy against the parent
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 from ..model.prompts import mcqa_prompt, pairs_cut_equal, preference_sequences
 from ..study import TASKS, form_name
@@ -40,7 +40,7 @@ def _multiple_choice(model, tokenizer, items: list[tuple], batch_size: int, key:
     requests = [(context, " " + choice) for context, choices, _, _ in items for choice in choices]
     lls = loglikelihoods(model, tokenizer, requests, batch_size)
     rows, k = [], 0
-    for context, choices, label, record in items:
+    for _context, choices, label, record in items:
         item = lls[k:k + len(choices)]
         k += len(choices)
         scores = metrics.choice_scores(item, choices, label)

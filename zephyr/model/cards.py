@@ -3,7 +3,8 @@ matter, from what the workflow knows about how the folder was made (and what its
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 CARD_FILE = "README.md"
 #: Keys of a model card dict that `render_card` lays out in their own sections.

@@ -25,8 +25,16 @@ from pathlib import Path
 from .. import files, lock
 from ..environment import installed_versions
 from . import modeldir
-from .build import (SCRATCH_ARCHITECTURES, SCRATCH_REQUIRED, ModelSourceError, build_scratch, ensure_chat_template,
-                    ensure_pad_token, qwen_tokenizer, scratch_plan)
+from .build import (
+    SCRATCH_ARCHITECTURES,
+    SCRATCH_REQUIRED,
+    ModelSourceError,
+    build_scratch,
+    ensure_chat_template,
+    ensure_pad_token,
+    qwen_tokenizer,
+    scratch_plan,
+)
 
 log = logging.getLogger(__name__)
 

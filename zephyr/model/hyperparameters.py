@@ -118,7 +118,8 @@ def step_shape(hyper: dict) -> dict:
     """A set's step as `speed.plan` sizes it: the micro-batch and accumulation it gives, the longest
     sequence (TRL's default max_length when unset; 2048 where that is unbounded), sequences per example."""
     trainer = hyper["trainer"]
-    return {"micro_batch": hyper.get("per_device_train_batch_size", trl_default(trainer, "per_device_train_batch_size")),
+    return {"micro_batch": hyper.get("per_device_train_batch_size",
+                                     trl_default(trainer, "per_device_train_batch_size")),
             "accumulation": hyper.get("gradient_accumulation_steps", 1),
             "max_length": hyper.get("max_length", trl_default(trainer, "max_length")) or 2048,
             "sequences_per_example": 2 if trainer == "dpo" else 1}

@@ -41,7 +41,8 @@ log = logging.getLogger(__name__)
 VERSION = "0.9.5"
 LORA_KEYS = {"r": "lora_rank", "alpha": "lora_alpha", "dropout": "lora_dropout"}
 #: TRL fields with a LlamaFactory counterpart of another name.
-RENAMED = {"max_length": "cutoff_len", "beta": "pref_beta", "label_smoothing": "dpo_label_smoothing", "packing": "packing"}
+RENAMED = {"max_length": "cutoff_len", "beta": "pref_beta", "label_smoothing": "dpo_label_smoothing",
+           "packing": "packing"}
 #: TRL fields that change speed, not what is trained: LlamaFactory decides these itself.
 SPEED_ONLY = {"padding_free", "pad_to_multiple_of", "dataset_num_proc", "activation_offloading", "eval_packing"}
 #: DPO losses both TRL and LlamaFactory have (same name).
@@ -54,8 +55,10 @@ MATH_KEYS = ("learning_rate", "lr_scheduler_type", "warmup_steps", "weight_decay
 ORDER = ("cutoff_len", "pref_beta", "pref_loss", "per_device_train_batch_size", "gradient_accumulation_steps",
          "learning_rate", "lr_scheduler_type", "warmup_steps", "num_train_epochs", "max_steps", "optim",
          "weight_decay", "max_grad_norm", "adam_beta1", "adam_beta2", "adam_epsilon")
-QLORA = {"nf4": {"quantization_bit": 4, "quantization_method": "bnb", "quantization_type": "nf4", "double_quantization": False},
-         "nf4-dq": {"quantization_bit": 4, "quantization_method": "bnb", "quantization_type": "nf4", "double_quantization": True}}
+QLORA = {"nf4": {"quantization_bit": 4, "quantization_method": "bnb", "quantization_type": "nf4",
+                 "double_quantization": False},
+         "nf4-dq": {"quantization_bit": 4, "quantization_method": "bnb", "quantization_type": "nf4",
+                    "double_quantization": True}}
 
 
 class LlamaFactoryConfigError(ValueError):
@@ -100,7 +103,8 @@ def run_config(
         if parent is None:
             raise LlamaFactoryConfigError(f"run {name}: trained from {variant['parent']}, whose config was not given")
         if parent["model_name_or_path"] != base_dir:
-            raise LlamaFactoryConfigError(f"run {name}: its parent trains on {parent['model_name_or_path']}, not {base_dir}")
+            raise LlamaFactoryConfigError(f"run {name}: its parent trains on {parent['model_name_or_path']}, "
+                                          f"not {base_dir}")
         out["adapter_name_or_path"] = ",".join([*_listed(parent.get("adapter_name_or_path")), parent["output_dir"]])
         out["create_new_adapter"] = True
     if variant.get("qlora"):
@@ -197,7 +201,8 @@ def write_run_config(
         bf16=bf16,
     )
     header = (f"# LlamaFactory {VERSION} config of Zephyr run {name} (data {variant['data']}, parent "
-              f"{variant.get('parent', 'M0')}).\n# Run it from the workflow's directory:  llamafactory-cli train {out_path}\n")
+              f"{variant.get('parent', 'M0')}).\n"
+              f"# Run it from the workflow's directory:  llamafactory-cli train {out_path}\n")
     with files.atomic(out_path) as handle:
         handle.write(header + yaml.safe_dump(config, sort_keys=False))
     log.info("%s: wrote %s (%s on %s)", name, out_path, config["stage"], config["dataset"])

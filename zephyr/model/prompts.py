@@ -7,7 +7,7 @@ all build their messages here.
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 #: Letters of multiple-choice options in the MCQA prompt.
 

@@ -47,7 +47,8 @@ log = logging.getLogger("zephyr.model.training")
 
 KNOBS = ("gradient_checkpointing", "micro_batch", "lm_head", "padding_free")
 DEFAULTS = dict.fromkeys(KNOBS, "auto")
-CHOICES = {"gradient_checkpointing": ("auto", True, False), "lm_head": ("auto", "fused", "plain"), "padding_free": ("auto", True, False)}
+CHOICES = {"gradient_checkpointing": ("auto", True, False), "lm_head": ("auto", "fused", "plain"),
+           "padding_free": ("auto", True, False)}
 #: Share of free memory a run plans to fill (the allocator, the optimizer and fragmentation take the rest).
 MEMORY_SHARE = 0.7
 #: Padding share of a batch above which joined records train faster on the CPU (between the 21 % measured
@@ -154,7 +155,8 @@ def _padding_free(where: str, forced, *, sft: bool, padded_to, device: str, mode
     if forced is False:
         return False, None
     if not sft or padded_to:
-        return False, "the set pads to a multiple of pad_to_multiple_of" if sft else "DPO pads (TRL has no padding-free DPO)"
+        return False, ("the set pads to a multiple of pad_to_multiple_of" if sft
+                       else "DPO pads (TRL has no padding-free DPO)")
     if forced == "auto" and device != "cpu":
         return False, "padded batches on a GPU (not measured padding-free)"
     works, check_why = packs_exactly(model_config)
@@ -199,7 +201,7 @@ def packs_exactly(model_config) -> tuple[bool, str]:
     return _packs_exactly(model_config.to_json_string(use_diff=False))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _packs_exactly(config_json: str) -> tuple[bool, str]:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -222,7 +224,8 @@ def _packs_exactly(config_json: str) -> tuple[bool, str]:
                   for f in first]
         alone = model(input_ids=second[None], use_cache=False).logits[0]
     if not torch.equal(joined[0], joined[1]):
-        return False, f"{config.model_type}: attention crosses records joined in one row (their mask ignores position ids)"
+        return False, (f"{config.model_type}: attention crosses records joined in one row "
+                       f"(their mask ignores position ids)")
     if not torch.allclose(joined[0], alone, atol=1e-5):
         return False, f"{config.model_type}: a record joined after another is not scored as the record alone"
     return True, f"{config.model_type} keeps records joined in one row apart (checked on a small copy)"

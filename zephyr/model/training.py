@@ -25,15 +25,23 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from .. import files, logs
 from .. import precision as precisions
 from ..environment import installed_versions
 from . import lm_head, lora, modeldir, speed
-from .hyperparameters import (DEFAULTS, OWN_KEYS, TrainingError, check_hyperparameters, config_class,
-                              split_accumulation, step_shape, trl_default)
+from .hyperparameters import (
+    DEFAULTS,
+    OWN_KEYS,
+    TrainingError,
+    check_hyperparameters,
+    config_class,
+    split_accumulation,
+    step_shape,
+    trl_default,
+)
 from .prompts import examples, pairs_cut_equal
 
 log = logging.getLogger("zephyr.model.training")  # also when run as `python -m zephyr.model.training`
@@ -46,7 +54,8 @@ def check_prompt_lengths(name: str, tokenizer, rows: list[dict], max_length: int
     texts = [tokenizer.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=False) for r in rows]
     too_long = sum(len(ids) >= max_length for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
     if too_long == len(rows):
-        raise TrainingError(f"run {name}: every prompt is at least max_length={max_length} tokens long; raise max_length")
+        raise TrainingError(f"run {name}: every prompt is at least max_length={max_length} tokens long; "
+                            f"raise max_length")
     if too_long:
         log.warning("run %s: %d of %d prompts are at least max_length=%d tokens and will be dropped or cut",
                     name, too_long, len(rows), max_length)
@@ -279,7 +288,8 @@ def _whole_run_train_loss(history):
         return history
     steps = logged["step"].astype(float)
     intervals = steps.diff().fillna(steps.iloc[0])
-    history.loc[history["train_loss"].notna(), "train_loss"] = float((logged["loss"] * intervals).sum() / steps.iloc[-1])
+    history.loc[history["train_loss"].notna(), "train_loss"] = float((logged["loss"] * intervals).sum()
+                                                                     / steps.iloc[-1])
     return history
 
 
@@ -309,7 +319,8 @@ def _speed_plan(where: str, hyper: dict, checkpoint_dir: Path, **context) -> spe
         log.info("%s: speed settings of the interrupted run: %s", where, kept)
         return speed.Plan(**kept, why={"resumed": str(saved)})
     plan = speed.plan(where, hyper.get("speed"), device=context["device"], model_config=context["model_config"],
-                      **step_shape(hyper), dtype=context["dtype"], quantized=bool(context["qlora"]), padded_to=hyper.get("pad_to_multiple_of"),
+                      **step_shape(hyper), dtype=context["dtype"], quantized=bool(context["qlora"]),
+                      padded_to=hyper.get("pad_to_multiple_of"),
                       lengths=context["lengths"], grouped=hyper.get("train_sampling_strategy") in speed.GROUPING)
     log.info("%s: speed settings %s", where, ", ".join(f"{k}={v}" for k, v in plan.settings().items()) +
              f", lm_head={plan.lm_head}, padding_free={plan.padding_free}")
@@ -355,7 +366,8 @@ def launch(spec: dict, processes: int = 1, *, threads: int | None = None, log_fi
         handler.flush()
     result = subprocess.run(command)
     if result.returncode:
-        raise TrainingError(f"run {spec['name']}: the {processes} training processes failed (exit {result.returncode}); "
+        raise TrainingError(f"run {spec['name']}: the {processes} training processes failed "
+                            f"(exit {result.returncode}); "
                             f"see {log_file or 'the output above'}")
     spec_file.unlink()
     return files.read_json(Path(spec["out_dir"]) / "summary.json")

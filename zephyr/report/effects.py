@@ -62,7 +62,8 @@ def _overlap_gain(answers: list[dict], baseline: list[dict]) -> dict[str, tuple[
     difference from the same resamples (a paired bootstrap for BLEU, per-question differences for ROUGE)."""
     theirs = {a["id"]: a["prediction"] for a in baseline}
     common = [a for a in answers if a["id"] in theirs]
-    refs, mine, base = [a["reference"] for a in common], [a["prediction"] for a in common], [theirs[a["id"]] for a in common]
+    refs, mine, base = ([a["reference"] for a in common], [a["prediction"] for a in common],
+                        [theirs[a["id"]] for a in common])
     out = {"bleu": (bleu(mine, refs), bleu(base, refs), bleu_stderr(mine, refs, baseline=base))}
     items = [rouge_items(p, refs) for p in (mine, base)]
     for key in ("rouge1", "rouge2", "rougeL"):

@@ -4,15 +4,23 @@ standard errors), MCQA, QLoRA, quantization. The tables only select and scale.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import pandas as pd
 
 from .. import files
 from ..evaluation.results import read_metrics
-from ..study import (MCQA_TABLE, PAPER_TABLE1, QLORA_TABLE, QUANTIZATION, TABLE1, is_papers_model, shows_reward,
-                     slot_model)
+from ..study import (
+    MCQA_TABLE,
+    PAPER_TABLE1,
+    QLORA_TABLE,
+    QUANTIZATION,
+    TABLE1,
+    is_papers_model,
+    shows_reward,
+    slot_model,
+)
 
 MISSING = "–"  # what the paper prints where a metric does not apply (M0 has no reward accuracy)
 
