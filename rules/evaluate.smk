@@ -72,7 +72,5 @@ rule evaluate_perplexity:
         gpu=INFERENCE_GPUS,
     params:
         settings=lambda wc: eval_settings(wc.task),
-        # the {task} wildcard, as every finished job recorded it (before the wildcard): dropped, they would rerun
-        task=lambda wc: wc.task,
     script:
         "../scripts/evaluate.py"
