@@ -25,7 +25,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 def records(task: str, mixture: str, n: int, seed: int = 0) -> tuple[list[dict], str]:
     """The first `n` records of the drawn mixture, or `n` generated ones (`mixture` "": always generated)."""
-    path = ROOT / "results" / "mixtures" / f"{mixture}.json"
+    from zephyr import paths
+
+    path = ROOT / paths.mixture(mixture)
     if mixture and path.is_file():
         rows = json.loads(path.read_text())
         if len(rows) >= n:
@@ -94,21 +96,22 @@ def compare_dtypes(args) -> None:
     import torch
 
     from zephyr import config as zconfig
-    from zephyr import files, study
+    from zephyr import files, paths, study
     from zephyr.evaluation import tasks
     from zephyr.model import modeldir
 
     if args.threads:
         torch.set_num_threads(args.threads)
     evaluation = zconfig.load(args.config)["evaluation"]
-    names = [t for t in ("hellaswag", "mcqa", "gsm8k", "reward") if t in evaluation and (t != "reward" or args.parent)]
+    names = [t for t, spec in study.TASKS.items()  # the dense tasks; those scored against a parent need --parent
+             if t in evaluation and not spec.per_form and (args.parent or not spec.needs_parent)]
     results: dict = {}
     for dtype in args.dtypes:
         model, tok = modeldir.load(args.model, dtype=dtype)
         parent = modeldir.load(args.parent, dtype=dtype)[0] if args.parent else None
         for task in names:
             settings = study.task_settings(evaluation, task, {"weights": dtype, "compute": "plain"})
-            records = files.read_json(ROOT / "results" / "mixtures" / f"{settings['data']}.json")
+            records = files.read_json(ROOT / paths.mixture(settings["data"]))
             start = time.perf_counter()
             _, summary = tasks.RUNNERS[task](model, tok, records, settings, parent)
             results[task, dtype] = (summary, time.perf_counter() - start)
@@ -117,7 +120,7 @@ def compare_dtypes(args) -> None:
     print(f"{'task':10} {'metric':16} " + " ".join(f"{d:>9}" for d in args.dtypes) + "      diff    stderr  diff/se")
     for task in names:
         summary = results[task, first][0]
-        for metric in study_metrics(task):
+        for metric in (m for m in study.TASKS[task].metrics if m in summary["stderr"]):
             values = [results[task, d][0][metric] for d in args.dtypes]
             se = summary["stderr"].get(metric)
             diff = values[-1] - values[0]
@@ -126,13 +129,6 @@ def compare_dtypes(args) -> None:
                   + f" {diff:+9.4f} {se if se is not None else float('nan'):9.4f} {ratio}")
         times = ", ".join(f"{d} {results[task, d][1]:.1f} s" for d in args.dtypes)
         print(f"{task:10} {'wall':16} {times}")
-
-
-def study_metrics(task: str) -> list[str]:
-    """The metrics of a task that carry a standard error (the registry's, less the bookkeeping ones)."""
-    from zephyr.study import TASKS
-
-    return [m for m in TASKS[task].metrics if m != "beta"]
 
 
 if __name__ == "__main__":
