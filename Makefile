@@ -3,10 +3,13 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.zephyr-installed
-CORES ?= 2
+# Every core by default (`make run CORES=2` pins it); the jobs' declared memory (compute.memory_mb) is
+# capped at what the machine has available, so parallel jobs fit its RAM.
+CORES ?= all
+MEM_MB ?= $(shell awk '/MemAvailable/ {print int($$2 / 1024 * 0.9)}' /proc/meminfo 2>/dev/null || echo 8000)
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: setup run report test dryrun plan envs lint clean dag check-default timings check-config
+.PHONY: setup run report test dryrun plan envs lint clean clean-shared studies dag check-default timings check-config verify
 
 setup: $(STAMP)
 
@@ -17,13 +20,29 @@ $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
+# The study to run or read: CONFIG (default config.yaml); SEEDS=N its draw N (every seed moved, its own
+# outputs: `make run SEEDS=2`, then `make check-default SEEDS=2`). Each study writes under its own
+# folder (`make studies` lists them); only shared inputs (raw data, base models, records) are shared.
+CONFIG ?= config.yaml
+STUDY_CONFIG = $(if $(SEEDS),$(shell $(BIN)/python -m zephyr.studies draw $(SEEDS) $(CONFIG)),$(CONFIG))
+OUTPUTS = $(shell $(BIN)/python -m zephyr.studies dir $(STUDY_CONFIG))
+
 run: setup
-	$(BIN)/snakemake --cores $(CORES)
-	$(BIN)/snakemake --report results/report.html
+	$(BIN)/snakemake --cores $(CORES) --resources mem_mb=$(MEM_MB) --configfile $(STUDY_CONFIG)
+	$(BIN)/snakemake --configfile $(STUDY_CONFIG) --report $(OUTPUTS)/report.html
 
 # Which of the study's effects the finished run shows beyond their uncertainty (after `make run`).
 check-default: setup
-	$(BIN)/python -m zephyr.report.effects $(CONFIG)
+	$(BIN)/python -m zephyr.report.effects $(STUDY_CONFIG)
+
+# Every stored artifact of a study (datasets, records, models, mixtures, adapters, exports, pair scores) checked
+# in full against its manifest, one line each; exit 1 on any mismatch: `make verify CONFIG=...`.
+verify: setup
+	$(BIN)/python -m zephyr.verify $(STUDY_CONFIG)
+
+# Every study under results/: its folder, name, config fingerprint and whether it is complete.
+studies: setup
+	$(BIN)/python -m zephyr.studies list
 
 # A config checked as the workflow reads it, before any run: `make check-config CONFIG=my.yaml` names the file,
 # line and key of a mistake (Snakemake's own --configfile parse only says "not valid JSON or YAML").
@@ -32,10 +51,10 @@ check-config: setup
 
 # Where a finished run's minutes went: job time per rule, the critical path, idle core-time.
 timings: setup
-	$(BIN)/python -m zephyr.report.timings
+	$(BIN)/python -m zephyr.report.timings $(STUDY_CONFIG)
 
 report: setup
-	$(BIN)/snakemake --report results/report.html
+	$(BIN)/snakemake --configfile $(STUDY_CONFIG) --report $(OUTPUTS)/report.html
 
 test: setup
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest
@@ -46,7 +65,7 @@ dryrun: setup
 
 # Each training run in numbers (records, global batch, optimizer steps, warmup): `make plan CONFIG=config/paper.yaml`
 plan: setup
-	$(BIN)/python -m zephyr.plan $(CONFIG)
+	$(BIN)/python -m zephyr.plan $(STUDY_CONFIG)
 
 envs: setup
 	$(BIN)/python -m zephyr.environment --write
@@ -57,22 +76,25 @@ lint: setup
 	$(BIN)/snakemake --lint
 	$(BIN)/snakefmt --check Snakefile rules
 
-clean:  # every output, checkpoints included
-	rm -rf resources logs .snakemake benchmarks results/records results/mixtures \
-	  results/adapters results/checkpoints results/models results/metrics results/figures results/llamafactory \
-	  results/*.csv results/*.dot results/*.svg results/report.html
+# One study's outputs, checkpoints included (the default, CONFIG=..., SEEDS=N, or STUDY=name as
+# `make studies` lists it); shared files stay.
+clean: setup
+	$(BIN)/python -m zephyr.studies clean $(if $(STUDY),--study $(STUDY),$(STUDY_CONFIG))
 
-# DAG pictures of any config: `make dag` or `make dag CONFIG=config/paper.yaml` writes results/dag.svg
+# What studies share (raw datasets, base models, formatted records), rebuilt by the next run that needs it.
+clean-shared:
+	rm -rf resources
+
+# DAG pictures of any study: `make dag` or `make dag CONFIG=config/paper.yaml` writes {outputs}/dag.svg
 # (every job) and results/rulegraph.svg (every rule), with their DOT sources next to them.
-CONFIG ?= config.yaml
 dag: setup
 	@command -v dot >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing graphviz (apt)"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends graphviz >/dev/null; \
 	  else echo "make dag needs graphviz's dot: apt-get install graphviz" >&2; exit 1; fi; }
-	mkdir -p results
-	$(BIN)/snakemake --rulegraph dot --configfile $(CONFIG) > results/rulegraph.dot
-	dot -Tsvg results/rulegraph.dot -o results/rulegraph.svg
-	$(BIN)/snakemake --dag dot --configfile $(CONFIG) > results/dag.dot
-	dot -Tsvg results/dag.dot -o results/dag.svg
+	mkdir -p $(OUTPUTS)
+	$(BIN)/snakemake --rulegraph dot --configfile $(STUDY_CONFIG) > $(OUTPUTS)/rulegraph.dot
+	dot -Tsvg $(OUTPUTS)/rulegraph.dot -o $(OUTPUTS)/rulegraph.svg
+	$(BIN)/snakemake --dag dot --configfile $(STUDY_CONFIG) > $(OUTPUTS)/dag.dot
+	dot -Tsvg $(OUTPUTS)/dag.dot -o $(OUTPUTS)/dag.svg

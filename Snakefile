@@ -62,3 +62,4 @@ rule all:
         all_mixtures(),
         all_models(),
         final_outputs(),
+        paths.study_file(),

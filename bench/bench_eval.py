@@ -1,11 +1,11 @@
 """Evaluation throughput of one model folder: HellaSwag items/s and greedy generation tokens/s; or,
 with --dtypes, how far each evaluation's metrics move between dtypes, against their standard errors.
 
-    .venv/bin/python -m bench.bench_eval --model resources/models/qwen --items 40
+    .venv/bin/python -m bench.bench_eval --items 40     # the default study's fetched qwen
     .venv/bin/python -m bench.bench_eval --model results/models/qwen/M2-DS --parent results/models/qwen/M1-DS-cosine \
         --dtypes float32 bfloat16      # after `make run`: the default's evaluation sets and settings
 
-Records come from results/mixtures/hellaswag_eval.json and gsm8k_eval.json when the workflow has drawn
+Records come from the study's (--config) drawn hellaswag_eval and gsm8k_eval mixtures when the workflow has drawn
 them, else from the seeded generators passed through the same formatters. With --dtypes every task of
 the config (`--config`) runs on its drawn mixture with its settings, in each dtype, through
 `zephyr.evaluation.tasks` (reward accuracy when --parent names the reference). Not a test: it prints.
@@ -23,11 +23,10 @@ ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def records(task: str, mixture: str, n: int, seed: int = 0) -> tuple[list[dict], str]:
-    """The first `n` records of the drawn mixture, or `n` generated ones (`mixture` "": always generated)."""
-    from zephyr import paths
-
-    path = ROOT / paths.mixture(mixture)
+def records(task: str, mixture: str, n: int, seed: int = 0, layout=None) -> tuple[list[dict], str]:
+    """The first `n` records of the study's drawn mixture (`layout`: the study's paths), or `n` generated
+    ones (`mixture` "" or no layout: always generated)."""
+    path = ROOT / (layout.mixture(mixture) if layout and mixture else "-")
     if mixture and path.is_file():
         rows = json.loads(path.read_text())
         if len(rows) >= n:
@@ -40,7 +39,8 @@ def records(task: str, mixture: str, n: int, seed: int = 0) -> tuple[list[dict],
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default="resources/models/qwen", help="model folder (dense or quantized)")
+    parser.add_argument("--model", default=None,
+                        help="model folder, dense or quantized (default: the study's fetched qwen base model)")
     parser.add_argument("--items", type=int, default=40, help="HellaSwag items to score")
     parser.add_argument("--gen-items", type=int, default=8, help="GSM8K questions to answer")
     parser.add_argument("--batch-size", type=int, default=8)
@@ -50,8 +50,13 @@ def main(argv=None) -> None:
     parser.add_argument("--dtypes", nargs="+", choices=["float32", "bfloat16"], default=None,
                         help="compare every task's metrics between these dtypes instead")
     parser.add_argument("--parent", default=None, help="the reference model of reward accuracy (with --dtypes)")
-    parser.add_argument("--config", default="config.yaml", help="evaluation settings and sets (with --dtypes)")
+    parser.add_argument("--config", default="config.yaml",
+                        help="the study whose drawn sets (and, with --dtypes, evaluation settings) to read")
     args = parser.parse_args(argv)
+    from zephyr import studies
+
+    args.study = studies.load(args.config)
+    args.model = args.model or args.study[1].base_model("qwen", None)
     if args.dtypes:
         compare_dtypes(args)
         return
@@ -71,7 +76,7 @@ def main(argv=None) -> None:
     print(f"model {args.model}: {type(model).__name__}, {params / 1e6:.1f}M parameters, "
           f"loaded in {time.perf_counter() - start:.1f} s")
 
-    hs, origin = records("hellaswag", "hellaswag_eval", args.items)
+    hs, origin = records("hellaswag", "hellaswag_eval", args.items, layout=args.study[1])
     requests = [(r["query"], " " + c) for r in hs for c in r["choices"]]
     scored = sum(n for _, n in scoring.encode_requests(tok, requests))
     start = time.perf_counter()
@@ -80,7 +85,7 @@ def main(argv=None) -> None:
     print(f"hellaswag ({origin}): {len(hs)} items ({len(requests)} requests, {scored} scored tokens) in {wall:.1f} s: "
           f"{len(hs) / wall:.2f} items/s; acc {summary['acc']:.3f} acc_norm {summary['acc_norm']:.3f}")
 
-    gs, origin = records("gsm8k", "gsm8k_eval", args.gen_items)
+    gs, origin = records("gsm8k", "gsm8k_eval", args.gen_items, layout=args.study[1])
     stats: dict = {}
     start = time.perf_counter()
     scoring.generate(model, tok, gs, args.max_new_tokens, args.batch_size, stats=stats)
@@ -95,14 +100,14 @@ def compare_dtypes(args) -> None:
     the first dtype's standard error, and the wall time of each."""
     import torch
 
-    from zephyr import config as zconfig
-    from zephyr import files, paths, study
+    from zephyr import files, study
     from zephyr.evaluation import tasks
     from zephyr.model import modeldir
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    evaluation = zconfig.load(args.config)["evaluation"]
+    config, layout = args.study
+    evaluation = config["evaluation"]
     names = [t for t, spec in study.TASKS.items()  # the dense tasks; those scored against a parent need --parent
              if t in evaluation and not spec.per_form and (args.parent or not spec.needs_parent)]
     results: dict = {}
@@ -111,7 +116,7 @@ def compare_dtypes(args) -> None:
         parent = modeldir.load(args.parent, dtype=dtype)[0] if args.parent else None
         for task in names:
             settings = study.task_settings(evaluation, task, {"weights": dtype, "compute": "plain"})
-            records = files.read_json(ROOT / paths.mixture(settings["data"]))
+            records = files.read_json(ROOT / layout.mixture(settings["data"]))
             start = time.perf_counter()
             _, summary = tasks.RUNNERS[task](model, tok, records, settings, parent)
             results[task, dtype] = (summary, time.perf_counter() - start)

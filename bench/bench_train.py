@@ -2,11 +2,13 @@
 
     .venv/bin/python -m bench.bench_train --shape small                      # CPU: a minute
     .venv/bin/python -m bench.bench_train --shape qwen1.5-0.5b --batch 16 --max-length 2048 --steps 10   # GPU
-    .venv/bin/python -m bench.bench_train --model resources/models/qwen --batch 4 --max-length 512 \\
+    .venv/bin/python -m bench.bench_train --model resources/models/qwen/FINGERPRINT --batch 4 --max-length 512 \\
         --steps 30 --dpo-steps 20 --targets q_proj v_proj --llamafactory VENV   # the CPU comparison with LlamaFactory
     .venv/bin/python -m bench.bench_train --processes 1 2 --settings auto    # data-parallel processes
-    .venv/bin/python -m bench.bench_train --model resources/models/qwen --records mixtures --trainers sft \\
+    .venv/bin/python -m bench.bench_train --model resources/models/qwen/FINGERPRINT --records mixtures --trainers sft \\
         --max-length 256 --steps 24 --settings today auto     # the default experiment's SFT, after `make run`
+
+(FINGERPRINT: the folder `make plan` or `ls resources/models/qwen` names for the study's model.)
 
 Each run trains LoRA through `zephyr.model.training.launch` in its own process (so that peak memory is
 its own), with one hyperparameter set and one speed setting: `today` (TRL's defaults as Zephyr used them
@@ -71,7 +73,7 @@ SET_CHANGES = {"grouped": {"train_sampling_strategy": "group_by_length"}}
 GENERATED = {"sft": ("metamathqa", 11), "dpo": ("epfl_pairs", 21)}
 #: A finished run's drawn mixtures (`--records mixtures`).
 DRAWN = {"sft": "D_S", "dpo": "DPO"}
-DRAWN_DIR = ROOT / "results" / "mixtures"
+DRAWN_CONFIG = "config.yaml"
 TASKS = {"sft": "sft", "dpo": "preference"}
 
 
@@ -146,7 +148,7 @@ def write_records(args, folder: Path) -> str:
     origins = []
     for trainer in args.trainers:
         if args.records == "mixtures":
-            path = DRAWN_DIR / f"{DRAWN[trainer]}.json"
+            path = Path(args.study[1].mixture(DRAWN[trainer]))
             rows, origin = files.read_json(path), str(path)
         else:
             schema, seed = GENERATED[trainer]
@@ -164,7 +166,8 @@ def main(argv=None) -> None:
     where.add_argument("--shape", choices=SHAPES, help="a scratch model of this shape (built once, cached in --work)")
     where.add_argument("--model", help="a model folder")
     parser.add_argument("--records", choices=["generated", "mixtures"], default="generated",
-                        help="mixtures: the drawn D_S and DPO mixtures of a finished run (results/mixtures/)")
+                        help="mixtures: the drawn D_S and DPO mixtures of a finished run of --config")
+    parser.add_argument("--config", default=DRAWN_CONFIG, help="the study whose mixtures --records mixtures reads")
     parser.add_argument("--n-records", type=int, default=400, help="generated records per trainer")
     parser.add_argument("--trainers", nargs="+", default=["sft", "dpo"], choices=["sft", "dpo"])
     parser.add_argument("--settings", nargs="+", default=["today", "auto"], choices=list(SETTINGS))
@@ -185,9 +188,13 @@ def main(argv=None) -> None:
                         help="also train with LlamaFactory from this venv (bench.llamafactory_check builds one), "
                              "same model, records and settings, interleaved with Zephyr's runs")
     args = parser.parse_args(argv)
-    missing = [DRAWN[t] for t in args.trainers if not (DRAWN_DIR / f"{DRAWN[t]}.json").is_file()]
+    from zephyr import studies
+
+    args.study = studies.load(args.config)
+    missing = [DRAWN[t] for t in args.trainers if not Path(args.study[1].mixture(DRAWN[t])).is_file()]
     if args.records == "mixtures" and missing:
-        raise SystemExit(f"--records mixtures: no {', '.join(missing)} in {DRAWN_DIR}; run the workflow first")
+        raise SystemExit(f"--records mixtures: no {', '.join(missing)} in {args.study[1].results}/mixtures; run the "
+                         f"workflow on {args.config} first")
 
     import pandas as pd
     import torch

@@ -22,6 +22,7 @@ Prints what loaded and trained, writes `--out`/summary.json, and exits 1 if anyt
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -189,7 +190,8 @@ def train(cli: Path, config: Path | str, overrides: list[str], log: Path, cwd: P
     return result
 
 
-def check_mixtures(cli: Path, workdir: Path, model_dir: Path, info: dict, steps: int, out: Path) -> dict:
+def check_mixtures(cli: Path, workdir: Path, model_dir: Path, mixtures_dir: Path, info: dict, steps: int,
+                   out: Path) -> dict:
     """Train `steps` steps on each SFT and ranking mixture, with a config from zephyr.model.llamafactory."""
     from zephyr.model import llamafactory
 
@@ -205,7 +207,7 @@ def check_mixtures(cli: Path, workdir: Path, model_dir: Path, info: dict, steps:
         path = out / "mixtures" / f"{name}.yaml"
         config = llamafactory.write_run_config(path, f"check/{name}", {"data": name, "parent": "M0", "seed": 0}, hyper,
                                                base_manifest=model_dir / "manifest.json",
-                                               dataset_info=workdir / "results" / "mixtures" / "dataset_info.json")
+                                               dataset_info=mixtures_dir / "dataset_info.json")
         print(f"-- mixture {name} ({trainer})", flush=True)
         results[name] = {"stage": trainer, "eval_dataset": config.get("eval_dataset"),
                          **train(cli, path, [], out / "mixtures" / f"{name}.log", workdir, out / "mixtures" / name)}
@@ -213,13 +215,13 @@ def check_mixtures(cli: Path, workdir: Path, model_dir: Path, info: dict, steps:
     return results
 
 
-def check_runs(cli: Path, workdir: Path, runs: list[str], steps: int, out: Path) -> dict:
+def check_runs(cli: Path, workdir: Path, layout, runs: list[str], steps: int, out: Path) -> dict:
     """Train each run's workflow-written YAML for `steps` steps, as a user would (from `workdir`)."""
     import yaml
 
     results = {}
     for run_name in runs:
-        config = Path("results") / "llamafactory" / f"{run_name}.yaml"
+        config = Path(layout.llamafactory(*run_name.split("/")))
         settings = yaml.safe_load((workdir / config).read_text())
         overrides = [f"max_steps={steps}", f"save_steps={steps}", f"eval_steps={10**6}"]  # evaluated at the end
         print(f"-- run {run_name}: llamafactory-cli train {config} {' '.join(overrides)}", flush=True)
@@ -270,9 +272,11 @@ def main(argv=None) -> None:
     out = (args.out or workdir / "llamafactory-check").resolve()
     out.mkdir(parents=True, exist_ok=True)
 
-    from zephyr import config as zconfig
+    from zephyr import studies
 
-    cfg = zconfig.load(args.configfile)
+    with contextlib.chdir(workdir):  # the study's paths (a local source's fingerprint) as the workflow sees them
+        cfg, layout = studies.load(args.configfile.resolve())
+        base_manifest = layout.base_model(args.model)
     runs = args.runs if args.runs is not None else [
         f"{args.model}/{v}" for v, spec in cfg["variants"].items() if args.model in spec["models"]]
     python = ensure_venv(args.venv)
@@ -281,11 +285,10 @@ def main(argv=None) -> None:
     print("LlamaFactory venv", args.venv, found, flush=True)
 
     snakemake_targets(workdir, args.configfile.resolve(), [
-        "results/mixtures/dataset_info.json", f"resources/models/{args.model}/manifest.json",
-        *[f"results/llamafactory/{r}.yaml" for r in runs]])
-    mixtures = workdir / "results" / "mixtures"
+        layout.dataset_info(), base_manifest, *[layout.llamafactory(*r.split("/")) for r in runs]])
+    mixtures = workdir / Path(layout.dataset_info()).parent
     info = json.loads((mixtures / "dataset_info.json").read_text())
-    model_dir = workdir / "resources" / "models" / args.model
+    model_dir = workdir / Path(base_manifest).parent
 
     same = compare_prompts(python, model_dir, mixtures, info, args.prompts, out)
     for name, counts in same.items():
@@ -293,8 +296,9 @@ def main(argv=None) -> None:
               f"{counts['same_prompt']}/{counts['sequences']} "
               f"prompts, {counts['same_sequence']}/{counts['sequences']} whole sequences", flush=True)
     results = {"versions": found, "venv": str(args.venv), "workdir": str(workdir), "steps": args.steps,
-               "prompts": same, "mixtures": check_mixtures(cli, workdir, model_dir, info, args.steps, out)}
-    results["runs"] = check_runs(cli, workdir, runs, args.steps, out)
+               "prompts": same, "mixtures": check_mixtures(cli, workdir, model_dir, mixtures, info, args.steps,
+                                                                      out)}
+    results["runs"] = check_runs(cli, workdir, layout, runs, args.steps, out)
     (out / "summary.json").write_text(json.dumps(results, indent=1))
 
     print(f"\nLlamaFactory {found['llamafactory']} (torch {found['torch']}, transformers {found['transformers']}, "

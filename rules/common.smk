@@ -20,11 +20,10 @@ os.environ.setdefault("PYTHONHASHSEED", "0")
 
 from zephyr import config as zconfig
 from zephyr import lock as zlock
-from zephyr import paths
+from zephyr import paths as zpaths
 from zephyr import precision as zprecision
 from zephyr import resources as zresources
 from zephyr import study
-from zephyr.data import sources as zsources
 from zephyr.data import mixtures as zmixtures
 
 # Errors name the config file and line that set the key (CONFIG_FILES: read in the Snakefile).
@@ -42,6 +41,8 @@ EXPORTS = config["exports"]
 # A training job's GPUs (more than one trains data-parallel); evaluation and export run on one.
 GPUS = config["compute"]["gpus"]
 INFERENCE_GPUS = min(GPUS, 1)
+# What each kind of job declares as mem_mb (`make run` caps their sum at the machine's available memory).
+MEMORY = config["compute"]["memory_mb"]
 EVALUATION = config["evaluation"]
 # What every model is loaded and computes in: a param of the jobs it changes (training, merge, export,
 # evaluation), so that a changed precision reruns those and nothing upstream.
@@ -49,12 +50,26 @@ PRECISION = config["precision"]
 TABLE1 = config["table1"]
 # The commits of the hub sources, beside the config in use (the last --configfile: it has the last word).
 LOCK_FILE = str(zlock.lock_path(CONFIG_FILES[-1].path))
+# Every path of this study: its own output tree, and the shared files its fingerprints name.
+paths = zpaths.Layout(config, LOCK_FILE)
 
 
-def lock_file(source):
-    """The lock file for a hub source, None for the others: as a param it would otherwise rerun every
-    local and generated source when the same config is given under another file name."""
-    return LOCK_FILE if source["kind"] == "hub" else None
+def shared_params(kind):
+    """A shared job's params (what its fingerprint is made of), once its wildcards are checked to be
+    this config's: a fingerprint of another config is refused, not fetched under its name.
+    """
+    read = {
+        "datasets": paths.dataset_params,
+        "records": paths.records_params,
+        "models": paths.model_params,
+    }[kind]
+    name = "model" if kind == "models" else "dataset"
+
+    def params(wildcards):
+        paths.check_fingerprint(kind, wildcards[name], wildcards.fingerprint)
+        return read(wildcards[name])
+
+    return params
 
 
 def _alternatives(names):
@@ -69,10 +84,13 @@ wildcard_constraints:
     precision=_alternatives(study.PRECISIONS),
     form=_alternatives(study.FORMS),
     task=_alternatives(t for t, spec in study.TASKS.items() if not spec.per_form),
+    fingerprint=zpaths.FINGERPRINT_PATTERN,
 
 
 #: The tasks measured on every form of a variant (rule evaluate_perplexity).
 PER_FORM_TASKS = _alternatives(t for t, spec in study.TASKS.items() if spec.per_form)
+#: The tasks a QLoRA variant is measured on as it was trained (rule evaluate_as_trained).
+QLORA_TASKS = _alternatives(study.qlora_tasks())
 
 
 def local_source_input(wildcards):
@@ -84,12 +102,6 @@ def local_source_input(wildcards):
     return []
 
 
-def source_content(wildcards):
-    """A local source's sha256 (a hub source's revision) as a param of its dataset's jobs: new content
-    reruns them even under an older mtime, and until a run succeeds on it."""
-    return zsources.content_key(DATASETS[wildcards.dataset]["source"])
-
-
 def mixture_inputs(wildcards):
     spec = MIXTURES[wildcards.mixture]
     return {
@@ -97,6 +109,25 @@ def mixture_inputs(wildcards):
         "exclude": [paths.mixture(m) for m in spec["exclude"]]
         + [paths.mixture(m, "validation.json") for m in spec["exclude"]],
     }
+
+
+def leakage_parts():
+    """The mixtures the leakage check reads, each with its training part and validation split."""
+    plan = zmixtures.leakage_plan(config)
+    names = dict.fromkeys(
+        m for check in plan for m in (check["held_out"], check["trained"])
+    )
+    return {
+        m: {
+            "train": paths.mixture(m),
+            "validation": paths.mixture(m, "validation.json"),
+        }
+        for m in names
+    }
+
+
+def leakage_inputs():
+    return [path for parts in leakage_parts().values() for path in parts.values()]
 
 
 def _variant(wildcards):
@@ -114,6 +145,8 @@ def train_inputs(wildcards):
         "base": paths.variant_model(wildcards.model, spec["parent"]),
         "train": paths.mixture(spec["data"]),
         "validation": paths.mixture(spec["data"], "validation.json"),
+        # passed before training starts; a later rerun of the check (another mixture redrawn) retrains nothing
+        "leakage": ancient(paths.leakage()),
     }
 
 
@@ -200,28 +233,28 @@ def table1_inputs():
 
 def quantization_inputs():
     return {
-        "metrics": list(paths.quantization_metrics(config).values()),
+        "metrics": list(paths.quantization_metrics().values()),
         "models": [paths.variant_model(*key) for key in study.quantized_forms(config)],
     }
 
 
 def histories():
     """The log history of every trained variant of the paper's figures, keyed by (model, variant)."""
-    return paths.histories(VARIANTS)
+    return paths.histories()
 
 
 def qlora_inputs():
-    return list(paths.qlora_metrics(config).values())
+    return list(paths.qlora_metrics().values())
 
 
 def figure_outputs():
-    return paths.figure_outputs(VARIANTS, HYPERPARAMETERS)
+    return paths.figure_outputs()
 
 
 def final_outputs():
     outputs = [paths.table("warnings")]
     if TABLE1:
-        outputs.append(paths.table("table1"))
+        outputs += [paths.table("table1"), paths.table("findings")]
     quantization = study.QUANTIZATION[0] in EVALUATION
     if EXPORTS["variants"] and EXPORTS["precisions"] and quantization:
         outputs.append(paths.table("quantization"))
@@ -233,7 +266,10 @@ def final_outputs():
 
 
 def all_mixtures():
-    return [paths.mixture(m) for m in MIXTURES] + [paths.dataset_info()]
+    return [paths.mixture(m) for m in MIXTURES] + [
+        paths.dataset_info(),
+        paths.leakage(),
+    ]
 
 
 def llamafactory_mixtures():

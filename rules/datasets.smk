@@ -1,25 +1,24 @@
 rule fetch_dataset:
-    """Fetch one raw dataset (hub, local file or generator) with its provenance manifest."""
+    """Fetch one raw dataset (hub, local file or generator) with its provenance manifest, into the
+    shared folder its fingerprint names (every study with the same source and settings reads it).
+    """
     input:
         local_source_input,
     output:
         data=paths.dataset("{dataset}", "data.parquet"),
         manifest=paths.dataset("{dataset}", "manifest.json"),
     log:
-        "logs/fetch_dataset/{dataset}.log",
+        paths.shared_log("fetch_dataset", "{dataset}"),
     benchmark:
-        "benchmarks/fetch_dataset/{dataset}.tsv"
+        paths.shared_log("fetch_dataset", "{dataset}", "tsv")
     conda:
         "../envs/data.yaml"
     threads: 1
     resources:
-        mem_mb=8000,
+        mem_mb=MEMORY["data"],
         runtime=120,
     params:
-        source=lambda wc: DATASETS[wc.dataset]["source"],
-        rows=lambda wc: DATASETS[wc.dataset]["rows"],
-        allow_row_change=lambda wc: DATASETS[wc.dataset]["allow_row_change"],
-        content=source_content,
-        lock=lambda wc: lock_file(DATASETS[wc.dataset]["source"]),
+        # the source, its content (sha256, revision), the row checks and the lock: the fingerprint's parts
+        fetch=shared_params("datasets"),
     script:
         "../scripts/fetch_dataset.py"

@@ -7,14 +7,14 @@ rule score_pairs:
     output:
         paths.pair_scores("{model}", "{variant}"),
     log:
-        "logs/score_pairs/{model}/{variant}.log",
+        paths.log("score_pairs/{model}/{variant}"),
     benchmark:
-        "benchmarks/score_pairs/{model}/{variant}.tsv"
+        paths.benchmark("score_pairs/{model}/{variant}")
     conda:
         "../envs/evaluate.yaml"
     threads: 1
     resources:
-        mem_mb=16000,
+        mem_mb=MEMORY["inference"],
         runtime=120,
         gpu=INFERENCE_GPUS,
     params:
@@ -31,15 +31,15 @@ rule evaluate:
         metrics=paths.metrics("{model}", "{variant}", "{task}"),
         records=paths.metrics("{model}", "{variant}", "{task}", ext="jsonl"),
     log:
-        "logs/evaluate/{model}/{variant}/{task}.log",
+        paths.log("evaluate/{model}/{variant}/{task}"),
     benchmark:
-        "benchmarks/evaluate/{model}/{variant}/{task}.tsv"
+        paths.benchmark("evaluate/{model}/{variant}/{task}")
     conda:
         "../envs/evaluate.yaml"
     # two 1-thread evaluations side by side end no later than two of 2 threads in turn (measured), start-up included
     threads: 1
     resources:
-        mem_mb=16000,
+        mem_mb=MEMORY["inference"],
         runtime=120,
         gpu=INFERENCE_GPUS,
     params:
@@ -57,9 +57,9 @@ rule evaluate_perplexity:
         metrics=paths.metrics("{model}", "{variant}", "{task}", "{form}"),
         records=paths.metrics("{model}", "{variant}", "{task}", "{form}", "jsonl"),
     log:
-        "logs/evaluate/{model}/{variant}/{task}-{form}.log",
+        paths.log("evaluate/{model}/{variant}/{task}-{form}"),
     benchmark:
-        "benchmarks/evaluate/{model}/{variant}/{task}-{form}.tsv"
+        paths.benchmark("evaluate/{model}/{variant}/{task}-{form}")
     wildcard_constraints:
         task=PER_FORM_TASKS,
     conda:
@@ -67,10 +67,43 @@ rule evaluate_perplexity:
     # mostly start-up and file work: two such jobs side by side on 2 cores
     threads: 1
     resources:
-        mem_mb=16000,
+        mem_mb=MEMORY["inference"],
         runtime=120,
         gpu=INFERENCE_GPUS,
     params:
         settings=lambda wc: eval_settings(wc.task),
+    script:
+        "../scripts/evaluate.py"
+
+
+rule evaluate_as_trained:
+    """A QLoRA variant's evaluation as it was trained: its parent's weights quantized as the variant's
+    `qlora` says (as training loaded them), its adapter on top, unmerged; every task of the QLoRA table.
+    """
+    input:
+        model=lambda wc: paths.variant_model(wc.model, _variant(wc)["parent"]),
+        adapter=lambda wc: paths.adapter(wc.model, wc.variant, "adapter_config.json"),
+        data=lambda wc: paths.mixture(EVALUATION[wc.task]["data"]),
+    output:
+        metrics=paths.metrics("{model}", "{variant}", "{task}", study.AS_TRAINED),
+        records=paths.metrics(
+            "{model}", "{variant}", "{task}", study.AS_TRAINED, "jsonl"
+        ),
+    log:
+        paths.log(f"evaluate/{{model}}/{{variant}}/{{task}}-{study.AS_TRAINED}"),
+    benchmark:
+        paths.benchmark(f"evaluate/{{model}}/{{variant}}/{{task}}-{study.AS_TRAINED}")
+    wildcard_constraints:
+        task=QLORA_TASKS,
+    conda:
+        "../envs/evaluate.yaml"
+    threads: 1
+    resources:
+        mem_mb=MEMORY["inference"],
+        runtime=120,
+        gpu=INFERENCE_GPUS,
+    params:
+        settings=lambda wc: eval_settings(wc.task),
+        qlora=lambda wc: _variant(wc)["qlora"],
     script:
         "../scripts/evaluate.py"

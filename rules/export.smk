@@ -5,15 +5,15 @@ rule export_quantized:
     output:
         manifest=paths.export("{model}", "{variant}", "{precision}"),
     log:
-        "logs/export_quantized/{model}/{variant}-{precision}.log",
+        paths.log("export_quantized/{model}/{variant}-{precision}"),
     benchmark:
-        "benchmarks/export_quantized/{model}/{variant}-{precision}.tsv"
+        paths.benchmark("export_quantized/{model}/{variant}-{precision}")
     conda:
         "../envs/train.yaml"
     # mostly start-up and file work: two such jobs side by side on 2 cores
     threads: 1
     resources:
-        mem_mb=16000,
+        mem_mb=MEMORY["inference"],
         runtime=60,
         gpu=INFERENCE_GPUS,
     params:

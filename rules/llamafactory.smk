@@ -9,9 +9,9 @@ rule llamafactory_config:
     output:
         paths.llamafactory("{model}", "{variant}"),
     log:
-        "logs/llamafactory_config/{model}/{variant}.log",
+        paths.log("llamafactory_config/{model}/{variant}"),
     benchmark:
-        "benchmarks/llamafactory_config/{model}/{variant}.tsv"
+        paths.benchmark("llamafactory_config/{model}/{variant}")
     conda:
         "../envs/train.yaml"
     threads: 1

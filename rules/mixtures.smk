@@ -7,21 +7,47 @@ rule draw_mixture:
         validation=paths.mixture("{mixture}", "validation.json"),
         stats=paths.mixture("{mixture}", "stats.csv"),
         warnings=paths.mixture("{mixture}", "warnings.csv"),
+        manifest=paths.mixture("{mixture}", "manifest.json"),
     log:
-        "logs/draw_mixture/{mixture}.log",
+        paths.log("draw_mixture/{mixture}"),
     benchmark:
-        "benchmarks/draw_mixture/{mixture}.tsv"
+        paths.benchmark("draw_mixture/{mixture}")
     conda:
         "../envs/data.yaml"
     threads: 1
     resources:
-        mem_mb=8000,
+        mem_mb=MEMORY["data"],
         runtime=30,
     params:
         spec=lambda wc: MIXTURES[wc.mixture],
         least=lambda wc: study.least_items(EVALUATION, wc.mixture),
     script:
         "../scripts/draw_mixture.py"
+
+
+rule check_leakage:
+    """No held-out item in a training mixture, however the config is written: every evaluation set and
+    validation split against the training mixtures it must not share an item with, by normalized prompt.
+    Every training job waits for it."""
+    input:
+        leakage_inputs(),
+    output:
+        paths.leakage(),
+    log:
+        paths.log("check_leakage"),
+    benchmark:
+        paths.benchmark("check_leakage")
+    conda:
+        "../envs/data.yaml"
+    threads: 1
+    resources:
+        mem_mb=MEMORY["data"],
+        runtime=30,
+    params:
+        plan=zmixtures.leakage_plan(config),
+        parts=leakage_parts(),
+    script:
+        "../scripts/check_leakage.py"
 
 
 rule dataset_info:
@@ -32,9 +58,9 @@ rule dataset_info:
     output:
         paths.dataset_info(),
     log:
-        "logs/dataset_info.log",
+        paths.log("dataset_info"),
     benchmark:
-        "benchmarks/dataset_info.tsv"
+        paths.benchmark("dataset_info")
     conda:
         "../envs/data.yaml"
     params:
@@ -44,7 +70,8 @@ rule dataset_info:
 
 
 rule mixture_warnings:
-    """What the mixtures' draws gave short of what the config asked or the study needs, in one table."""
+    """What the config asks that is likely not meant (warmup past a run's steps), and what the mixtures'
+    draws gave short of what the config asked or the study needs, in one table."""
     input:
         [paths.mixture(m, "warnings.csv") for m in MIXTURES],
     output:
@@ -54,10 +81,12 @@ rule mixture_warnings:
             category="Warnings",
         ),
     log:
-        "logs/mixture_warnings.log",
+        paths.log("mixture_warnings"),
     benchmark:
-        "benchmarks/mixture_warnings.tsv"
+        paths.benchmark("mixture_warnings")
     conda:
         "../envs/data.yaml"
+    params:
+        config_warnings=zconfig.config_warnings(config),
     script:
         "../scripts/mixture_warnings.py"

@@ -3,9 +3,9 @@ rule fetch_model:
     output:
         manifest=paths.base_model("{model}"),
     log:
-        "logs/fetch_model/{model}.log",
+        paths.shared_log("fetch_model", "{model}"),
     benchmark:
-        "benchmarks/fetch_model/{model}.tsv"
+        paths.shared_log("fetch_model", "{model}", "tsv")
     # the start of the critical path (see train_adapter)
     priority: chain_priority
     conda:
@@ -13,12 +13,10 @@ rule fetch_model:
     # a download or a single-threaded GGUF conversion: it runs beside the dataset jobs
     threads: 1
     resources:
-        mem_mb=16000,
+        mem_mb=MEMORY["model"],
         runtime=120,
     params:
-        source=lambda wc: MODELS[wc.model]["source"],
-        chat_template=lambda wc: MODELS[wc.model]["chat_template"],
-        trust_remote_code=lambda wc: MODELS[wc.model]["trust_remote_code"],
-        lock=lambda wc: lock_file(MODELS[wc.model]["source"]),
+        # the source, chat template, remote-code switch and lock: the fingerprint's parts
+        fetch=shared_params("models"),
     script:
         "../scripts/fetch_model.py"

@@ -1,25 +1,22 @@
 rule format_records:
-    """Turn a raw dataset into unified records (sft, preference, mcqa or an evaluation kind)."""
+    """Turn a raw dataset into unified records (sft, preference, mcqa or an evaluation kind), shared by
+    every study that formats the same raw data the same way."""
     input:
-        data=paths.dataset("{dataset}", "data.parquet"),
+        data=lambda wc: paths.dataset(wc.dataset, "data.parquet"),
     output:
         paths.records("{dataset}"),
     log:
-        "logs/format_records/{dataset}.log",
+        paths.shared_log("format_records", "{dataset}"),
     benchmark:
-        "benchmarks/format_records/{dataset}.tsv"
+        paths.shared_log("format_records", "{dataset}", "tsv")
     conda:
         "../envs/data.yaml"
     threads: 1
     resources:
-        mem_mb=8000,
+        mem_mb=MEMORY["data"],
         runtime=60,
     params:
-        formatter=lambda wc: DATASETS[wc.dataset]["format"],
-        options=lambda wc: DATASETS[wc.dataset]["options"],
-        # the source and its content (sha256, revision): a source that changed keeps these records out
-        # of date until a fetch of it succeeds, even when the failed fetch left no output to compare
-        source=lambda wc: DATASETS[wc.dataset]["source"],
-        content=source_content,
+        # the raw data's fingerprint, the formatter and its options: the fingerprint's parts
+        format=shared_params("records"),
     script:
         "../scripts/format_records.py"

@@ -30,9 +30,9 @@ rule table1:
             category="Figures",
         ),
     log:
-        "logs/table1.log",
+        paths.log("table1"),
     benchmark:
-        "benchmarks/table1.tsv"
+        paths.benchmark("table1")
     conda:
         "../envs/report.yaml"
     params:
@@ -58,9 +58,9 @@ rule quantization:
             category="Figures",
         ),
     log:
-        "logs/quantization.log",
+        paths.log("quantization"),
     benchmark:
-        "benchmarks/quantization.tsv"
+        paths.benchmark("quantization")
     conda:
         "../envs/report.yaml"
     script:
@@ -77,9 +77,9 @@ rule figures:
             for name, path in figure_outputs().items()
         },
     log:
-        "logs/figures.log",
+        paths.log("figures"),
     benchmark:
-        "benchmarks/figures.tsv"
+        paths.benchmark("figures")
     conda:
         "../envs/report.yaml"
     params:
@@ -101,9 +101,9 @@ rule qlora_table:
             category="Tables",
         ),
     log:
-        "logs/qlora_table.log",
+        paths.log("qlora_table"),
     benchmark:
-        "benchmarks/qlora_table.tsv"
+        paths.benchmark("qlora_table")
     conda:
         "../envs/report.yaml"
     params:
@@ -111,3 +111,50 @@ rule qlora_table:
         forms=EXPORTS["precisions"] if study.qlora_exported(config) else [],
     script:
         "../scripts/qlora_table.py"
+
+
+rule findings:
+    """The report's findings beside what the study measured (claim, place, measurement, stderr,
+    verdict), and each DPO run's validation reward accuracy beside the report's."""
+    input:
+        paths.findings_inputs(),
+    output:
+        findings=report(
+            paths.table("findings"),
+            caption="../report/findings.rst",
+            category="Findings",
+        ),
+        dpo_validation=report(
+            paths.table("dpo_validation"),
+            caption="../report/findings.rst",
+            category="Findings",
+        ),
+    log:
+        paths.log("findings"),
+    benchmark:
+        paths.benchmark("findings")
+    conda:
+        "../envs/evaluate.yaml"
+    script:
+        "../scripts/findings.py"
+
+
+rule study_record:
+    """The study's record (`study.json`: its name, config files and the config's fingerprint), written
+    once every final output is: what `make studies` lists and what readers of results check.
+    """
+    input:
+        final_outputs(),
+    output:
+        paths.study_file(),
+    log:
+        paths.log("study_record"),
+    conda:
+        "../envs/report.yaml"
+    params:
+        config=config,
+        # relative to the working directory: the same study read from a moved or copied folder is current
+        config_files=[os.path.relpath(f.path) for f in CONFIG_FILES],
+        fingerprint=zpaths.fingerprint(config),
+    script:
+        "../scripts/study_record.py"

@@ -6,10 +6,11 @@ rule train_adapter:
         adapter=paths.adapter("{model}", "{variant}", "adapter_config.json"),
         history=paths.adapter("{model}", "{variant}", "log_history.csv"),
         summary=paths.adapter("{model}", "{variant}", "summary.json"),
+        validation_items=paths.adapter("{model}", "{variant}", zpaths.VALIDATION_ITEMS),
     log:
-        "logs/train_adapter/{model}/{variant}.log",
+        paths.log("train_adapter/{model}/{variant}"),
     benchmark:
-        "benchmarks/train_adapter/{model}/{variant}.tsv"
+        paths.benchmark("train_adapter/{model}/{variant}")
     # the chain fetch → SFT → merge → DPO → merge → evaluation is the run's critical path: its jobs go
     # first whenever they are ready, and evaluations fill the cores around them
     priority: chain_priority
@@ -21,7 +22,7 @@ rule train_adapter:
     # never leaves: M2-DS's training started 15 minutes after its parent was merged, priority or not.
     threads: 1
     resources:
-        mem_mb=24000,
+        mem_mb=MEMORY["train"],
         runtime=lambda wc, attempt: 240 * attempt,
         gpu=GPUS,
     params:
@@ -45,16 +46,16 @@ rule merge_adapter:
         manifest=paths.merged_model("{model}", "{variant}"),
         card=paths.merged_model("{model}", "{variant}", "README.md"),
     log:
-        "logs/merge_adapter/{model}/{variant}.log",
+        paths.log("merge_adapter/{model}/{variant}"),
     benchmark:
-        "benchmarks/merge_adapter/{model}/{variant}.tsv"
+        paths.benchmark("merge_adapter/{model}/{variant}")
     priority: chain_priority
     conda:
         "../envs/train.yaml"
     # mostly start-up and file work: two such jobs side by side on 2 cores
     threads: 1
     resources:
-        mem_mb=16000,
+        mem_mb=MEMORY["inference"],
         runtime=60,
     params:
         card=model_card,

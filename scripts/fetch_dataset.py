@@ -6,11 +6,12 @@ from zephyr import logs
 from zephyr.data import sources
 
 logs.setup(snakemake.log[0])
+params = snakemake.params.fetch
 sources.fetch_dataset(
     snakemake.wildcards.dataset,
-    snakemake.params.source,
+    params["source"],
     Path(snakemake.output.manifest).parent,
-    expected_rows=snakemake.params.rows,
-    allow_row_change=snakemake.params.allow_row_change,
-    lock_file=snakemake.params.lock,
+    expected_rows=params["rows"],
+    allow_row_change=params["allow_row_change"],
+    lock_file=params["lock"],
 )

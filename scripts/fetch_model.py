@@ -7,11 +7,12 @@ from zephyr.model import fetch
 
 logs.setup(snakemake.log[0])
 devices.for_job(snakemake.threads, snakemake.resources)
+params = snakemake.params.fetch
 fetch.fetch_model(
     snakemake.wildcards.model,
-    snakemake.params.source,
+    params["source"],
     Path(snakemake.output.manifest).parent,
-    chat_template=snakemake.params.chat_template,
-    trust_remote_code=snakemake.params.trust_remote_code,
-    lock_file=snakemake.params.lock,
+    chat_template=params["chat_template"],
+    trust_remote_code=params["trust_remote_code"],
+    lock_file=params["lock"],
 )

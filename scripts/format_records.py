@@ -10,6 +10,6 @@ records.format_dataset(
     snakemake.wildcards.dataset,
     Path(snakemake.input.data).parent,
     snakemake.output[0],
-    snakemake.params.formatter,
-    snakemake.params.options,
+    snakemake.params.format["formatter"],
+    snakemake.params.format["options"],
 )

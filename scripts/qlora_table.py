@@ -5,5 +5,5 @@ from zephyr.evaluation.results import read_metrics
 from zephyr.report import table
 
 logs.setup(snakemake.log[0])
-metrics = read_metrics(paths.qlora_metrics(snakemake.config))
+metrics = read_metrics(paths.Layout(snakemake.config).qlora_metrics())
 table.write_csv(table.qlora(snakemake.params.rows, metrics, snakemake.params.forms), snakemake.output[0])

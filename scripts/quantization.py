@@ -1,13 +1,16 @@
 """Snakemake glue for zephyr.report.table.quantization_from_files and zephyr.report.figures.quantization:
-the files of the forms the config quantizes (the rule's inputs)."""
+the files of the forms the config quantizes (the rule's inputs, models in `study.quantized_forms`' order)."""
+
+from pathlib import Path
 
 from zephyr import logs, paths, study
 from zephyr.report import figures, table
 
 logs.setup(snakemake.log[0])
 frame = table.quantization_from_files(
-    paths.quantization_metrics(snakemake.config),
-    {key: paths.variant_model(*key, file=None) for key in study.quantized_forms(snakemake.config)},
+    paths.Layout(snakemake.config).quantization_metrics(),
+    {key: str(Path(manifest).parent)
+     for key, manifest in zip(study.quantized_forms(snakemake.config), snakemake.input.models, strict=True)},
 )
 table.write_csv(frame, snakemake.output.table)
 figures.quantization(frame, snakemake.output.figure)

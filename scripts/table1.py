@@ -7,7 +7,7 @@ from zephyr.report import figures, table
 
 logs.setup(snakemake.log[0])
 rows = snakemake.params.rows
-metrics = read_metrics(paths.table1_metrics(rows))
+metrics = read_metrics(paths.Layout(snakemake.config).table1_metrics(rows))
 table1, stderr = table.table1(rows, metrics), table.table1(rows, metrics, stderr=True)
 versus = table.versus_paper(table1, stderr, rows, snakemake.params.models)
 table.write_csv(table1, snakemake.output.table1)

@@ -89,6 +89,25 @@ def write_config(directory: Path, config: dict, name: str = "config.test.yaml") 
 SNAKEMAKE_TIMEOUT = 1200
 
 
+def study_path(workdir: Path, config_file: Path, kind: str, *args) -> str:
+    """A path of the study as the workflow computes it in `workdir` (a shared file's fingerprint reads
+    the study's local sources there): `study_path(tmp_path, config, "dataset", "epfl", "manifest.json")`."""
+    import contextlib
+
+    from zephyr import studies
+
+    with contextlib.chdir(workdir):
+        return getattr(studies.load(config_file)[1], kind)(*args)
+
+
+def shared_file(workdir: Path, kind: str, name: str, file: str) -> Path:
+    """The one shared file of `kind` (datasets, models, records) and `name` in `workdir`, whatever its
+    fingerprint."""
+    found = sorted((workdir / "resources" / kind / name).glob(file))
+    assert len(found) == 1, found
+    return found[0]
+
+
 def run(cmd: list, *, timeout: float, **kwargs) -> subprocess.CompletedProcess:
     """`subprocess.run(cmd, capture_output=True, text=True)` that fails the test after `timeout` seconds,
     with the command's whole process group killed: a hung job must not hang the suite, nor a job that

@@ -8,12 +8,13 @@ import re
 
 import pytest
 
-from conftest import FIXTURES, ROOT, snakemake, write_config
+from conftest import FIXTURES, ROOT, shared_file, snakemake, study_path, write_config
 from test_workflow import job_counts
 
 pytestmark = pytest.mark.workflow
 
-MIXTURE = "results/mixtures/pairs.json"
+MIXTURE = "results/local-only/mixtures/pairs.json"  # each study's own tree: results/{experiment}/
+HUB_MIXTURE = "results/hub-only/mixtures/pairs.json"
 
 
 @pytest.fixture
@@ -54,7 +55,8 @@ def test_new_content_under_an_older_mtime_reruns_its_dataset_and_what_follows(tm
     assert counts == {"fetch_dataset": 1, "format_records": 1, "draw_mixture": 1}
 
     snakemake(tmp_path, MIXTURE, "--cores", "1", "--configfile", str(config))
-    manifest = json.loads((tmp_path / "resources/datasets/truthy_dpo/manifest.json").read_text())
+    manifest = study_path(tmp_path, config, "dataset", "truthy_dpo", "manifest.json")
+    manifest = json.loads((tmp_path / manifest).read_text())
     assert manifest["original"]["sha256"] == hashlib.sha256(local.read_bytes()).hexdigest()
     assert manifest["rows"] == len(rows) - 1
     assert first not in prompts(tmp_path / MIXTURE)
@@ -70,7 +72,8 @@ def test_a_changed_source_stays_out_of_date_until_a_run_succeeds_on_it(tmp_path,
     local.write_text("".join(lines[1:]) + '{"prompt": "unfinished",\n')  # no longer parses
     failed = snakemake(tmp_path, MIXTURE, "--cores", "1", "--configfile", str(config), check=False)
     assert failed.returncode != 0
-    log = (tmp_path / "logs/fetch_dataset/truthy_dpo.log").read_text()
+    log = (tmp_path / study_path(tmp_path, config, "dataset", "truthy_dpo", "manifest.json")).parent.name
+    log = (tmp_path / "resources/logs/fetch_dataset/truthy_dpo" / f"{log}.log").read_text()
     assert f"data/truthy_dpo.jsonl: line {len(lines)}: not valid JSON" in log
 
     # run again: the dataset and everything after it are still out of date, not "Nothing to be done"
@@ -100,7 +103,7 @@ def hub_only(tmp_path):
         "mixtures": {"pairs": {"task": "preference", "components": [{"dataset": "orca"}]}},
     }
     path = write_config(tmp_path, config)
-    snakemake(tmp_path, MIXTURE, "--cores", "1", "--configfile", str(path))
+    snakemake(tmp_path, HUB_MIXTURE, "--cores", "1", "--configfile", str(path))
     return config, path
 
 
@@ -108,7 +111,7 @@ def test_a_hub_sources_pinned_revision_decides_its_rerun(tmp_path, hub_only):
     config, path = hub_only
     config["datasets"]["orca"]["source"]["revision"] = "v2"
     write_config(tmp_path, config)
-    counts = job_counts(snakemake(tmp_path, MIXTURE, "-n", "--quiet", "rules", "--configfile", str(path)).stdout)
+    counts = job_counts(snakemake(tmp_path, HUB_MIXTURE, "-n", "--quiet", "rules", "--configfile", str(path)).stdout)
     assert counts == {"fetch_dataset": 1, "format_records": 1, "draw_mixture": 1}
 
 
@@ -116,8 +119,8 @@ def test_a_hub_source_that_fails_to_fetch_stays_out_of_date(tmp_path, hub_only):
     config, path = hub_only
     config["datasets"]["orca"]["source"]["split"] = "test"  # the folder has no such split
     write_config(tmp_path, config)
-    assert snakemake(tmp_path, MIXTURE, "--cores", "1", "--configfile", str(path), check=False).returncode != 0
-    counts = job_counts(snakemake(tmp_path, MIXTURE, "-n", "--quiet", "rules", "--configfile", str(path)).stdout)
+    assert snakemake(tmp_path, HUB_MIXTURE, "--cores", "1", "--configfile", str(path), check=False).returncode != 0
+    counts = job_counts(snakemake(tmp_path, HUB_MIXTURE, "-n", "--quiet", "rules", "--configfile", str(path)).stdout)
     assert counts == {"fetch_dataset": 1, "format_records": 1, "draw_mixture": 1}
 
 
@@ -132,9 +135,10 @@ def test_the_fetch_job_downloads_the_commit_of_the_lock_file_beside_the_config(t
     sha = "f" * 40
     entry = {"id": "org/pairs", "split": "train", "revision": "v1", "commit": sha}
     (tmp_path / "config.test.lock.yaml").write_text(json.dumps({"datasets": {"orca": entry}}))
-    target = "resources/datasets/orca/manifest.json"
+    target = study_path(tmp_path, path, "dataset", "orca", "manifest.json")
     assert snakemake(tmp_path, target, "--cores", "1", "--configfile", str(path), check=False).returncode != 0
-    log = (tmp_path / "logs" / "fetch_dataset" / "orca.log").read_text()  # offline: the download fails, naming it
+    # offline: the download fails, naming it
+    log = shared_file(tmp_path, "logs", "fetch_dataset/orca", "*.log").read_text()
     assert f"cannot load hub dataset (kind=hub, id=org/pairs, split=train, revision={sha})" in log
 
 
@@ -226,3 +230,53 @@ def test_a_run_that_evaluates_on_a_mixture_without_validation_is_refused_before_
                             f"hyperparameters.dpo, which evaluates during training (eval_steps: {steps}): "
                             "set mixtures.DPO.validation above 0")
     no_job_ran(tmp_path)
+
+
+# ---- values every range check let through (issue 32): refused or warned at the dry run ----------------
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda c: c["hyperparameters"]["dpo"].update(learning_rate=float("nan")),
+         "invalid config: hyperparameters.dpo.learning_rate: .nan is not a finite number; every number of a config "
+         "must be finite"),
+        (lambda c: c["hyperparameters"]["dpo"].update(beta=float("inf")),
+         "invalid config: hyperparameters.dpo.beta: .inf is not a finite number; every number of a config must be "
+         "finite"),
+        (lambda c: c["hyperparameters"]["sft"].update(max_steps=4.0),
+         "invalid config: hyperparameters.sft.max_steps: 4.0 is not of type 'integer'"),
+        (lambda c: c["variants"]["M2-DS"].update(seed=-1),
+         "invalid config: variants.M2-DS.seed: -1 is less than the minimum of 0 (allowed: 0 to 4294967295"),
+        (lambda c: c["evaluation"]["reward"].update(max_length=-1),
+         "invalid config: evaluation.reward.max_length: -1 is less than the minimum of 1"),
+        (lambda c: c["hyperparameters"]["sft"]["speed"].update(micro_batch=3),
+         "hyperparameters.sft.speed.micro_batch: 3 does not divide the batch of 4 examples per process and step; "
+         "choose one of [1, 2, 4]"),
+        (lambda c: c["hyperparameters"]["sft"].update(lr_scheduler_type="cosinus"),
+         "hyperparameters.sft.lr_scheduler_type: 'cosinus' is not one of transformers' SchedulerType values"),
+        (lambda c: c["hyperparameters"]["dpo"].update(optim="adamw"),
+         "hyperparameters.dpo.optim: 'adamw' is not one of transformers' OptimizerNames values"),
+        (lambda c: c["hyperparameters"]["dpo"].update(seed=3),
+         "hyperparameters.dpo.seed: a hyperparameter set may not set the training seed"),
+        (lambda c: c["models"]["bloom"]["source"]["config"].update(n_head=3),
+         "models.bloom.source.config.hidden_size: 64 is not a multiple of n_head 3"),
+    ],
+)
+def test_a_bad_value_is_refused_at_the_dry_run(tmp_path, tiny_config, edit, message):
+    edit(tiny_config)
+    path = write_config(tmp_path, tiny_config)
+    error = refused(snakemake(tmp_path, "-n", "--configfile", str(path), check=False))
+    assert error.startswith("Config error: config file config.test.yaml, line ") and message in error, error
+    no_job_ran(tmp_path)
+
+
+def test_a_warmup_as_long_as_the_run_is_warned_at_the_dry_run(tmp_path, tiny_config):
+    steps = tiny_config["hyperparameters"]["dpo"]["max_steps"]
+    tiny_config["hyperparameters"]["dpo"]["warmup_steps"] = steps
+    path = write_config(tmp_path, tiny_config)
+    line = [text.strip() for text in path.read_text().splitlines()].index(f"warmup_steps: {steps}") + 1
+    result = snakemake(tmp_path, "-n", "--configfile", str(path))
+    assert (f"WARNING: config file config.test.yaml, line {line}: hyperparameters.dpo.warmup_steps: run M2-DS (qwen) "
+            f"warms up for {steps} steps but trains {steps} optimizer steps in all, so its learning rate never reaches "
+            f"its peak; set warmup_steps below {steps}") in result.stderr.splitlines()

@@ -79,10 +79,13 @@ def test_mcqa_scores_each_choice_s_text_as_lm_eval_scores_arc(lm):
 
 def test_generation_prompts_are_training_prompts(lm):
     _, tok = lm
-    from zephyr.model.prompts import messages
-
-    record = {"instruction": "What is 3 plus 4?", "input": "Correct", "system": "no"}
-    assert prompts.chat_messages(record) == messages(record)
+    record = {"instruction": "What is 3 plus 4?", "input": "Correct", "system": "no", "output": "7"}
+    expected = [{"role": "system", "content": "no"}, {"role": "user", "content": "What is 3 plus 4?\nCorrect"}]
+    assert prompts.chat_messages(record) == expected
+    assert prompts.examples("sft", [record])[0]["prompt"] == expected  # what SFT trained on
+    # the same ids as TRL's tokenization of the training prompt
+    assert prompts.prompt_ids(tok, prompts.chat_messages(record)) == list(tok.apply_chat_template(
+        expected, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"])
     assert prompts.chat_messages({"question": "What is 1 plus 2?", "answer": "3", "final": "3"}) == [
         {"role": "user", "content": "What is 1 plus 2?"}]
     assert prompts.chat_messages("yes") == [{"role": "user", "content": "yes"}]
@@ -95,12 +98,42 @@ def test_gsm8k_overlap(lm):
     rows, summary = tasks.gsm8k_overlap(model, tok, records, max_new_tokens=8, batch_size=2)
     assert [r["prediction"] for r in rows] == scoring.generate(model, tok, records, 8, 1)
     assert [r["reference"] for r in rows] == [r["answer"] for r in records]
-    preds, refs = [r["prediction"] for r in rows], [r["reference"] for r in rows]
+    assert summary["n"] == 3 and set(summary) == {"bleu", "rouge1", "rouge2", "rougeL", "n", "stderr"}
+    assert all(math.isfinite(value) for value in summary["stderr"].values()), summary
+
+
+def test_gsm8k_overlap_scores_and_standard_errors(monkeypatch):
+    """The scores and their standard errors on answers that overlap their references in part, against
+    sacrebleu's own corpus BLEU (no smoothing, 13a) over the same bootstrap resamples and the textbook
+    standard error of a mean: finite, non-zero, and equal."""
+    import numpy as np
+    from sacrebleu.metrics.bleu import BLEU
+
+    refs = ["He sold 48 clips in April and 24 in May, so 72 clips in all.\n#### 72",
+            "She earns 12 dollars an hour, so 50 minutes pay 10 dollars.\n#### 10",
+            "Betty has 50 dollars and needs 100, so she needs 5 more after gifts.\n#### 5",
+            "Julie read 12 pages yesterday and 24 today, 36 pages in all.\n#### 36"]
+    preds = ["He sold 48 clips in April and 24 in May, so 72 clips.\n#### 72",
+             "She earns 12 dollars an hour, so she earns 10 dollars.\n#### 10",
+             "Betty has 50 dollars and needs 100 dollars.\n#### 50",
+             "Julie read 12 pages and then 24 pages today.\n#### 36"]
+    records = [{"id": f"g{i}", "question": f"Q{i}?", "answer": ref} for i, ref in enumerate(refs)]
+    monkeypatch.setattr(tasks, "generate", lambda model, tok, items, *args: preds[:len(items)])
+    rows, summary = tasks.gsm8k_overlap(None, None, records)
+    assert [r["prediction"] for r in rows] == preds and [r["reference"] for r in rows] == refs
     stderr = summary.pop("stderr")
-    assert summary == {"bleu": metrics.bleu(preds, refs), **metrics.rouge(preds, refs), "n": 3}
-    assert stderr["bleu"] == metrics.bleu_stderr(preds, refs) or math.isnan(stderr["bleu"])
-    items = metrics.rouge_items(preds, refs)
-    assert stderr["rougeL"] == pytest.approx(100 * metrics.mean_stderr([i["rougeL"] for i in items]))
+
+    sacre = BLEU(tokenize="13a", smooth_method="none")
+    assert summary["bleu"] == pytest.approx(sacre.corpus_score(preds, [refs]).score, rel=1e-9)
+    samples = np.random.default_rng(1234).integers(0, len(refs), size=(1000, len(refs)))  # bleu_stderr's draws
+    scores = [sacre.corpus_score([preds[i] for i in idx], [[refs[i] for i in idx]]).score for idx in samples]
+    assert stderr["bleu"] == pytest.approx(float(np.std(scores, ddof=1)), rel=1e-9) and stderr["bleu"] > 1
+
+    items = metrics.rouge_items(preds, refs)  # rouge_score's F-measures (test_metrics: as evaluate's)
+    for key in ("rouge1", "rouge2", "rougeL"):
+        values = [100 * item[key] for item in items]
+        assert summary[key] == pytest.approx(sum(values) / len(values))
+        assert stderr[key] == pytest.approx(float(np.std(values, ddof=1)) / len(values) ** 0.5) and stderr[key] > 0
 
 
 def test_perplexity_full_window_equals_exp_mean_nll(lm):

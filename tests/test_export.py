@@ -348,6 +348,16 @@ def test_staged_dir_replaces_whole_or_not_at_all(tmp_path):
     assert not leftovers(out.parent, "model")
 
 
-def test_device_helpers():
-    assert devices.device() in {"cpu", "cuda"}
-    assert files.weights_size(tinymodels.__file__.rsplit("/", 1)[0] + "/fixtures") == 0
+def test_device_helpers(tmp_path, monkeypatch):
+    for visible, expected in ((True, "cuda"), (False, "cpu")):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda visible=visible: visible)
+        assert devices.device() == expected
+    # the weight files' bytes, and only theirs: not other files, not a folder named like one, not subfolders
+    (tmp_path / "model-00001-of-00002.safetensors").write_bytes(b"w" * 1000)
+    (tmp_path / "model-00002-of-00002.safetensors").write_bytes(b"w" * 234)
+    (tmp_path / "tokenizer.json").write_bytes(b"t" * 5000)
+    (tmp_path / "odd.safetensors").mkdir()
+    (tmp_path / "odd.safetensors" / "inner.safetensors").write_bytes(b"x" * 77)
+    assert files.weights_size(tmp_path) == 1000 + 234
+    assert files.weights_size(tmp_path / "odd.safetensors") == 77
+    assert files.weights_size(tmp_path / "missing") == 0

@@ -69,11 +69,13 @@ def drop_parent_hashes(tree) -> None:
 
 
 def outputs(workdir) -> dict:
+    """Every output file, not the logs and benchmarks (times) of the shared jobs under resources/."""
     return {
         str(p.relative_to(workdir)): p
         for top in ("resources", "results")
         for p in sorted((workdir / top).rglob("*"))
         if p.is_file() and p.name not in WALL_TIME_FILES
+        and p.relative_to(workdir).parts[:2] not in (("resources", "logs"), ("resources", "benchmarks"))
     }
 
 
@@ -175,3 +177,52 @@ def test_a_checkpoint_cut_short_by_a_kill_is_not_resumed_from(tmp_path):
         (last / name).unlink()
     summary = training.train(*args)
     assert summary["resumed_from"].endswith("checkpoint-4") and summary["steps"] == 12
+
+
+# The kill hook's trainer patch loaded in a child process, which then trains and is SIGKILLed by it right
+# after the given checkpoint (as the workflow's train_adapter job is in `killed_run`).
+KILLED_TRAINING = """
+import importlib.util, json, sys
+args = json.loads(sys.argv[1])
+spec = importlib.util.spec_from_file_location("zephyr_killhook", args["hook"])
+hook = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(hook)  # not armed: no ZEPHYR_TEST_KILL here
+sys.meta_path.insert(0, hook._PatchTrainer(args["marker"], args["step"]))  # before transformers.trainer loads
+from zephyr.model import training
+training.train(*args["train"])
+"""
+
+
+def test_a_dpo_run_sigkilled_between_checkpoints_resumes_to_the_uninterrupted_result(tmp_path):
+    """DPO's resume, as SFT's in `killed_run`: SIGKILLed right after checkpoint 2 of 4, the rerun resumes
+    from it, and its adapter and log history equal an uninterrupted run's (wall times aside)."""
+    import sys
+
+    import tinymodels
+    from conftest import run
+    from test_training import DPO, pair_records, write
+    from zephyr.model import training
+
+    base = tinymodels.qwen2(tmp_path / "M0")
+    # logged at every step, as the tiny study's runs are: a logging interval that spans the kill would be
+    # averaged over its resumed steps alone (the Trainer keeps its running sums in memory, not in checkpoints)
+    hyper = {**DPO, "num_train_epochs": 1, "per_device_train_batch_size": 4, "max_steps": 4, "save_steps": 2,
+             "eval_steps": 2, "eval_on_start": False, "logging_steps": 1}
+    train, val = write(tmp_path / "train.json", pair_records(16)), write(tmp_path / "val.json", pair_records(4, 40))
+    args = ["t/dpo-kill", hyper, str(base), str(train), str(val), str(tmp_path / "adapter"), str(tmp_path / "ckpt")]
+    marker = tmp_path / "killed"
+    child = {"hook": str(ROOT / "tests" / "killhook" / "sitecustomize.py"), "marker": str(marker), "step": 2,
+             "train": args}
+    killed = run([sys.executable, "-c", KILLED_TRAINING, json.dumps(child)], timeout=600, cwd=ROOT)
+    assert killed.returncode == -9, killed.stderr[-4000:]  # SIGKILL, by the hook
+    checkpoint = tmp_path / marker.read_text()
+    assert checkpoint.name == "checkpoint-2" and (checkpoint / "trainer_state.json").is_file()
+    assert not (tmp_path / "adapter").exists()
+
+    summary = training.train(*args)
+    assert summary["resumed_from"].endswith("checkpoint-2") and summary["steps"] == 4
+    assert not any((tmp_path / "ckpt").rglob("checkpoint-*"))  # removed once finished
+    straight = training.train("t/dpo-kill", hyper, base, train, val, tmp_path / "straight", tmp_path / "ckpt2")
+    assert straight["resumed_from"] is None and straight["steps"] == 4
+    for name in ("adapter_model.safetensors", "log_history.csv", "adapter_config.json"):
+        assert digest(tmp_path / "adapter" / name, drop=()) == digest(tmp_path / "straight" / name, drop=()), name

@@ -77,10 +77,11 @@ def test_bleu_of_no_tokens_is_zero_where_evaluate_raises(hf_bleu):
 
 
 def test_bleu_hand_worked():
-    # "the cat sat on the mat" vs "the cat sat on a mat": clipped precisions 5/6, 3/5, 2/4, 1/3; c = r = 6.
-    assert metrics.bleu(["the cat sat on the mat"], ["the cat sat on a mat"]) == pytest.approx(
-        100 * (5 / 6 * 3 / 5 * 2 / 4 * 1 / 3) ** 0.25)
-    assert 100 * (1 / 12) ** 0.25 == pytest.approx(53.7285, abs=1e-4)
+    # "the cat sat on the mat" vs "the cat sat on a mat": clipped precisions 5/6, 3/5, 2/4, 1/3; c = r = 6:
+    # 100 x (1/12)^(1/4) = 53.7285 (by hand: 12^(1/4) = 1.86121).
+    got = metrics.bleu(["the cat sat on the mat"], ["the cat sat on a mat"])
+    assert got == pytest.approx(100 * (5 / 6 * 3 / 5 * 2 / 4 * 1 / 3) ** 0.25)
+    assert got == pytest.approx(53.7285, abs=1e-4)
     # All precisions 1, c = 4 < r = 6: brevity penalty exp(1 - 6/4).
     assert metrics.bleu(["the cat sat on"], ["the cat sat on the mat"]) == pytest.approx(100 * math.exp(-0.5))
     # Identical corpus: 100. A missing n-gram order: 0.
@@ -268,6 +269,9 @@ def test_bleu_stderr_equals_a_bootstrap_of_the_whole_metric():
     assert metrics.bleu_stderr(preds, refs, iterations=50, baseline=other) == pytest.approx(
         float(np.std(diffs, ddof=1)), rel=1e-9)
     assert metrics.bleu_stderr(preds, refs, iterations=50, baseline=preds) == 0.0
+    # Against a model that answered nothing (BLEU 0 on every resample): the answering side's own spread.
+    assert metrics.bleu_stderr(preds, refs, iterations=50, baseline=[""] * 40) == pytest.approx(
+        float(np.std(slow, ddof=1)), rel=1e-9)
 
 
 def test_rouge_items_average_to_rouge():

@@ -5,12 +5,14 @@ import json
 
 import pytest
 
+from conftest import ROOT
+from zephyr import config as zconfig
 from zephyr.data import mixtures
 
 
 def sft_records(dataset, n, groups=None):
     return [
-        {"id": f"{dataset}:{i}", "source": dataset, "instruction": f"q{i}", "input": "", "output": f"a{i}",
+        {"id": f"{dataset}:{i}", "source": dataset, "instruction": f"{dataset} q{i}", "input": "", "output": f"a{i}",
          **({"group": f"g{i // groups}"} if groups else {})}
         for i in range(n)
     ]
@@ -146,7 +148,7 @@ def test_draw_files_writes_alpaca_json_stats_and_validation(tmp_path):
     path = tmp_path / "a.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in sft_records("a", 40)))
     out = {k: tmp_path / f"m.{k}" for k in ("train", "validation", "stats")}
-    mixtures.draw_files("m", spec([{"dataset": "a", "cap": 30}], validation=0.1), [path], [], out)
+    mixtures.draw_files("m", spec([{"dataset": "a", "cap": 30}], validation=0.1), {"a": path}, [], out)
     train = json.loads(out["train"].read_text())
     assert len(train) == 27 and set(train[0]) >= {"instruction", "input", "output"}
     assert len(json.loads(out["validation"].read_text())) == 3
@@ -162,14 +164,29 @@ def test_draw_files_writes_its_warnings_and_the_report_table_gathers_every_mixtu
                                        ("hs", [{"dataset": "h", "cap": 30}], {"hellaswag": 50}),
                                        ("fine", [{"dataset": "a", "cap": 10}], {"hellaswag": 10})):
         outs[mixture] = {k: tmp_path / f"{mixture}.{k}" for k in ("train", "validation", "stats", "warnings")}
-        mixtures.draw_files(mixture, spec(components), [tmp_path / f"{c['dataset']}.jsonl" for c in components], [],
-                            outs[mixture], least=least)
+        mixtures.draw_files(mixture, spec(components), {c["dataset"]: tmp_path / f"{c['dataset']}.jsonl"
+                                                        for c in components}, [], outs[mixture], least=least)
     assert outs["fine"]["warnings"].read_text() == "mixture,part,count,warning\n"  # a header when nothing warns
     mixtures.gather_warnings([outs[m]["warnings"] for m in outs], tmp_path / "warnings.csv")
     rows = list(csv.DictReader((tmp_path / "warnings.csv").open()))
     assert [(r["mixture"], r["part"], r["count"]) for r in rows] == [("D_S", "a", "40"), ("hs", "evaluation", "30")]
     assert rows[0]["warning"] == "cap 45 on a exceeds its 40 records: all 40 taken"
     assert rows[1]["warning"].startswith("30 items, fewer than the 50 hellaswag needs")
+
+
+@pytest.fixture
+def default():
+    return zconfig.load(ROOT / "config.yaml")
+
+
+def test_the_config_s_warnings_reach_the_report_table(tmp_path, default):
+    """A warmup at or past a run's steps (zephyr.config.config_warnings) is a row of warnings.csv."""
+    default["hyperparameters"]["sft_cosine"]["warmup_steps"] = 24  # every sft_cosine run trains 24 steps
+    found = zconfig.config_warnings(default)
+    assert found and all(w.startswith("hyperparameters.sft_cosine.warmup_steps: run M1-") for w in found)
+    assert mixtures.gather_warnings([], tmp_path / "warnings.csv", found) == len(found)
+    rows = list(csv.DictReader((tmp_path / "warnings.csv").open()))
+    assert [(r["part"], r["warning"]) for r in rows] == [("config", w) for w in found]
 
 
 def test_the_report_table_of_no_warnings_is_its_header(tmp_path):
@@ -251,7 +268,7 @@ def build_mixtures(config_path, workdir):
         for name, mix in cfg["mixtures"].items():
             if name not in done and set(mix["exclude"]) <= done:
                 mixtures.draw_files(
-                    name, mix, [workdir / "records" / f"{c['dataset']}.jsonl" for c in mix["components"]],
+                    name, mix, {c["dataset"]: workdir / "records" / f"{c['dataset']}.jsonl" for c in mix["components"]},
                     [out / f"{m}{s}.json" for m in mix["exclude"] for s in ("", ".validation")],
                     {"train": out / f"{name}.json", "validation": out / f"{name}.validation.json",
                      "stats": out / f"{name}.stats.csv", "warnings": out / f"{name}.warnings.csv"},

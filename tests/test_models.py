@@ -143,11 +143,14 @@ def test_a_tokenizer_without_template_needs_one_configured(tmp_path, byte_tokeni
 
 
 def test_a_literal_jinja_template_is_used(tmp_path, byte_tokenizer):
-    template = "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}"
+    # a generation prompt and the EOS after each answer: without either it is refused (test_data_checks.py)
+    template = ("{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}"
+                "{% if m['role'] == 'assistant' %}{{ eos_token }}{% endif %}{{ '\\n' }}{% endfor %}"
+                "{% if add_generation_prompt %}[assistant] {% endif %}")
     manifest = fetch.fetch_model("m", scratch("bloom", byte_tokenizer), tmp_path / "m", chat_template=template)
     assert manifest["chat_template_source"] == "config"
     tokenizer = AutoTokenizer.from_pretrained(tmp_path / "m")
-    assert tokenizer.apply_chat_template(CHAT, tokenize=False) == "[user] What is 2 + 3?\n[assistant] 5\n"
+    assert tokenizer.apply_chat_template(CHAT, tokenize=False) == "[user] What is 2 + 3?\n[assistant] 5<|endoftext|>\n"
 
 
 @pytest.mark.parametrize(

@@ -62,7 +62,7 @@ def test_sft_learns_the_stop_and_generation_stops_there(tmp_path, plain_bloom):
     train = tmp_path / "train.json"
     train.write_text(json.dumps(records(48)))
     hyper = {"trainer": "sft", "learning_rate": 2e-2, "lr_scheduler_type": "constant", "per_device_train_batch_size": 8,
-             "num_train_epochs": 8, "max_length": 64, "logging_steps": 6, "save_steps": 10**6,
+             "num_train_epochs": 8, "max_length": 64, "logging_steps": 6, "save_steps": 6 * 10**5,
              "lora": {"r": 8, "alpha": 16, "dropout": 0.0}}
     training.train("bloom/sft", hyper, plain_bloom, train, None, tmp_path / "adapter", tmp_path / "ckpt",
                    lora_targets=["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"])

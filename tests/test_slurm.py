@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, SNAKEMAKE, run, write_config
+from conftest import ROOT, SNAKEMAKE, run, study_path, write_config
 
 pytestmark = [
     pytest.mark.slurm,
@@ -165,7 +165,7 @@ def test_tiny_experiment_runs_every_job_through_slurm(cluster, tmp_path, tiny_co
 def test_a_job_asking_more_cpus_than_the_node_has_is_rejected_at_submission(cluster, tmp_path, tiny_config):
     """EnforcePartLimits=ALL: sbatch refuses it at once (instead of a job PENDING forever)."""
     config = write_config(tmp_path, tiny_config)
-    target = "results/records/goat.jsonl"  # before --configfile, which takes several values
+    target = study_path(tmp_path, config, "records", "goat")  # before --configfile, which takes several values
     result, _ = slurm_snakemake(cluster, tmp_path, target, "--set-resources", "format_records:cpus_per_task=1024",
                                 "--configfile", str(config))
     assert result.returncode != 0, _tail(result)
@@ -178,7 +178,7 @@ def test_a_job_asking_more_cpus_than_the_node_has_is_rejected_at_submission(clus
 def test_the_gpu_resource_becomes_sbatch_gpus(cluster, tmp_path, tiny_config):
     """The rules' `gpu` resource maps to `sbatch --gpus=N` (this node has no GPU, so SLURM refuses it)."""
     config = write_config(tmp_path, tiny_config)
-    target = "results/records/goat.jsonl"
+    target = study_path(tmp_path, config, "records", "goat")
     result, _ = slurm_snakemake(cluster, tmp_path, target, "--set-resources", "format_records:gpu=1",
                                 "--configfile", str(config))
     assert result.returncode != 0, _tail(result)

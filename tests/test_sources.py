@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from zephyr import files, lock
+from conftest import run
+from zephyr import files, lock, paths
 from zephyr.data import records, sources
 from zephyr.data.formats import FormatError
 
@@ -172,21 +173,20 @@ def test_local_content_key_follows_the_bytes_not_the_mtime(tmp_path):
 
     path = write_jsonl(tmp_path / "pairs.jsonl", ORCA_ROWS)
     source = {"kind": "local", "path": str(path)}
-    before = sources.content_key(source)
+    before = paths.content_key(source)
     assert before == {"sha256": files.sha256(path)}
     stat = path.stat()
     write_jsonl(path, ORCA_ROWS[:2])
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns - 10**12))  # new bytes, older mtime (cp -p)
-    assert sources.content_key(source) == {"sha256": files.sha256(path)} != before
-    assert sources.content_key({"kind": "local", "path": str(tmp_path / "gone.jsonl")}) == {"sha256": None}
+    assert paths.content_key(source) == {"sha256": files.sha256(path)} != before
+    assert paths.content_key({"kind": "local", "path": str(tmp_path / "gone.jsonl")}) == {"sha256": None}
     hub = {"kind": "hub", "id": "a/b", "split": "train", "revision": "abc123"}
-    assert sources.content_key(hub) == {"revision": "abc123"}
+    assert paths.content_key(hub) == {"revision": "abc123"}
 
 
 @pytest.mark.parametrize("writer", ["atomic", "staged_dir"])
 def test_what_a_killed_writer_leaves_is_removed_by_the_next_write(tmp_path, writer):
     import signal
-    import subprocess
     import sys
 
     target = tmp_path / ("data.parquet" if writer == "atomic" else "model")
@@ -198,7 +198,7 @@ def test_what_a_killed_writer_leaves_is_removed_by_the_next_write(tmp_path, writ
     }[writer]
     code = ("import os, signal, sys\nfrom pathlib import Path\nfrom zephyr import files\n"
             "target = Path(sys.argv[1])\ndef kill():\n    os.kill(os.getpid(), signal.SIGKILL)\n" + body)
-    result = subprocess.run([sys.executable, "-c", code, str(target)], cwd=ROOT_DIR, timeout=300)
+    result = run([sys.executable, "-c", code, str(target)], cwd=ROOT_DIR, timeout=300)  # its own process group
     assert result.returncode == -signal.SIGKILL
     left = [p.name for p in tmp_path.iterdir()]
     assert not target.exists() and len(left) == 1
@@ -273,7 +273,7 @@ def test_a_changed_revision_replaces_its_lock_entry_and_reruns_the_fetch(tmp_pat
     sources.fetch_dataset("orca", HUB, tmp_path / "a", lock_file=lock_file)
     sources.fetch_dataset("other", {**HUB, "id": "org/other"}, tmp_path / "o", lock_file=lock_file)
     moved = {**HUB, "revision": "v2"}
-    assert sources.content_key(moved) != sources.content_key(HUB)  # a param of the fetch job: it reruns
+    assert paths.content_key(moved) != paths.content_key(HUB)  # a param of the fetch job: it reruns
     sources.fetch_dataset("orca", moved, tmp_path / "b", lock_file=lock_file)
     assert fake_hub.calls[-2:] == [("resolve", "org/pairs", "v2"), ("download", "org/pairs", V2)]
     entries = lock.read(lock_file)["datasets"]
@@ -323,8 +323,8 @@ def test_a_row_count_other_than_the_recorded_one_is_an_error_unless_allowed(tmp_
 
 
 def test_parallel_fetch_jobs_each_keep_their_lock_entry(tmp_path):
-    import subprocess
     import sys
+    from concurrent.futures import ThreadPoolExecutor
 
     lock_file = tmp_path / "config.lock.yaml"
     code = ("import sys, time\nfrom zephyr import lock\n"
@@ -333,9 +333,12 @@ def test_parallel_fetch_jobs_each_keep_their_lock_entry(tmp_path):
             "    name = f'{sys.argv[2]}{i}'\n"
             "    lock.Pin(sys.argv[1], 'datasets', name, {'id': 'org/' + name}, 'a' * 40, None).record(rows=i)\n")
     start = str(time.time() + 2)
-    jobs = [subprocess.Popen([sys.executable, "-c", code, str(lock_file), prefix, start], cwd=ROOT_DIR)
-            for prefix in ("x", "y")]
-    assert [job.wait(timeout=300) for job in jobs] == [0, 0]
+    # each job leads its own process group, killed whole at the timeout (conftest's `run`), run side by side
+    with ThreadPoolExecutor(2) as pool:
+        jobs = [pool.submit(run, [sys.executable, "-c", code, str(lock_file), prefix, start], cwd=ROOT_DIR, timeout=300)
+                for prefix in ("x", "y")]
+        results = [job.result() for job in jobs]
+    assert [result.returncode for result in results] == [0, 0], [result.stderr[-2000:] for result in results]
     entries = lock.read(lock_file)["datasets"]
     assert sorted(entries) == sorted(f"{p}{i}" for p in "xy" for i in range(60))
     assert [p.name for p in tmp_path.iterdir()] == [lock_file.name]  # no temporary file left beside it

@@ -109,12 +109,28 @@ def test_auto_splits_the_global_batch_by_memory_on_a_gpu(monkeypatch):
     assert tight.gradient_checkpointing and tight.micro_batch * tight.accumulation == 128
 
 
-def test_auto_keeps_the_set_s_split_on_the_cpu_and_times_only_the_head():
-    plan = speed.plan("h", {}, micro_batch=4, accumulation=2, device="cpu", model_config=config_of(
-        hidden_size=64, num_hidden_layers=2, vocab_size=384, intermediate_size=128), max_length=64,
-        sequences_per_example=2, dtype="float32")
+@pytest.mark.parametrize("fused, plain, faster", [(0.003, 0.001, "plain"), (0.001, 0.003, "fused")])
+def test_auto_keeps_the_set_s_split_on_the_cpu_and_times_only_the_head(tmp_path, monkeypatch, fused, plain, faster):
+    """The head is the one timed faster: the clock is replaced, so each outcome is asked for, not accepted."""
+    timed = []
+
+    def clock(step):  # devices.time_head times the fused head, then the plain one
+        timed.append(step)
+        return (fused, plain)[len(timed) - 1]
+
+    monkeypatch.setenv("ZEPHYR_CACHE", str(tmp_path))  # nothing kept from an earlier timing
+    monkeypatch.setattr(devices, "_time", clock)
+    devices.fastest_head.cache_clear()
+    try:
+        plan = speed.plan("h", {}, micro_batch=4, accumulation=2, device="cpu", model_config=config_of(
+            hidden_size=64, num_hidden_layers=2, vocab_size=384, intermediate_size=128), max_length=64,
+            sequences_per_example=2, dtype="float32")
+    finally:
+        devices.fastest_head.cache_clear()
     assert (plan.micro_batch, plan.accumulation, plan.gradient_checkpointing) == (4, 2, False)
-    assert plan.lm_head in {"fused", "plain"} and "ms" in plan.why["lm_head"]
+    assert len(timed) == 2  # the two heads, and nothing else
+    assert plan.lm_head == faster
+    assert f"fused {fused * 1e3:.1f} ms, plain {plain * 1e3:.1f} ms" in plan.why["lm_head"]
     assert not hasattr(plan, "base_dtype")  # a dtype is the study's precision, never timed
 
 

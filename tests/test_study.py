@@ -29,7 +29,8 @@ def test_reward_accuracy_is_evaluated_only_for_rows_that_show_it():
 def test_qlora_runs_stay_out_of_the_paper_s_figures():
     variants = {"M1": {"models": ["q"], "hyperparameters": "sft", "qlora": None},
                 "M1-qlora": {"models": ["q", "b"], "hyperparameters": "sft", "qlora": "nf4"}}
-    outputs = paths.figure_outputs(variants, {"sft": {"trainer": "sft"}})
+    config = {"experiment": "x", "variants": variants, "hyperparameters": {"sft": {"trainer": "sft"}}}
+    outputs = paths.Layout(config).figure_outputs()
     assert set(outputs) == {"learning_rates", "sft_q"}  # no figure for b, whose only SFT run is QLoRA
     assert list(study.paper_runs(variants)) == ["M1"]
     assert study.qlora_tasks() == ["hellaswag", "gsm8k", "mcqa", "perplexity"]

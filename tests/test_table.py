@@ -113,20 +113,37 @@ def test_table1_beside_the_paper(metrics, tmp_path, source, ran, same):
     assert (tmp_path / "vs.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_the_qlora_table_sets_the_4bit_form_beside_the_dense_merge(metrics, tmp_path):
+def test_a_row_named_for_what_ran_in_it_is_set_beside_the_report_s_row_it_stands_for(metrics):
+    rows = [{**ROWS[0], "label": "SmolLM2-135M M0", "paper": "Qwen M0"}, *ROWS[1:]]
+    reproduced = table.table1(rows, metrics)
+    versus = table.versus_paper(reproduced, table.table1(rows, metrics, stderr=True), rows,
+                                {"qwen": {"source": {"kind": "gguf", "package": "p", "file": "f.gguf"}}})
+    mine = versus[versus["Model"] == "SmolLM2-135M M0"].set_index("metric")
+    assert mine.loc["BLEU-4", "paper"] == 28.43  # the report's Qwen M0 (Table 1)
+
+
+def test_the_qlora_table_shows_the_model_as_trained_and_its_merge(metrics, tmp_path):
     dense, nf4 = tmp_path / "q.csv", tmp_path / "q4.csv"
     write_metrics(dense, "qwen", "M1", "dense", "perplexity", {"perplexity": 12.3456, "tokens": 900, "n": 3,
                                                                "stderr": {"perplexity": 0.4321}}, COMPUTED_IN)
     write_metrics(nf4, "qwen", "M1", "nf4", "perplexity", {"perplexity": 13.001, "tokens": 900, "n": 3,
                                                            "stderr": {"perplexity": 0.5}}, COMPUTED_IN)
     assert pd.read_csv(nf4)["variant"].unique().tolist() == ["M1-nf4"]  # the file names the form in its variant
+    trained = tmp_path / "qt.csv"
+    write_metrics(trained, "qwen", "M1", "as-trained", "perplexity", {"perplexity": 12.9, "tokens": 900, "n": 3,
+                                                                      "stderr": {"perplexity": 0.45}}, COMPUTED_IN)
     perplexities = read_metrics({("qwen", "M1", "dense", "perplexity"): dense,
-                                 ("qwen", "M1", "nf4", "perplexity"): nf4})
+                                 ("qwen", "M1", "nf4", "perplexity"): nf4,
+                                 ("qwen", "M1", "as-trained", "perplexity"): trained})
     frame = table.qlora([{"label": "Qwen M1", "model": "qwen", "variant": "M1"}],
                         pd.concat([metrics, perplexities], ignore_index=True), ["nf4"])
     shown = ["HellaSwag", "BLEU-4", "ROUGE-1", "ROUGE-2", "ROUGE-L", "MCQA", "Perplexity", "Perplexity (nf4)"]
     assert list(frame.columns) == ["Model", *(c for column in shown for c in (column, f"{column} ±"))]
-    row = frame.iloc[0].to_dict()
-    assert row["MCQA"] == 25.0 and row["MCQA ±"] == 6.93 and row["HellaSwag"] == "–"
-    assert (row["Perplexity"], row["Perplexity ±"]) == (12.35, 0.43)
-    assert (row["Perplexity (nf4)"], row["Perplexity (nf4) ±"]) == (13.0, 0.5)
+    assert frame["Model"].tolist() == ["Qwen M1 (as trained: 4-bit base + adapter)", "Qwen M1 (merged, dense)"]
+    as_trained, merged = (frame.iloc[i].to_dict() for i in range(2))
+    # the model QLoRA trained: its own perplexity; the merge's quantized export is not this model's
+    assert (as_trained["Perplexity"], as_trained["Perplexity ±"]) == (12.9, 0.45)
+    assert as_trained["Perplexity (nf4)"] == "–" and as_trained["MCQA"] == "–"
+    assert merged["MCQA"] == 25.0 and merged["MCQA ±"] == 6.93 and merged["HellaSwag"] == "–"
+    assert (merged["Perplexity"], merged["Perplexity ±"]) == (12.35, 0.43)
+    assert (merged["Perplexity (nf4)"], merged["Perplexity (nf4) ±"]) == (13.0, 0.5)

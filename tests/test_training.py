@@ -1,12 +1,14 @@
 """LoRA SFT and DPO on tiny models through TRL: learning, the reference model, resume, bad input."""
 
 import json
+import sys
 
 import pandas as pd
 import pytest
 import torch
 
 import tinymodels
+from conftest import ROOT, run
 from zephyr.model import modeldir, prompts, training
 
 SFT = {"trainer": "sft", "logging_steps": 1, "learning_rate": 1e-2, "lr_scheduler_type": "constant",
@@ -193,7 +195,7 @@ def test_messages_carry_system_history_and_input():
     record = {"instruction": "Q", "input": "ctx", "system": "S", "history": [["u1", "a1"]]}
     assert prompts.messages(record) == [
         {"role": "system", "content": "S"}, {"role": "user", "content": "u1"},
-        {"role": "assistant", "content": "a1"}, {"role": "user", "content": "Q\n\nctx"}]
+        {"role": "assistant", "content": "a1"}, {"role": "user", "content": "Q\nctx"}]
 
 
 def test_prompts_longer_than_max_length_are_refused_before_training(tmp_path, base):
@@ -226,11 +228,53 @@ def test_pairs_cut_before_they_differ_are_refused_or_reported(tmp_path, base, ca
 
 
 def test_qlora_trains_an_adapter_on_a_4bit_base(tmp_path, base):
+    """The model the trainer steps holds the base's linear layers as NF4 4-bit layers (not the dense ones
+    the summary could name alike), and the adapter on them trained: LoRA's B matrices start at zero."""
+    import bitsandbytes as bnb
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM, TrainerCallback
+
+    dense = AutoModelForCausalLM.from_pretrained(base)
+    linear = {name for name, module in dense.named_modules() if isinstance(module, torch.nn.Linear)}
+    seen = {}
+
+    class Look(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            four_bit = {name: module for name, module in model.named_modules() if isinstance(module, bnb.nn.Linear4bit)}
+            seen["layers"] = {name.split("base_model.model.", 1)[-1].replace(".base_layer", "") for name in four_bit}
+            seen["quant_types"] = {module.weight.quant_type for module in four_bit.values()}
+
     train = write(tmp_path / "train.json", sft_records(8))
     hyper = {**SFT, "num_train_epochs": 1, "eval_on_start": False}
-    summary = training.train("t/qlora", hyper, base, train, None, tmp_path / "adapter", tmp_path / "ckpt", qlora="nf4")
+    summary = training.train("t/qlora", hyper, base, train, None, tmp_path / "adapter", tmp_path / "ckpt", qlora="nf4",
+                             callbacks=[Look()])
     assert summary["qlora"] == "nf4" and summary["steps"] == 1
-    assert (tmp_path / "adapter" / "adapter_model.safetensors").exists()
+    assert seen["quant_types"] == {"nf4"}
+    assert seen["layers"] == linear - {"lm_head"}  # every linear layer of the base but the output head
+    adapter = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
+    b_matrices = [tensor for key, tensor in adapter.items() if "lora_B" in key]
+    assert b_matrices and all(tensor.abs().sum() > 0 for tensor in b_matrices)
+
+
+def test_qlora_trains_on_after_an_evaluation_and_its_4bit_layers_keep_one_kernel(tmp_path, base):
+    """An evaluation (eval mode, no grad) before training steps: on a CPU with AVX-512-bf16, bitsandbytes
+    would repack the 4-bit weights for its bf16 kernel there and fail the next training step."""
+    import bitsandbytes as bnb
+    from transformers import TrainerCallback
+
+    kernels = set()
+
+    class Look(TrainerCallback):
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            kernels.update(getattr(m.weight.quant_state, "packing_format_for_cpu", False)
+                           for m in model.modules() if isinstance(m, bnb.nn.Linear4bit))
+
+    train, validation = (write(tmp_path / f"{n}.json", sft_records(k)) for n, k in (("train", 8), ("val", 4)))
+    hyper = {**SFT, "max_steps": 2, "eval_on_start": True, "eval_steps": 1, "eval_strategy": "steps"}
+    summary = training.train("t/qlora-eval", hyper, base, train, validation, tmp_path / "adapter", tmp_path / "ckpt",
+                             qlora="nf4", callbacks=[Look()])
+    assert summary["steps"] == 2 and kernels == {False}
+    assert len(pd.read_csv(tmp_path / "adapter" / "validation_items.csv")) == 4  # each record's final loss
 
 
 @pytest.mark.parametrize("hyper, records", [(SFT, sft_records), (DPO, pair_records)])
@@ -243,6 +287,36 @@ def test_length_grouped_batches_train_sft_and_dpo(tmp_path, base, hyper, records
     assert summary["steps"] == 4 and summary["tokens_seen"] > 0
 
 
+#: The longest a data-parallel launch of a test may take (two tiny runs, a few steps each, on 2 cores).
+LAUNCH_TIMEOUT = 900
+LAUNCH = """
+import json, sys
+from zephyr.model import training
+args = json.loads(sys.argv[1])
+try:
+    summary = training.launch(args["spec"], args["processes"], **args["options"])
+except training.TrainingError as err:
+    print(f"TrainingError: {err}", file=sys.stderr)
+    sys.exit(3)
+with open(args["summary"], "w") as handle:
+    json.dump(summary, handle)
+"""
+
+
+def launch_in_own_session(tmp_path, spec: dict, processes: int, **options) -> dict:
+    """`training.launch(spec, processes, **options)` in a child process that leads its own session, run by
+    conftest's `run`: past LAUNCH_TIMEOUT the whole tree (the child, `accelerate launch` and its training
+    processes) is killed, not the child alone. A TrainingError comes back as one."""
+    summary = tmp_path / f"launched-{len(list(tmp_path.glob('launched-*')))}.json"
+    args = json.dumps({"spec": spec, "processes": processes, "options": options, "summary": str(summary)}, default=str)
+    result = run([sys.executable, "-c", LAUNCH, args], timeout=LAUNCH_TIMEOUT, cwd=ROOT)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("TrainingError: ")]
+    if result.returncode == 3 and errors:
+        raise training.TrainingError(errors[-1].removeprefix("TrainingError: "))
+    assert result.returncode == 0, result.stderr[-6000:]
+    return json.loads(summary.read_text())
+
+
 def test_two_processes_train_data_parallel_with_the_run_s_global_batch(tmp_path, base):
     """The multi-GPU path on CPU: `accelerate launch` starts two gloo processes; they split the
     accumulation, so a run sees the same steps and tokens as one process, and one rank writes."""
@@ -252,8 +326,8 @@ def test_two_processes_train_data_parallel_with_the_run_s_global_batch(tmp_path,
     spec = dict(name="t/ddp", hyper=hyper, base_dir=base, train_path=train, validation_path=None)
     one = training.launch({**spec, "out_dir": tmp_path / "one", "checkpoint_root": tmp_path / "ckpt1"}, 1)
     log = tmp_path / "train.log"
-    two = training.launch({**spec, "out_dir": tmp_path / "two", "checkpoint_root": tmp_path / "ckpt2"}, 2,
-                          threads=2, log_file=log)
+    two = launch_in_own_session(tmp_path, {**spec, "out_dir": tmp_path / "two", "checkpoint_root": tmp_path / "ckpt2"},
+                                2, threads=2, log_file=log)
     assert (one["processes"], two["processes"]) == (1, 2)
     assert one["global_batch_size"] == two["global_batch_size"] == 4
     assert one["steps"] == two["steps"] == 4 and one["tokens_seen"] == two["tokens_seen"] > 0
@@ -275,7 +349,7 @@ def test_a_failed_process_fails_the_launch_naming_the_log(tmp_path):
     assert not log.exists()  # refused before any process started
     spec["hyper"] = {**SFT, "gradient_accumulation_steps": 2}
     with pytest.raises(training.TrainingError, match=rf"t/broken: the 2 training processes failed .*see {log}"):
-        training.launch(spec, 2, log_file=log)
+        launch_in_own_session(tmp_path, spec, 2, log_file=log)
     assert "no-model" in log.read_text() and not (tmp_path / "out").exists()
 
 

@@ -1,14 +1,17 @@
 """The workflow as a user meets it: dry runs of both configs, a tiny end-to-end run, precise reruns."""
 
+import contextlib
 import hashlib
 import json
 import re
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from conftest import ROOT, load_yaml, run, snakemake, write_config
+from conftest import ROOT, load_yaml, run, shared_file, snakemake, study_path, write_config
+from zephyr import paths, studies, study
 
 pytestmark = pytest.mark.workflow
 
@@ -43,6 +46,7 @@ def expected_jobs(config: dict) -> dict[str, int]:
         "fetch_dataset": len(config["datasets"]),
         "format_records": len(config["datasets"]),
         "draw_mixture": len(config["mixtures"]),
+        "check_leakage": 1,
         "fetch_model": len(config["models"]),
         "train_adapter": trained,
         "merge_adapter": trained,
@@ -53,8 +57,9 @@ def expected_jobs(config: dict) -> dict[str, int]:
         # each model's pair log-probabilities once: as a reward row's policy, or as its reference
         **({"score_pairs": len(scored)} if scored else {}),
         "evaluate_perplexity": exported * (1 + len(exports["precisions"])) + len(set(qlora) - exported_pairs),
-        "table1": 1, "quantization": 1, "figures": 1, "dataset_info": 1, "mixture_warnings": 1, "all": 1,
-        **({"qlora_table": 1} if qlora else {}),
+        "table1": 1, "findings": 1, "quantization": 1, "figures": 1, "dataset_info": 1, "mixture_warnings": 1,
+        "study_record": 1, "all": 1,
+        **({"qlora_table": 1, "evaluate_as_trained": len(study.qlora_tasks()) * len(qlora)} if qlora else {}),
     }
 
 
@@ -69,16 +74,17 @@ def test_paper_dry_run_names_every_dataset_model_and_output(tmp_path):
     paper = load_yaml(ROOT / "config" / "paper.yaml")
     out = snakemake(tmp_path, "-n", "--configfile", str(ROOT / "config" / "paper.yaml")).stdout
     for dataset in paper["datasets"]:
-        assert f"resources/datasets/{dataset}/manifest.json" in out
+        assert re.search(rf"resources/datasets/{dataset}/[0-9a-f]{{12}}/manifest\.json", out)
     assert len(paper["datasets"]) == 33
     for variant, spec in paper["variants"].items():
         if any(row["variant"] == variant for row in paper["table1"]):
             for model in spec["models"]:
-                assert f"results/models/{model}/{variant}/manifest.json" in out
-    assert "results/table1.csv" in out
-    table1 = snakemake(tmp_path, "results/table1.csv", "-n", "--configfile", str(ROOT / "config" / "paper.yaml")).stdout
+                assert f"results/zephyr-paper/models/{model}/{variant}/manifest.json" in out
+    assert "results/zephyr-paper/table1.csv" in out
+    table1 = snakemake(tmp_path, "results/zephyr-paper/table1.csv", "-n", "--configfile",
+                       str(ROOT / "config" / "paper.yaml")).stdout
     for row in paper["table1"]:
-        assert f"results/metrics/{row['model']}/{row['variant']}/hellaswag.csv" in table1
+        assert f"results/zephyr-paper/metrics/{row['model']}/{row['variant']}/hellaswag.csv" in table1
 
 
 def test_a_configfile_replaces_the_default_instead_of_merging(tmp_path, tiny_config):
@@ -86,7 +92,7 @@ def test_a_configfile_replaces_the_default_instead_of_merging(tmp_path, tiny_con
     assert set(load_yaml(ROOT / "config.yaml")["datasets"]) - set(tiny_config["datasets"])
     config = write_config(tmp_path, tiny_config)
     out = snakemake(tmp_path, "-n", "--configfile", str(config)).stdout
-    planned = set(re.findall(r"resources/datasets/(\w+)/manifest\.json", out))
+    planned = set(re.findall(r"resources/datasets/(\w+)/[0-9a-f]{12}/manifest\.json", out))
     assert planned == set(tiny_config["datasets"])
 
 
@@ -97,7 +103,7 @@ def test_tiny_data_stage_reruns_nothing_and_reproduces_bytes(tmp_path, tiny_conf
     mixtures = tmp_path / "results" / "mixtures"
     for name in tiny_config["mixtures"]:
         assert (mixtures / f"{name}.json").exists() and (mixtures / f"{name}.stats.csv").exists()
-    assert (tmp_path / "logs" / "fetch_dataset" / "epfl.log").exists()
+    assert shared_file(tmp_path, "logs", "fetch_dataset/epfl", "*.log").exists()
     first = digests(mixtures)
 
     again = snakemake(tmp_path, target, "-n", "--configfile", str(config)).stdout
@@ -140,6 +146,22 @@ def test_tiny_study_end_to_end_to_table1_and_report(tiny_study):
     card = (tmp_path / "results" / "models" / "qwen" / "M2-DS" / "README.md").read_text()
     assert "M1-DS-cosine" in card and "DPO" in card
 
+    # the QLoRA variant scored as it was trained (its 4-bit base with the adapter) and as merged
+    qlora = pd.read_csv(tmp_path / "results" / "qlora.csv")
+    assert [m.split(" (")[1] for m in qlora["Model"]] == ["as trained: 4-bit base + adapter)", "merged, dense)"]
+    assert pd.to_numeric(qlora.loc[0, ["HellaSwag", "BLEU-4", "ROUGE-L", "MCQA", "Perplexity"]]).notna().all()
+    trained = pd.read_csv(tmp_path / "results" / "metrics" / "qwen" / "M1-DS-qlora" / "perplexity-as-trained.csv")
+    assert set(trained["variant"]) == {"M1-DS-qlora-as-trained"}  # the form in the variant, as exports have it
+
+    # the report's findings from this finished study, and each DPO run's validation accuracy with its stderr
+    found = pd.read_csv(tmp_path / "results" / "findings.csv")
+    assert list(found.columns) == ["claim", "place", "compared", "measured", "difference", "stderr", "n", "verdict"]
+    assert len(found) and set(found["verdict"]) <= {"reproduced", "contradicted", "not resolved"}
+    dpo = pd.read_csv(tmp_path / "results" / "dpo_validation.csv").set_index("variant").loc["M2-DS"]
+    validation = json.loads((tmp_path / "results" / "mixtures" / "DPO.validation.json").read_text())
+    assert dpo["n"] == len(validation) and dpo["paper"] == 0.79
+    assert dpo["stderr"] == pytest.approx((dpo["accuracy"] * (1 - dpo["accuracy"]) / dpo["n"]) ** 0.5, abs=1e-6)
+
     # the tiny HellaSwag set is below the items its task needs: a warning in the report's table, not a stop
     warnings = pd.read_csv(tmp_path / "results" / "warnings.csv")
     assert list(warnings.columns) == ["mixture", "part", "count", "warning"]
@@ -159,10 +181,11 @@ def test_tiny_study_end_to_end_to_table1_and_report(tiny_study):
     config = write_config(tmp_path, tiny_config, "config.beta.yaml")  # the shared run's own config unchanged
     counts = job_counts(snakemake(tmp_path, "-n", "--quiet", "rules", "--configfile", str(config)).stdout)
     assert counts == {"train_adapter": 1, "merge_adapter": 1, "score_pairs": 1, "evaluate": 4, "table1": 1,
-                      "figures": 1, "all": 1}
+                      "figures": 1, "findings": 1, "study_record": 1, "all": 1}
 
 
-UPSTREAM = ("fetch_dataset", "format_records", "draw_mixture", "fetch_model", "dataset_info", "mixture_warnings")
+UPSTREAM = ("fetch_dataset", "format_records", "draw_mixture", "check_leakage", "fetch_model", "dataset_info",
+            "mixture_warnings")
 
 
 def test_the_precision_is_recorded_and_a_changed_one_reruns_what_it_changes_and_nothing_upstream(tiny_study):
@@ -190,7 +213,7 @@ def test_speed_settings_forced_the_other_way_give_the_same_table1_and_verdicts(t
     half the micro-batch with twice the accumulation, TRL's fused head for the plain one, padded batches
     where auto joined them) retrains everything, and Table 1 at its printed precision and the effect
     verdicts stay the same."""
-    from zephyr.report import effects
+    from zephyr.report import compare, effects
 
     shutil.copytree(tiny_study, tmp_path / "run", symlinks=True)
     workdir = tmp_path / "run"
@@ -206,24 +229,27 @@ def test_speed_settings_forced_the_other_way_give_the_same_table1_and_verdicts(t
     before = {name: (workdir / "results" / name).read_text() for name in ("table1.csv", "mcqa.csv")}
 
     def verdicts():
-        return [c.holds for c in effects.check(tiny_config, *effects.read(tiny_config, workdir))]
+        with contextlib.chdir(workdir):
+            return [c.holds for c in effects.check(tiny_config, compare.read(tiny_config, paths.Layout(tiny_config)))]
 
     verdicts_before = verdicts()
+    findings_before = pd.read_csv(workdir / "results" / "findings.csv")["verdict"].tolist()
     snakemake(workdir, "--cores", "2", "--configfile", str(config))
     assert {json.loads(p.read_text())["speed"]["micro_batch"] for p in summaries} == {2, 1}  # retrained, forced
     assert {name: (workdir / "results" / name).read_text() for name in before} == before
+    assert pd.read_csv(workdir / "results" / "findings.csv")["verdict"].tolist() == findings_before
     assert verdicts() == verdicts_before
 
 
 def test_a_malformed_local_file_fails_its_job_naming_file_and_line(tmp_path, tiny_config):
     (tmp_path / "data" / "truthy_dpo.jsonl").write_text('{"prompt": "q", "chosen": "a", "rejected": "b"}\n{oops\n')
     config = write_config(tmp_path, tiny_config)
-    target = "resources/datasets/truthy_dpo/manifest.json"  # before --configfile, which takes several values
+    target = study_path(tmp_path, config, "dataset", "truthy_dpo", "manifest.json")
     result = snakemake(tmp_path, target, "--cores", "1", "--configfile", str(config), check=False)
     assert result.returncode != 0
-    log = (tmp_path / "logs" / "fetch_dataset" / "truthy_dpo.log").read_text()
+    log = shared_file(tmp_path, "logs", "fetch_dataset/truthy_dpo", "*.log").read_text()
     assert "data/truthy_dpo.jsonl: line 2: not valid JSON" in log
-    assert not (tmp_path / "resources" / "datasets" / "truthy_dpo" / "manifest.json").exists()
+    assert not (tmp_path / target).exists()
 
 
 def test_a_config_error_stops_before_any_job(tmp_path, tiny_config):
@@ -245,3 +271,62 @@ def test_lint_and_format():
     files = [str(ROOT / "Snakefile"), *map(str, sorted((ROOT / "rules").glob("*.smk")))]
     result = run([str(snakefmt), "--check", *files], timeout=300)
     assert result.returncode == 0, result.stderr
+
+
+def test_two_studies_in_one_directory_share_inputs_and_leave_each_other_alone(tiny_study, tmp_path):
+    """A second study (another experiment name, so its own tree) beside the finished tiny study: it
+    reuses the shared raw data, models and records (same fingerprints), writes nothing of the first's,
+    and the first reruns nothing after it."""
+    shutil.copytree(tiny_study, tmp_path / "run", symlinks=True)
+    workdir = tmp_path / "run"
+    first_config = workdir / "config.test.yaml"
+    first = {p: digests_of(workdir / p) for p in ("results", "resources", "logs", "benchmarks")}
+    other = {k: v for k, v in load_yaml(first_config).items() if k != "outputs"}
+    other["experiment"] = "tiny-b"
+    second_config = write_config(workdir, other, "config.b.yaml")
+    counts = job_counts(snakemake(workdir, "-n", "--quiet", "rules", "--configfile", str(second_config)).stdout)
+    assert not set(counts) & {"fetch_dataset", "format_records", "fetch_model"}  # shared: already made
+    snakemake(workdir, "--cores", "2", "--configfile", str(second_config))
+
+    second = workdir / "results" / "tiny-b"
+    assert (second / "table1.csv").is_file() and (second / "logs").is_dir() and (second / "benchmarks").is_dir()
+    after = {p: digests_of(workdir / p) for p in first}
+    after["results"] = {k: v for k, v in after["results"].items() if not k.startswith("tiny-b/")}
+    assert after == first  # the first study's files, byte for byte; the shared ones too
+    assert "Nothing to be done" in snakemake(workdir, "-n", "--configfile", str(first_config)).stdout
+
+    with contextlib.chdir(workdir):
+        listed = {s["folder"]: s for s in studies.find()}
+        assert set(listed) == {"results", "results/tiny-b"} and all(s["complete"] for s in listed.values())
+        config, layout = studies.load(second_config)
+        assert studies.check_current(config, layout)["experiment"] == "tiny-b"
+        # the first study's tree read with the second's config: refused, both fingerprints named
+        with pytest.raises(studies.StudyError, match="holds study 'zephyr-tiny'"):
+            studies.check_current(config, paths.Layout({**config, "outputs": "results"}))
+
+
+def digests_of(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_a_draw_moves_every_seed_into_its_own_study(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    drawn = studies.draw(ROOT / "config.yaml", 2)
+    assert drawn == Path("results/zephyr-default-seeds2/config.yaml")
+    original, moved = load_yaml(ROOT / "config.yaml"), load_yaml(drawn)
+
+    def seeds(node, where=""):
+        if isinstance(node, dict):
+            return {k: v for key, value in node.items() for k, v in seeds(value, f"{where}.{key}").items()} | (
+                {where: node["seed"]} if "seed" in node else {})
+        return {k: v for i, value in enumerate(node) for k, v in seeds(value, f"{where}[{i}]").items()} if isinstance(
+            node, list) else {}
+
+    # every seed written moves by 1000, and so does every seed the schema defaults (each variant's 0)
+    assert seeds(original) and {k: v + 1000 for k, v in seeds(original).items()}.items() <= seeds(moved).items()
+    assert {k: v for k, v in seeds(moved).items() if k not in seeds(original)} == {
+        f".variants.{v}": 1000 for v in original["variants"] if "seed" not in original["variants"][v]}
+    config, layout = studies.load(drawn)
+    assert config["experiment"] == "zephyr-default-seeds2" and layout.results == "results/zephyr-default-seeds2"
+    assert studies.draw(ROOT / "config.yaml", 2).stat().st_mtime_ns == drawn.stat().st_mtime_ns  # unchanged

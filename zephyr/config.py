@@ -8,7 +8,10 @@ scripts run outside Snakemake.
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
+import math
 import os
 import re
 import sys
@@ -213,46 +216,123 @@ def for_workflow(step, *args, **kwargs):
 
 
 def load(path: str | Path) -> dict:
-    """Read (strictly), validate and complete (with the schema's defaults) the config at `path`."""
+    """Read (strictly), validate and complete (with the schema's defaults) the config at `path`; its
+    warnings (`config_warnings`) go to standard error, each naming the file and line."""
     found = read_file(path)
     try:
-        return validate(found.data)
+        validate(found.data)
     except ConfigError as err:
         raise locate(err, found.data, [found]) from None
+    warn(found.data, [found])
+    return found.data
 
 
 def validate_workflow(config: dict, files: list[ConfigFile], overrides: dict | None = None) -> dict:
-    """`validate` for the Snakefile: an error names the config file and line that set the key."""
+    """`validate` for the Snakefile: an error names the config file and line that set the key; so does
+    each warning, on standard error."""
     try:
-        return validate(config)
+        validate(config)
     except ConfigError as err:
         raise locate(err, config, files, overrides) from None
+    warn(config, files, overrides)
+    return config
 
 
 def validate(config: dict) -> dict:
     """Validate `config` in place against the schema and the cross-references; returns it."""
-    from snakemake.exceptions import WorkflowError
-    from snakemake.utils import validate as schema_validate
-
-    try:
-        schema_validate(config, str(SCHEMA), set_default=True)
-    except WorkflowError as err:
-        raise ConfigError(_schema_message(err, config)) from None
+    _check_finite(config)
+    schema = _schema()
+    if any(True for _ in _validator(defaults=True)(schema).iter_errors(config)):
+        raise ConfigError(_schema_message(config))
     lora.complete(config["hyperparameters"])
     check(config)
     return config
 
 
-def _schema_message(err: Exception, config: dict) -> str:
+def config_warnings(config: dict) -> list[str]:
+    """What a valid config asks that is allowed but likely not meant, one message per finding, each
+    starting with the key it is about (as a ConfigError's does): a run whose warmup (TrainingArguments'
+    warmup_steps, a fraction of the run's steps below 1) lasts as long as the run or longer, so that its
+    learning rate never reaches the set's peak. The steps are `zephyr.plan`'s, where the config gives
+    them (max_steps, or the planned records of the run's mixture)."""
+    from . import plan
+
+    found = []
+    for spec, run in zip(config["variants"].values(), plan.runs(config)):
+        steps, warmup = run["steps"], run["warmup"]
+        if isinstance(steps, int) and isinstance(warmup, (int, float)) and warmup >= steps:
+            hyper = spec["hyperparameters"]
+            given = config["hyperparameters"][hyper]["warmup_steps"]
+            written = f"{given:g} of its steps ({warmup} steps)" if given < 1 else f"{warmup:g} steps"
+            found.append(f"hyperparameters.{hyper}.warmup_steps: run {run['variant']} warms up for {written} but "
+                         f"trains {steps} optimizer steps in all, so its learning rate never reaches its peak; "
+                         f"set warmup_steps below {steps}")
+    return found
+
+
+def warn(config: dict, files: list[ConfigFile], overrides: dict | None = None) -> list[str]:
+    """Print each of `config_warnings` to standard error as one `WARNING:` line naming the config
+    file and line that set its key (as an error does); returns the lines."""
+    lines = [f"WARNING: {locate(ConfigError(found), config, files, overrides)}" for found in config_warnings(config)]
+    for line in lines:
+        print(line, file=sys.stderr)
+    return lines
+
+
+def _check_finite(tree, where: tuple = ()) -> None:
+    """Every number of the config is finite: jsonschema lets YAML's .nan pass every range (each comparison
+    with it is false) and .inf pass any minimum. One check over the whole tree, before the schema's."""
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            _check_finite(value, where + (key,))
+    elif isinstance(tree, list):
+        for index, value in enumerate(tree):
+            _check_finite(value, where + (index,))
+    elif isinstance(tree, float) and not math.isfinite(tree):
+        written = ".nan" if math.isnan(tree) else (".inf" if tree > 0 else "-.inf")
+        raise ConfigError(f"invalid config: {_dotted(where) or '(top level)'}: {written} is not a finite number; "
+                          "every number of a config must be finite")
+
+
+@functools.cache
+def _schema() -> dict:
+    return yaml.safe_load(SCHEMA.read_text())
+
+
+@functools.cache
+def _validator(defaults: bool):
+    """The schema's validator (JSON Schema 2020-12), the one place its types are decided: an `integer` is
+    an int, never a whole float (jsonschema's default takes 2.0 for `max_steps`), nor a bool. With
+    `defaults`, it fills in each missing key's schema default as it goes, as Snakemake's `validate` does."""
+    from jsonschema import Draft202012Validator, validators
+
+    types = Draft202012Validator.TYPE_CHECKER.redefine(
+        "integer", lambda checker, value: isinstance(value, int) and not isinstance(value, bool))
+    strict = validators.extend(Draft202012Validator, type_checker=types)
+    if not defaults:
+        return strict
+    properties = strict.VALIDATORS["properties"]
+
+    def set_defaults(validator, subschemas, instance, schema):
+        if isinstance(instance, dict):
+            for key, subschema in subschemas.items():
+                if "default" in subschema:
+                    instance.setdefault(key, copy.deepcopy(subschema["default"]))
+        yield from properties(validator, subschemas, instance, schema)
+
+    return validators.extend(strict, {"properties": set_defaults})
+
+
+def _schema_message(config: dict) -> str:
     """The first schema violation as `invalid config: KEY: what`, with the allowed range or choices
     where the failing keyword sets one (`RANGE_WORDS`) and the key's own description where it has one,
     so that a value out of range names what is allowed and why."""
     import jsonschema
 
-    schema = yaml.safe_load(SCHEMA.read_text())
-    error = jsonschema.exceptions.best_match(jsonschema.validators.validator_for(schema)(schema).iter_errors(config))
+    schema = _schema()
+    error = jsonschema.exceptions.best_match(_validator(defaults=False)(schema).iter_errors(config))
     if error is None:
-        return f"invalid config: {err}"
+        return "invalid config: it does not match schemas/config.schema.yaml"
     path = list(error.absolute_path)
     key = _dotted(tuple(path)) or "(top level)"
     detail = error.message
@@ -326,12 +406,16 @@ def check(config: dict) -> None:
 
 def _check_models(config: dict) -> None:
     """Each model source says what its kind needs (a hub id, a scratch model's sizes...), checked here
-    rather than when its job runs."""
+    rather than when its job runs; a scratch model's sizes as its fetch job checks them
+    (`build.check_scratch_sizes`)."""
     from .model import build, fetch
 
     for name, spec in config["models"].items():
+        source, key = spec["source"], f"models.{name}.source"
         try:
-            fetch.check_source(name, spec["source"], key=f"models.{name}.source")
+            fetch.check_source(name, source, key=key)
+            if source["kind"] == "scratch":
+                build.check_scratch_sizes(f"{key}.config", source["architecture"], source["config"])
         except build.ModelSourceError as err:
             raise ConfigError(str(err)) from None
 
@@ -367,7 +451,7 @@ def _check_variants(config: dict) -> None:
     for name, hyper in hypers.items():
         try:
             hyperparameters.check_hyperparameters(f"hyperparameters.{name}", hyper)
-            hyperparameters.split_accumulation(f"hyperparameters.{name}", hyper, config["compute"]["gpus"])
+            hyperparameters.check_step(f"hyperparameters.{name}", hyper, config["compute"]["gpus"])
         except hyperparameters.TrainingError as err:
             raise ConfigError(str(err)) from None
     _check_validation_splits(config)

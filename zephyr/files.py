@@ -272,31 +272,61 @@ def manifest_files(directory: str | os.PathLike, names: Iterable[str]) -> dict:
     return {"files": {p.name: sha256(p) for p in paths}, "sizes": {p.name: p.stat().st_size for p in paths}}
 
 
-def verify(directory: str | os.PathLike, rebuild: str) -> dict:
-    """Check the files a folder's manifest lists before they are used; returns the manifest ({} when the
-    folder has none: a plain folder a user points at).
+def rebuild_command(target: str | os.PathLike) -> str:
+    """The smallest rerun that rebuilds one stored artifact: its job alone (`--force` on the file; `--forcerun
+    RULE` would rerun every job of the rule in the DAG, and so everything after them). A rebuilt artifact is
+    byte-identical (the jobs are deterministic), and Snakemake (7.8 and later) does not rerun a job whose
+    newer input of up to 1 MB (a manifest) has the checksum it recorded: nothing downstream reruns."""
+    return f"snakemake --cores 1 --force {target} (with the study's --configfile)"
 
-    Every listed file must be there and of the recorded size (manifests record sizes since 2026-12-03),
-    which catches a copy cut short for the cost of a stat. Its sha256 is compared too where size and
-    time cannot vouch for it: no recorded size, or the file changed after the manifest was written
-    (every writer writes the manifest last, and moves the folder in whole, which keeps the times).
-    Hashing every read would cost ~1.1 s a GB (measured 2026-12-03, 2-core AMD EPYC): ~2 s for each
-    load of a 0.5B model in float32. `rebuild` is the command that rebuilds the folder."""
+
+def sidecar(path: str | os.PathLike) -> Path:
+    """The manifest of a single stored file (records, pair scores): `NAME.manifest.json` beside `NAME.EXT`."""
+    path = Path(path)
+    return path.with_name(f"{path.name.rsplit('.', 1)[0]}.{MANIFEST_FILE}")
+
+
+def write_sidecar(path: str | os.PathLike, about: dict | None = None) -> dict:
+    """Write the manifest of one stored file beside it (`sidecar`): `about` with its sha256 and size."""
+    path = Path(path)
+    manifest = {**(about or {}), **manifest_files(path.parent, [path.name])}
+    write_json(sidecar(path), manifest)
+    return manifest
+
+
+def verify_file(path: str | os.PathLike, rebuild: str | None = None) -> dict:
+    """Check one stored file against its `sidecar` manifest (`verify`); {} when it has none."""
+    path = Path(path)
+    return verify(path.parent, rebuild or rebuild_command(path), manifest=sidecar(path))
+
+
+def verify(directory: str | os.PathLike, rebuild: str, manifest: str | os.PathLike | None = None) -> dict:
+    """Check the files a folder's manifest lists before they are used; returns the manifest ({} when the
+    folder has none: a plain folder a user points at). `manifest`: where the manifest is when it is not the
+    folder's `manifest.json` (a mixture's, a single file's `sidecar`); its names are the folder's files.
+
+    Every listed file must be there, of the recorded size, and of the recorded sha256, however old: a
+    file of the same size copied with its time kept (`cp -p` from a sibling variant) is caught as surely
+    as one edited after the manifest. Hashing every read costs 0.65 s a GB (measured 2026-12-06 on the
+    2-core AMD EPYC with SHA-NI, file in the page cache: sha256 0.36 s for 540 MiB, 1.5 GB/s; blake2b 0.66 s,
+    xxh3_128 0.05 s, reading alone 0.03 s): 0.36 s for each load of the default's 135M model in float32,
+    some 1.2 s for a 0.5B one, a small share of a job that starts torch, and no second digest to record
+    beside the sha256 every manifest already holds. `rebuild` is the command that rebuilds it."""
     directory = Path(directory)
-    path = directory / MANIFEST_FILE
+    path = Path(manifest) if manifest is not None else directory / MANIFEST_FILE
     if not path.is_file():
         return {}
     manifest = read_json(path)
-    written, sizes = path.stat().st_mtime_ns, manifest.get("sizes", {})
+    sizes = manifest.get("sizes", {})
     for name, digest in manifest.get("files", {}).items():
-        file, fix = directory / name, f"; rebuild it: {rebuild}"
+        file, fix = directory / name, f"; rebuild it alone: {rebuild}"
         if not file.is_file():
             raise IntegrityError(f"{file}: missing, but {path} lists it{fix}")
-        stat = file.stat()
-        if name in sizes and stat.st_size != sizes[name]:
-            raise IntegrityError(f"{file}: {stat.st_size:,} bytes, but {path} records {sizes[name]:,} "
+        size = file.stat().st_size
+        if name in sizes and size != sizes[name]:
+            raise IntegrityError(f"{file}: {size:,} bytes, but {path} records {sizes[name]:,} "
                                  f"(cut short or changed after it was written){fix}")
-        if (name not in sizes or stat.st_mtime_ns > written) and (actual := sha256(file)) != digest:
+        if (actual := sha256(file)) != digest:
             raise IntegrityError(f"{file}: sha256 {actual[:16]}..., but {path} records {digest[:16]}... "
                                  f"(changed after it was written){fix}")
     return manifest

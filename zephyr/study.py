@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["Task", "TASKS", "TRAINERS", "PRECISIONS", "FORMS", "TABLE1", "PAPER_TABLE1", "PAPER_MODELS",
-           "PAPER_DPO_VALIDATION", "least_items", "slot_model", "is_papers_model", "MCQA_TABLE", "QLORA_TABLE",
+           "PAPER_DPO_VALIDATION", "AS_TRAINED", "least_items", "slot_model", "is_papers_model", "MCQA_TABLE",
+           "QLORA_TABLE",
            "QUANTIZATION", "form_name", "table1_tasks", "row_tasks", "shows_reward", "qlora_tasks", "paper_runs",
            "trainer_of", "exported", "quantized_forms", "qlora_rows", "qlora_exported"]
 
@@ -72,6 +73,9 @@ PRECISIONS = {
 }
 #: A variant's forms: its dense weights and each quantized copy.
 FORMS = ("dense", *PRECISIONS)
+#: A QLoRA variant as it was trained: its base quantized as the variant's `qlora` says, with the adapter
+#: on top, unmerged (a form apart: merging into the float32 base and quantizing again is another model).
+AS_TRAINED = "as-trained"
 
 #: Table 1's columns after "Model", exactly the paper's: (task, metric, scale). HellaSwag in percent, as
 #: in the paper; BLEU and ROUGE are already x100; reward accuracy stays a fraction, as in the paper,

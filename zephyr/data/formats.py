@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
+import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -188,10 +189,20 @@ def require(**fields: str) -> None:
             raise Drop(f"empty {key}")
 
 
+def normalize(value: str) -> str:
+    """Text as compared for sameness (ties, duplicates, held-out items in training sets): Unicode NFKC,
+    invisible format characters (zero-width spaces, soft hyphens, byte-order marks) removed, casefolded,
+    every run of whitespace one space, none at the ends."""
+    value = unicodedata.normalize("NFKC", value)
+    value = "".join(c for c in value if unicodedata.category(c) != "Cf").casefold()
+    return " ".join(unicodedata.normalize("NFKC", value).split())
+
+
 def pair(instruction: str, chosen: str, rejected: str, *, system: str = "", input: str = "") -> dict:
-    """A preference record, dropping empty sides and non-preferences (chosen == rejected)."""
+    """A preference record, dropping empty sides and non-preferences (chosen and rejected the same text once
+    `normalize`d: a tie that differs in case, spacing or Unicode form only)."""
     require(instruction=instruction, chosen=chosen, rejected=rejected)
-    if chosen == rejected:
+    if normalize(chosen) == normalize(rejected):
         raise Drop("chosen equals rejected")
     record = {"instruction": instruction, "input": input, "chosen": chosen, "rejected": rejected}
     if system:

@@ -94,40 +94,10 @@ def _check_rows(dataset: str, rows: int, expected_rows: int | None, pin: lock.Pi
                       f"datasets.{dataset}.allow_row_change: true")
 
 
-def content_key(source: dict) -> dict:
-    """What a source's rows depend on beyond its config entry, for the workflow to rerun on: a local
-    file's sha256 (None while the file is missing), a hub source's pinned revision.
-
-    A rule param, because Snakemake otherwise decides on modification times (a file replaced by
-    `cp -p`, `rsync -t` or an archive keeps an older one) and records a param only when its job
-    succeeds: a source that changed stays out of date until a run succeeds on the new content.
-    Not the lock file's commit: Snakemake records a param as it was before the job ran, so the commit
-    the first fetch writes into the lock would rerun every hub dataset, and all after it, once more.
-    """
-    if source["kind"] == "local":
-        path = Path(source["path"])
-        return {"sha256": _sha256_once(path) if path.is_file() else None}
-    if source["kind"] == "hub":
-        return {"revision": source.get("revision")}
-    return {}
-
-
-_SHA256: dict[tuple, str] = {}
-
-
-def _sha256_once(path: Path) -> str:
-    """sha256 of a file, hashed once per process while the file is unchanged (several rules ask)."""
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
-    if key not in _SHA256:
-        _SHA256[key] = files.sha256(path)
-    return _SHA256[key]
-
-
 def load_rows(data_dir: str | Path) -> list[dict]:
     """The raw rows of a fetched dataset, its file checked against its manifest first."""
     data_dir = Path(data_dir)
-    files.verify(data_dir, f"snakemake --cores 1 --forcerun fetch_dataset {data_dir / files.MANIFEST_FILE}")
+    files.verify(data_dir, files.rebuild_command(data_dir / files.MANIFEST_FILE))
     return files.read_rows(data_dir / DATA_FILE)
 
 

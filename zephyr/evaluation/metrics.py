@@ -100,13 +100,16 @@ def bleu_stderr(predictions: Sequence[str], references: Sequence[str], iteration
 
     refs = _tokenized(references)
     systems = [_tokenized(predictions)] + ([_tokenized(baseline)] if baseline is not None else [])
-    if len(refs) < 2 or not any(refs) or not all(any(hyps) for hyps in systems):
+    if len(refs) < 2 or not any(refs) or not any(systems[0]) and baseline is None:
         return float("nan")
     scorer = BLEU(tokenize="none", smooth_method="none", force=True)
-    stats = [np.array(scorer._extract_corpus_statistics(hyps, [refs]), dtype=np.int64) for hyps in systems]
+    # a system that answered nothing scores 0 on every resample (`bleu` gives it 0): only the other varies
+    stats = [np.array(scorer._extract_corpus_statistics(hyps, [refs]), dtype=np.int64) if any(hyps) else None
+             for hyps in systems]
     rng = np.random.default_rng(seed)
     samples = rng.integers(0, len(refs), size=(iterations, len(refs)))
-    scores = [[scorer._compute_score_from_stats(s[idx].sum(0).tolist()).score for s in stats] for idx in samples]
+    scores = [[0.0 if s is None else scorer._compute_score_from_stats(s[idx].sum(0).tolist()).score for s in stats]
+              for idx in samples]
     return float(np.std([row[0] - (row[1] if len(row) > 1 else 0.0) for row in scores], ddof=1))
 
 

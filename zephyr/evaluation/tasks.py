@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
+from ..data import mixtures
 from ..model.prompts import mcqa_prompt, pairs_cut_equal, preference_sequences
 from ..study import TASKS, form_name
 from . import metrics
@@ -137,15 +138,19 @@ def perplexity(model, tokenizer, texts: Sequence[str], window: int, batch_size: 
     nll = -sum(scores)
     stderr = metrics.perplexity_stderr([-s for s in scores], [n for _, n in sequences])
     return {"perplexity": metrics.perplexity(nll, predicted), "tokens": predicted, "windows": len(parts),
-            "window": window, "text_tokens": len(ids), "nll": nll, "stderr": {"perplexity": stderr}}
+            "window": window, "text_tokens": len(ids), "nll": nll, "stderr": {"perplexity": stderr},
+            "items": [{"window": i, "nll": -score, "tokens": n} for i, (score, (_, n)) in
+                      enumerate(zip(scores, sequences))]}
 
 
 # ---- the runners of the registered tasks ------------------------------------------------------
 
 
 def _perplexity(model, tokenizer, records, settings, reference):
+    """Rows per window (its summed NLL and predicted tokens): two forms of a model scored on the same
+    windows are compared window by window (a paired standard error of their difference)."""
     summary = perplexity(model, tokenizer, [r["text"] for r in records], settings["window"], settings["batch_size"])
-    return [], {**summary, "n": summary["windows"]}
+    return summary.pop("items"), {**summary, "n": summary["windows"]}
 
 
 #: task name (`study.TASKS`) → run(model, tokenizer, records, settings, reference) → (rows, summary).
@@ -161,13 +166,15 @@ RUNNERS: dict[str, Callable] = {
 
 def evaluate_files(task: str, model_dir: str | Path, data_path: str | Path, out_csv: str | Path,
                    items_path: str | Path, *, model: str, variant: str, settings: dict, form: str = "dense",
-                   parent_dir: str | Path | None = None) -> dict:
+                   parent_dir: str | Path | None = None, adapter_dir: str | Path | None = None,
+                   qlora: str | None = None) -> dict:
     """Evaluate one model (`variant` in `form`) on one task; write the tidy metric CSV and the per-item
     JSONL beside it.
 
     `settings`: batch_size, precision (the study's, zephyr/precision.py; float32 when absent), and the task's own
     (max_new_tokens for gsm8k, beta and max_length for reward, window for perplexity). Reward
-    accuracy scores the model against `parent_dir`, its reference.
+    accuracy scores the model against `parent_dir`, its reference. With `adapter_dir`, the model is a
+    QLoRA variant as trained: `model_dir` (its base) quantized as `qlora`, the adapter on top, unmerged.
     """
     from .. import files
     from .. import precision as precisions
@@ -179,9 +186,10 @@ def evaluate_files(task: str, model_dir: str | Path, data_path: str | Path, out_
     spec = TASKS[task]
     if spec.needs_parent and parent_dir is None:
         raise ValueError(f"{model} {variant}: {task} needs the parent model as reference")
-    records = files.read_json(data_path)
+    records = mixtures.read(data_path)
     precision = precisions.check("precision", settings.get("precision"))
-    policy, tokenizer = modeldir.load(model_dir, dtype=precision["weights"])
+    policy, tokenizer = modeldir.load_as_trained(model_dir, adapter_dir, qlora, precision) if adapter_dir else \
+        modeldir.load(model_dir, dtype=precision["weights"])
     reference = modeldir.load(parent_dir, dtype=precision["weights"])[0] if spec.needs_parent else None
     where, name = policy.device.type, form_name(variant, form)
     log.info("%s %s: %s on %d records from %s, %s on %s", model, name, task, len(records), data_path,
@@ -202,7 +210,7 @@ def score_pairs_file(model_dir: str | Path, data_path: str | Path, out_path: str
     from .. import precision as precisions
     from ..model import modeldir
 
-    records = files.read_json(data_path)
+    records = mixtures.read(data_path)
     precision = precisions.check("precision", settings.get("precision"))
     model, tokenizer = modeldir.load(model_dir, dtype=precision["weights"])
     where = model.device.type
@@ -212,6 +220,7 @@ def score_pairs_file(model_dir: str | Path, data_path: str | Path, out_path: str
         scores = pair_scores(model, tokenizer, records, settings.get("batch_size", 8), settings.get("max_length"))
     scores["computed_in"] = precisions.record(precision, where)
     files.write_json(out_path, scores)
+    files.write_sidecar(out_path, {"model": str(model_dir), "data": str(data_path)})  # checked where it is read
     return scores
 
 
@@ -222,12 +231,14 @@ def reward_files(policy_scores: str | Path, reference_scores: str | Path, data_p
     from .. import files
     from . import results
 
+    for scores in (policy_scores, reference_scores):
+        files.verify_file(scores)
     policy, reference = files.read_json(policy_scores), files.read_json(reference_scores)
     if policy["computed_in"]["dtype"] != reference["computed_in"]["dtype"] or \
             policy["computed_in"]["compute"] != reference["computed_in"]["compute"]:
         raise ValueError(f"{policy_scores} ({policy['computed_in']}) and {reference_scores} "
                          f"({reference['computed_in']}) were computed in different precisions")
-    rows, summary = reward_from_scores(files.read_json(data_path), policy, reference, settings["beta"])
+    rows, summary = reward_from_scores(mixtures.read(data_path), policy, reference, settings["beta"])
     files.write_jsonl(items_path, rows)
     results.write_metrics(out_csv, model, variant, "dense", "reward", summary, policy["computed_in"])
     log.info("%s %s reward: %s", model, variant,

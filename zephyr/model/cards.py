@@ -89,7 +89,8 @@ def render_card(card: dict, *, manifest: dict | None = None, base_manifest: dict
     if training:
         out += ["## Training run", ""]
         out += _table([(k, training.get(k)) for k in ("steps", "epochs", "train_records", "validation_records",
-                                                        "tokens_seen", "wall_seconds", "device")])
+                                                        "tokens_seen", "wall_seconds", "device")]
+                      + [("records cut at max_length", _truncation(training.get("truncation")))])
 
     rest = {k: v for k, v in card.items() if k not in CARD_SECTIONS}
     if rest:
@@ -131,6 +132,13 @@ def quantized_card(manifest: dict, parent_manifest: dict) -> str:
         ]),
         "Checksums of every file are in `manifest.json`.", "",
     ])
+
+
+def _truncation(cut: dict | None) -> str | None:
+    """A run's `truncation` (zephyr/model/training.py) in words: records whose answer max_length cuts."""
+    if not cut:
+        return None
+    return f"{cut['cut']} of {cut['measured']} ({cut['share']:.1%}) at max_length {cut['max_length']}"
 
 
 def _table(rows: list[tuple[str, Any]]) -> list[str]:

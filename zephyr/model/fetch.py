@@ -44,7 +44,8 @@ DTYPES = ("float32", "bfloat16", "float16")
 
 # The stored dtype when the source does not say (`source.dtype`): a checkpoint keeps the dtype it
 # was stored in; dequantized GGUF weights and random init stay float32, so nothing is rounded here
-# (training may still load them in bfloat16, which is faster on this CPU).
+# (training and evaluation then load them in the study's `precision.weights`, float32 unless a config
+# says otherwise: zephyr/precision.py).
 DEFAULT_DTYPE = {"hub": "auto", "local": "auto", "gguf": "float32", "scratch": "float32"}
 
 

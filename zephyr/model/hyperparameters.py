@@ -4,12 +4,20 @@ check runs this at every Snakemake parse (a dry run included), where those impor
 A set is data: every key but `trainer`, `lora` and `speed` is a field of TRL's SFTConfig or DPOConfig,
 passed as is (an unknown key is an error naming it). Here also: the step a set takes (what
 `speed.plan` sizes), its split over data-parallel processes, and the GPU memory a small run books.
+
+The string choices of TrainingArguments (`lr_scheduler_type`, `optim`) are checked against transformers'
+own enums, read from the installed transformers' source (`library_class`) rather than imported: importing
+transformers.trainer_utils or transformers.training_args imports torch, 5 to 6 s on 2 CPU cores at every
+parse; reading and parsing the two files takes about 20 ms.
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import difflib
+import functools
+import importlib.util
 import math
 from pathlib import Path
 
@@ -39,6 +47,9 @@ DEFAULTS = {
 #: A one-GPU run that needs at most this share of its GPU's memory books it and shares the GPU with other
 #: jobs (the tiny study's runs); a larger one takes the GPU whole, and `speed` grows its micro-batch into it.
 SHARE_GPU_UP_TO = 0.25
+#: TrainingArguments' string choices → the transformers module and enum that list them (TrainingArguments
+#: turns the string into that enum, and refuses any other).
+CHOICES = {"lr_scheduler_type": ("trainer_utils.py", "SchedulerType"), "optim": ("training_args.py", "OptimizerNames")}
 #: The pinned TRL's config fields (`make envs` writes them; a test checks them against the installed TRL).
 TRL_FIELDS = Path(__file__).with_name("trl_fields.json")
 CONFIG_NAMES = {"sft": "SFTConfig", "dpo": "DPOConfig"}
@@ -78,13 +89,74 @@ def check_hyperparameters(where: str, hyper: dict) -> None:
         nearest = {key: close[0] for key in unknown if (close := difflib.get_close_matches(key, known, n=1))}
         hint = "; did you mean " + ", ".join(nearest.values()) + "?" if nearest else ""
         raise TrainingError(f"{where}: {', '.join(unknown)} not a field of TRL's {CONFIG_NAMES[trainer]}{hint}")
+    if "seed" in hyper:
+        raise TrainingError(f"{where}.seed: a hyperparameter set may not set the training seed: every variant trained "
+                            "with the set would take it in place of its own, and no run would record the seed it "
+                            "used; remove it and set each variant's seed (variants.NAME.seed, 0 by default)")
     for key, (instead, why) in DECIDED.items():
         if key in hyper:
             raise TrainingError(f"{where}: set {instead} instead of {key} ({why})")
+    for key in CHOICES:
+        if key in hyper and hyper[key] not in (allowed := library_choices(key)):
+            close = difflib.get_close_matches(str(hyper[key]), allowed, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise TrainingError(f"{where}.{key}: {hyper[key]!r} is not one of transformers' {CHOICES[key][1]} values "
+                                f"{allowed}{hint}")
     try:
         speed.check(where, hyper.get("speed"))
     except speed.SpeedError as err:
         raise TrainingError(str(err)) from None
+    save, logging = hyper.get("save_steps"), hyper.get("logging_steps")
+    if isinstance(save, int) and isinstance(logging, int) and save >= 1 and logging >= 1 and save % logging:
+        raise TrainingError(f"{where}: save_steps {save} is not a multiple of logging_steps {logging}: a run resumed "
+                            "from a checkpoint between two logged steps logs a loss over the resumed steps only, "
+                            "and its history would differ from an uninterrupted run's; choose save_steps a multiple "
+                            f"of {logging}")
+
+
+def check_step(where: str, hyper: dict, processes: int) -> None:
+    """The set's step splits over `processes` data-parallel processes with its global batch, and a
+    forced `speed.micro_batch` divides the batch of one process and step (as `speed.plan` needs at job
+    time); TrainingArguments' own per_device_train_batch_size default where the set gives none."""
+    split = split_accumulation(where, hyper, processes)
+    micro = split.get("per_device_train_batch_size", training_default("per_device_train_batch_size"))
+    try:
+        speed.check_micro_batch(where, speed.check(where, hyper.get("speed"))["micro_batch"],
+                                micro * split.get("gradient_accumulation_steps", 1))
+    except speed.SpeedError as err:
+        raise TrainingError(str(err)) from None
+
+
+@functools.cache
+def library_class(module: str, name: str) -> ast.ClassDef:
+    """Class `name` of the installed transformers' `module` (a path under the package), read from its
+    source without importing it (see the module's docstring)."""
+    spec = importlib.util.find_spec("transformers")  # a top-level package: found, not imported
+    path = Path(spec.submodule_search_locations[0]) / module
+    for node in ast.parse(path.read_text(encoding="utf-8"), str(path)).body:
+        if isinstance(node, ast.ClassDef) and node.name == name:
+            return node
+    raise TrainingError(f"{path} has no class {name}: is the pinned transformers installed?")
+
+
+@functools.cache
+def library_choices(key: str) -> list[str]:
+    """The values of the transformers enum that lists `key`'s choices (`CHOICES`), in its order."""
+    return [item.value.value for item in library_class(*CHOICES[key]).body
+            if isinstance(item, ast.Assign) and isinstance(getattr(item.value, "value", None), str)]
+
+
+@functools.cache
+def training_default(field: str):
+    """TrainingArguments' default of `field`, read from its source (`library_class`): `field(default=...)`
+    or a plain value."""
+    for item in library_class("training_args.py", "TrainingArguments").body:
+        if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name) and item.target.id == field:
+            value = item.value
+            if isinstance(value, ast.Call):
+                value = next(k.value for k in value.keywords if k.arg == "default")
+            return ast.literal_eval(value)
+    raise TrainingError(f"TrainingArguments has no field {field!r}")
 
 
 def trl_default(trainer: str, field: str):

@@ -89,11 +89,12 @@ def check_adapter(base_dir: str | os.PathLike, adapter_dir: str | os.PathLike) -
     `base_model_name_or_path` is the base folder (compared as absolute paths; a relative path is taken
     from the working directory, as `from_pretrained` does) or the base's manifest names it (its
     `model`, or the hub id of its source), and when every target module exists in the base with the
-    adapter's shapes.
+    adapter's shapes. The adapter's files are checked against its manifest first (`modeldir.verify_adapter`).
     """
     base_dir, adapter_dir = Path(base_dir), Path(adapter_dir)
     config_path = adapter_dir / ADAPTER_CONFIG
     modeldir.check(base_dir)
+    modeldir.verify_adapter(adapter_dir)
     if not config_path.is_file():
         raise ModelDirError(f"adapter {adapter_dir}: no {ADAPTER_CONFIG}; not a PEFT adapter folder")
     config = files.read_json(config_path)

@@ -63,17 +63,33 @@ def write_manifest(directory: Path, manifest: dict) -> dict:
     return manifest
 
 
-#: The rule that writes a model folder, by its manifest's kind (a base model's manifest has a source).
-WRITTEN_BY = {"merged": "merge_adapter", "quantized": "export_quantized", "base": "fetch_model"}
-
-
 def verify(model_dir: str | os.PathLike) -> dict:
     """The folder's files checked against its manifest (`files.verify`) before they are used; the
-    message names the Snakemake command that rebuilds the folder."""
+    message names the smallest rerun that rebuilds the folder alone (`files.rebuild_command`)."""
     model_dir = Path(model_dir)
-    manifest = read_manifest(model_dir, required=False)
-    rule = WRITTEN_BY.get(manifest.get("kind") or ("base" if manifest.get("source") else ""), "its rule")
-    return files.verify(model_dir, f"snakemake --cores 1 --forcerun {rule} {model_dir / files.MANIFEST_FILE}")
+    return files.verify(model_dir, files.rebuild_command(model_dir / files.MANIFEST_FILE))
+
+
+#: What an adapter's manifest leaves out: the run's records that carry wall times (two identical runs differ
+#: in them), read by the report alone. The weights, config, tokenizer and validation items are checked.
+ADAPTER_UNCHECKED = ("summary.json", "log_history.csv")
+#: The file the training rule is asked for: the target that rebuilds an adapter.
+ADAPTER_TARGET = "adapter_config.json"
+
+
+def write_adapter_manifest(adapter_dir: Path, about: dict) -> dict:
+    """Record the checksum and size of an adapter folder's files (`ADAPTER_UNCHECKED` aside), last."""
+    names = [p.name for p in Path(adapter_dir).iterdir()
+             if p.is_file() and p.name != files.MANIFEST_FILE and p.name not in ADAPTER_UNCHECKED]
+    manifest = {**about, **files.manifest_files(adapter_dir, names)}
+    files.write_json(Path(adapter_dir) / files.MANIFEST_FILE, manifest)
+    return manifest
+
+
+def verify_adapter(adapter_dir: str | os.PathLike) -> dict:
+    """An adapter folder checked against its manifest before it is merged or loaded ({} when it has none)."""
+    adapter_dir = Path(adapter_dir)
+    return files.verify(adapter_dir, files.rebuild_command(adapter_dir / ADAPTER_TARGET))
 
 
 def provenance(model_dir: Path, manifest: dict) -> dict:
@@ -178,7 +194,18 @@ def load_model(model_dir: str | os.PathLike, device: str | None = None, *, dtype
     model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
     if "device_map" not in kwargs:
         model.to(place)
+    _same_4bit_kernels(model)
     return model
+
+
+def _same_4bit_kernels(model) -> None:
+    """Keep bitsandbytes' 4-bit layers on one kernel on every CPU. On a CPU with AVX-512-bf16 a layer's
+    first forward in eval mode repacks its weights for a bf16 kernel for good: its numbers then differ
+    from an AVX2 machine's, and a QLoRA run that evaluates during training fails at its next training
+    step (bitsandbytes 0.50.2: `result += bias` on a leaf that requires grad). Off: the kernel every CPU has."""
+    for module in model.modules():
+        if getattr(module, "support_avx512bf16_for_cpu", False):
+            module.support_avx512bf16_for_cpu = False
 
 
 def load(model_dir: str | os.PathLike, device: str | None = None, *, dtype: str = "float32"):
@@ -186,6 +213,20 @@ def load(model_dir: str | os.PathLike, device: str | None = None, *, dtype: str 
     model = load_model(model_dir, device, dtype=dtype)
     model.eval()
     return model, load_tokenizer(model_dir)
+
+
+def load_as_trained(base_dir: str | os.PathLike, adapter_dir: str | os.PathLike, qlora: str, precision: dict):
+    """(model, tokenizer) of a QLoRA variant as it was trained, in eval mode: `base_dir` quantized as
+    `qlora` while loading (as training loaded it), its 4-bit layers computing in the study `precision`'s
+    compute dtype, with the adapter of `adapter_dir` on top, unmerged."""
+    from peft import PeftModel
+
+    verify_adapter(adapter_dir)
+    base = load_model(base_dir, dtype=precision["weights"], precision=qlora,
+                      compute_dtype=precisions.compute_dtype(precision))
+    model = PeftModel.from_pretrained(base, adapter_dir)
+    model.eval()
+    return model, load_tokenizer(adapter_dir)
 
 
 def load_for_training(model_dir: str | os.PathLike, device: str, qlora: str | None, precision: dict):

@@ -45,12 +45,18 @@ TEMPLATE_TOKENS = {"chatml": ["<|im_start|>", "<|im_end|>"], "qwen": ["<|im_star
                    "zephyr": []}
 
 
+#: Between an Alpaca record's instruction and its input: LlamaFactory's alpaca converter's "\n" (v0.5.3 to
+#: v0.9.5, data/aligner.py then data/converter.py; docs/llamafactory-defaults.md): §4, "Our training
+#: pipeline relies on LlamaFactory".
+INPUT_JOINER = "\n"
+
+
 def messages(record: dict) -> list[dict]:
     """The chat prompt of a record: system, earlier turns, then the instruction (and its input)."""
     turns = [{"role": "system", "content": record["system"]}] if record.get("system") else []
     for user, assistant in record.get("history") or []:
         turns += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
-    content = record["instruction"] + (f"\n\n{record['input']}" if record.get("input") else "")
+    content = record["instruction"] + (f"{INPUT_JOINER}{record['input']}" if record.get("input") else "")
     return turns + [{"role": "user", "content": content}]
 
 
@@ -133,9 +139,17 @@ def preference_sequences(tokenizer, records: Sequence[dict], max_length: int | N
 def pairs_cut_equal(tokenizer, records: Sequence[dict], max_length: int | None) -> tuple[int, int]:
     """How many pairs `max_length` cuts before their two sides differ (DPO sees two identical sequences:
     no gradient, a tied reward), and the length the longest pair needs."""
+    _, equal, need = pairs_cut(tokenizer, records, max_length)
+    return equal, need
+
+
+def pairs_cut(tokenizer, records: Sequence[dict], max_length: int | None) -> tuple[int, int, int]:
+    """How many pairs `max_length` cuts at all (either answer loses its end and its EOS), how many of those
+    before their two sides differ (`pairs_cut_equal`), and the length the longest pair needs."""
     full_c, full_r = preference_sequences(tokenizer, records)
     need = max((len(t) for t, _ in full_c + full_r), default=0)
     if max_length is None or need <= max_length:
-        return 0, need
-    cut = sum(a[0] != b[0] and a[0][:max_length] == b[0][:max_length] for a, b in zip(full_c, full_r))
-    return cut, need
+        return 0, 0, need
+    cut = sum(max(len(a[0]), len(b[0])) > max_length for a, b in zip(full_c, full_r))
+    equal = sum(a[0] != b[0] and a[0][:max_length] == b[0][:max_length] for a, b in zip(full_c, full_r))
+    return cut, equal, need

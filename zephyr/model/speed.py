@@ -98,6 +98,16 @@ def check(where: str, speed: dict | None) -> dict:
     return speed
 
 
+def check_micro_batch(where: str, micro, batch: int):
+    """A forced micro-batch divides the `batch` of one process and step (the config check asks this before
+    any job, `plan` again at the run's start); returns it."""
+    if micro != "auto" and batch % micro:
+        divisors = [m for m in range(1, batch + 1) if batch % m == 0]
+        raise SpeedError(f"{where}.speed.micro_batch: {micro} does not divide the batch of {batch} examples per "
+                         f"process and step; choose one of {divisors}")
+    return micro
+
+
 def plan(where: str, speed: dict, *, micro_batch: int, accumulation: int, device: str, model_config,
          max_length: int, sequences_per_example: int, dtype: str, quantized: bool = False, padded_to: int | None = None,
          lengths: list[int] | None = None, grouped: bool = False) -> Plan:
@@ -120,10 +130,7 @@ def plan(where: str, speed: dict, *, micro_batch: int, accumulation: int, device
 
     budget = int(devices.free_bytes(device) * MEMORY_SHARE) - weight_bytes(model_config, dtype, quantized)
     divisors = [m for m in range(1, batch + 1) if batch % m == 0]
-    micro = speed["micro_batch"]
-    if micro != "auto" and batch % micro:
-        raise SpeedError(f"{where}.speed.micro_batch: {micro} does not divide the batch of {batch} examples per "
-                         f"process and step; choose one of {divisors}")
+    micro = check_micro_batch(where, speed["micro_batch"], batch)
     if micro == "auto" and device == "cpu":
         micro = micro_batch
         why["micro_batch"] = "the set's own split (on the CPU a larger micro-batch only pads more)"

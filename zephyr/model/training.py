@@ -30,7 +30,9 @@ from pathlib import Path
 
 from .. import files, logs
 from .. import precision as precisions
+from ..data import mixtures
 from ..environment import installed_versions
+from ..paths import VALIDATION_ITEMS
 from . import lm_head, lora, modeldir, speed
 from .hyperparameters import (
     DEFAULTS,
@@ -42,7 +44,7 @@ from .hyperparameters import (
     step_shape,
     trl_default,
 )
-from .prompts import examples, pairs_cut_equal
+from .prompts import examples, pairs_cut
 
 log = logging.getLogger("zephyr.model.training")  # also when run as `python -m zephyr.model.training`
 
@@ -73,17 +75,36 @@ def sft_lengths(tokenizer, rows: list[dict], max_length: int | None, most: int =
     return [min(n, max_length) if max_length else n for n in lengths]
 
 
-def check_pair_lengths(name: str, tokenizer, records: list[dict], max_length: int | None) -> None:
+def check_pair_lengths(name: str, tokenizer, records: list[dict], max_length: int | None) -> int:
     """DPO learns where chosen and rejected differ: a pair cut at `max_length` before that point is two
-    identical sequences and no gradient. Say how many before training; refuse a run losing most of them."""
-    cut, need = pairs_cut_equal(tokenizer, records, max_length)
-    if not cut:
-        return
-    message = (f"run {name}: {cut} of {len(records)} preference pairs are cut at max_length={max_length} before "
+    identical sequences and no gradient. Say how many before training; refuse a run losing most of them.
+    Returns how many pairs `max_length` cuts at all (either answer loses its end and its EOS)."""
+    cut, equal, need = pairs_cut(tokenizer, records, max_length)
+    if not equal:
+        return cut
+    message = (f"run {name}: {equal} of {len(records)} preference pairs are cut at max_length={max_length} before "
                f"chosen and rejected differ, so DPO learns nothing from them (the longest pair needs {need} tokens)")
-    if 2 * cut > len(records):
+    if 2 * equal > len(records):
         raise TrainingError(message + "; raise max_length")
     log.warning(message)
+    return cut
+
+
+#: The share of a run's records cut at `max_length` above which training warns.
+CUT_WARNING = 0.05
+
+
+def truncation(name: str, what: str, cut: int, measured: int, total: int, max_length: int | None) -> dict:
+    """What `max_length` cuts of a run's records (`cut` of the `measured`, drawn from `total`): their answer
+    loses its end and its EOS, so the run never learns to stop there. Recorded in the run's summary and
+    card; above `CUT_WARNING` of them, a warning."""
+    share = cut / measured if measured else 0.0
+    if share > CUT_WARNING:
+        sample = "" if measured == total else f", a sample of the {total},"
+        log.warning("run %s: %d of %d %s%s (%.1f %%) are longer than max_length=%s: their answers are cut, the end "
+                    "and the EOS never trained; raise max_length", name, cut, measured, what, sample, 100 * share,
+                    max_length)
+    return {"max_length": max_length, "cut": cut, "measured": measured, "share": round(share, 4)}
 
 
 def trl_config(hyper: dict, output_dir: str | Path, *, device: str, seed: int, has_eval: bool, precision: dict):
@@ -153,8 +174,8 @@ def train(
     run_hyper = split_accumulation(f"hyperparameters of run {name}", hyper, processes)
     trainer_kind = hyper["trainer"]
     device = devices.device()
-    train_records = files.read_json(train_path)
-    val_records = files.read_json(validation_path) if validation_path else []
+    train_records = mixtures.read(train_path)
+    val_records = mixtures.read(validation_path) if validation_path else []
     run_id = fingerprint(name, hyper, seed, lora_targets, qlora, precision, str(base_dir),
                          *modeldir.identity_files(base_dir), train_path, validation_path or "", processes)
     checkpoint_dir = Path(checkpoint_root) / run_id
@@ -169,11 +190,16 @@ def train(
     max_length = hyper.get("max_length", trl_default(trainer_kind, "max_length"))
     check_prompt_lengths(name, tokenizer, train_examples, max_length)
     if trainer_kind == "dpo":
-        check_pair_lengths(name, tokenizer, train_records, max_length)
+        lengths = None
+        cut = truncation(name, "preference pairs", check_pair_lengths(name, tokenizer, train_records, max_length),
+                         len(train_records), len(train_records), max_length)
+    else:
+        full = sft_lengths(tokenizer, train_examples, None)  # uncut: a sample of the largest sets
+        lengths = [min(n, max_length) if max_length else n for n in full]
+        cut = truncation(name, "SFT records", sum(bool(max_length) and n > max_length for n in full), len(full),
+                         len(train_examples), max_length)
     plan = _speed_plan(f"hyperparameters of run {name}", run_hyper, checkpoint_dir, device=device, qlora=qlora,
-                       dtype=precision["weights"],
-                       model_config=AutoConfig.from_pretrained(base_dir),
-                       lengths=sft_lengths(tokenizer, train_examples, max_length) if trainer_kind == "sft" else None)
+                       dtype=precision["weights"], model_config=AutoConfig.from_pretrained(base_dir), lengths=lengths)
     run_hyper = {**run_hyper, **plan.settings()}
     model = modeldir.load_for_training(base_dir, device, qlora, precision)
     peft_config = lora.peft_config(hyper, model, lora_targets)
@@ -207,6 +233,9 @@ def train(
         if val_records and evaluated[-1:] != [trainer.state.global_step]:
             trainer.evaluate()  # the final validation point of the loss curves
         wall = time.perf_counter() - start
+        # (DPO's validation accuracy is a fraction of n pairs: its standard error needs no items)
+        item_losses = _validation_item_losses(trainer, examples(trainer_kind, val_records)) \
+            if trainer_kind == "sft" and val_records else []
 
     if not trainer.is_world_process_zero():
         return {}
@@ -222,6 +251,7 @@ def train(
         "lora_targets": list(peft_config.target_modules),
         "train_records": len(train_records),
         "validation_records": len(val_records),
+        "truncation": cut,
         "steps": trainer.state.global_step,
         "epochs": trainer.state.epoch,
         "resumed_from": last,
@@ -241,10 +271,27 @@ def train(
         with files.atomic(Path(staged) / "log_history.csv") as handle:
             history.to_csv(handle, index=False, lineterminator="\n")
         files.write_json(Path(staged) / "summary.json", summary)
+        with files.atomic(Path(staged) / VALIDATION_ITEMS) as handle:
+            pd.DataFrame({"item": range(len(item_losses)), "eval_loss": item_losses}).to_csv(
+                handle, index=False, lineterminator="\n")
+        modeldir.write_adapter_manifest(staged, {"kind": "adapter", "run": name, "trainer": trainer_kind,
+                                                 "base": str(base_dir)})
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
     log.info("%s: %d steps, %d tokens in %.1f s (%.0f tokens/s)", name, summary["steps"], tokens, wall,
              summary["tokens_per_second"] or 0)
     return summary
+
+
+def _validation_item_losses(trainer, val_examples: list[dict]) -> list[float]:
+    """The trained model's validation loss on each record alone, through the trainer's own evaluation
+    (same formatting, collation and loss as `eval_loss`); the evaluations stay out of the log history."""
+    import datasets
+
+    logged = len(trainer.state.log_history)
+    losses = [trainer.evaluate(eval_dataset=datasets.Dataset.from_list([example]), metric_key_prefix="item")
+              ["item_loss"] for example in val_examples]
+    del trainer.state.log_history[logged:]
+    return losses
 
 
 def _join_batches(trainer) -> None:

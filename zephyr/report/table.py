@@ -12,6 +12,7 @@ import pandas as pd
 from .. import files
 from ..evaluation.results import read_metrics
 from ..study import (
+    AS_TRAINED,
     MCQA_TABLE,
     PAPER_TABLE1,
     QLORA_TABLE,
@@ -36,12 +37,13 @@ VERSUS_COLUMNS = ["Model", "metric", "paper", "reproduction", "difference", "std
 
 
 def versus_paper(reproduced: pd.DataFrame, stderr: pd.DataFrame, rows: list[dict], models: dict) -> pd.DataFrame:
-    """Each Table 1 cell beside the paper's published value (`study.PAPER_TABLE1`, by row label), with
+    """Each Table 1 cell beside the paper's published value (`study.PAPER_TABLE1`, by the report's row the
+    config's row stands for: its `paper`, else its label), with
     the difference, the reproduction's standard error, the model that ran in the row's slot and whether
     it is the report's (`models`: the config's); rows and cells the paper does not have are left out."""
     out = []
     for spec, (_, row), (_, errors) in zip(rows, reproduced.iterrows(), stderr.iterrows(), strict=True):
-        published = PAPER_TABLE1.get(row["Model"])
+        published = PAPER_TABLE1.get(spec.get("paper") or row["Model"])
         source = models[spec["model"]]["source"]
         for column, paper in zip(TABLE1, published or ()):
             if paper is None or row[column] == MISSING:
@@ -62,15 +64,23 @@ def mcqa(rows: list[dict], metrics: pd.DataFrame, decimals: int = 2) -> pd.DataF
 
 def qlora(rows: list[dict], metrics: pd.DataFrame, forms: Iterable[str] = (), decimals: int = 2) -> pd.DataFrame:
     """The QLoRA variants as Table 1 shows its rows, with MCQA and perplexity, each beside its standard
-    error (`±`), and the perplexity of each quantized form in `forms` (the 4-bit QLoRA model as it is
-    served) beside the dense merge's."""
-    columns = {**{column: (spec, "dense") for column, spec in QLORA_TABLE.items()},
+    error (`±`), in two forms each: as trained (the 4-bit base with its adapter, unmerged: the model QLoRA
+    trained) and merged into the dense base; and for the merge, the perplexity of each quantized form in
+    `forms` (the merge quantized again) beside its own."""
+    columns = {**{column: (spec, None) for column, spec in QLORA_TABLE.items()},
                **{f"Perplexity ({form})": (QLORA_TABLE["Perplexity"], form) for form in forms}}
-    values, errors = [pd.DataFrame({"Model": [r["label"] for r in rows]}) for _ in range(2)]
-    for column, (spec, form) in columns.items():
-        values[column] = _layout(rows, metrics, {column: spec}, decimals, False, form)[column]
-        errors[column] = _layout(rows, metrics, {column: spec}, decimals, True, form)[column]
-    return _with_stderr(values, errors, columns)
+    frames = []
+    for form, what in ((AS_TRAINED, "as trained: 4-bit base + adapter"), ("dense", "merged, dense")):
+        shown = [{**r, "label": f"{r['label']} ({what})"} for r in rows]
+        values, errors = [pd.DataFrame({"Model": [r["label"] for r in shown]}) for _ in range(2)]
+        for column, (spec, export) in columns.items():
+            if export is not None and form == AS_TRAINED:  # the exports quantize the merge, not this model
+                values[column] = errors[column] = MISSING
+                continue
+            values[column] = _layout(shown, metrics, {column: spec}, decimals, False, export or form)[column]
+            errors[column] = _layout(shown, metrics, {column: spec}, decimals, True, export or form)[column]
+        frames.append(_with_stderr(values, errors, columns))
+    return pd.concat(frames, ignore_index=True)
 
 
 def _with_stderr(values: pd.DataFrame, errors: pd.DataFrame, columns: Iterable[str]) -> pd.DataFrame:

@@ -1,7 +1,8 @@
-"""Where a finished run's minutes went: `python -m zephyr.report.timings [WORKDIR]` (`make timings`).
+"""Where a finished run's minutes went: `python -m zephyr.report.timings [CONFIG]` (`make timings`).
 
-Reads the run's Snakemake log (`.snakemake/log/`, the newest that ran jobs: a later `--report` has
-none; its jobs' start and end times to the second, threads, inputs and outputs) and `benchmarks/`
+Reads the study's newest run in the Snakemake logs (`.snakemake/log/`, the newest that ran jobs of this
+study: a later `--report` or another study's run is passed over; its jobs' start and end times to the
+second, threads, inputs and outputs) and the study's benchmarks (the shared jobs' of its fingerprints too)
 (each job's own seconds), and prints the job time per rule, the critical path (the chain of jobs,
 each waiting on the one before, that set the run's length) and the idle core-time (cores x wall
 time, less each job's threads x its duration). A reading of one run, not a timed test.
@@ -10,6 +11,7 @@ time, less each job's threads x its duration). A reading of one run, not a timed
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import sys
 from dataclasses import dataclass, field
@@ -17,6 +19,8 @@ from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
+
+from .. import paths, studies
 
 STAMP = re.compile(r"^\[(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4})\]$")
 STARTED = re.compile(r"^(?:local)?rule (\w+):$")
@@ -84,33 +88,53 @@ def critical_path(jobs: list[Job]) -> list[Job]:
     return path[::-1]
 
 
-def benchmark_seconds(workdir: str | Path) -> pd.DataFrame:
-    """Each benchmarked job's own seconds: rule, job (the file's path under the rule) and seconds."""
+def benchmark_seconds(layout: paths.Layout) -> pd.DataFrame:
+    """Each benchmarked job's own seconds: rule, job (the file's path under the rule) and seconds; the
+    study's own jobs and the shared jobs of its fingerprints."""
     rows = []
-    root = Path(workdir) / "benchmarks"
+    root = Path(layout.benchmarks)
     for entry in sorted(root.iterdir()) if root.is_dir() else []:  # a rule's folder, or its one job's file
         jobs = sorted(entry.rglob("*.tsv")) if entry.is_dir() else [entry] if entry.suffix == ".tsv" else []
         for tsv in jobs:
             rows.append({"rule": entry.stem, "job": tsv.relative_to(entry).with_suffix("").as_posix() if
-                         entry.is_dir() else entry.stem, "seconds": float(pd.read_csv(tsv, sep="\t")["s"].iloc[-1])})
+                         entry.is_dir() else entry.stem, "seconds": _seconds(tsv)})
+    for tsv in layout.shared_benchmarks():  # resources/benchmarks/{rule}/{name}/{fingerprint}.tsv
+        rows.append({"rule": tsv.parts[-3], "job": tsv.parts[-2], "seconds": _seconds(tsv)})
     return pd.DataFrame(rows, columns=["rule", "job", "seconds"])
 
 
-def report(workdir: str | Path = ".") -> str:
-    workdir = Path(workdir)
-    logs = sorted((workdir / ".snakemake" / "log").glob("*.snakemake.log"), reverse=True)
-    runs = ((path, *read_log(path)) for path in logs)
+def _seconds(tsv: Path) -> float:
+    return float(pd.read_csv(tsv, sep="\t")["s"].iloc[-1])
+
+
+def study_jobs(jobs: list[Job], layout: paths.Layout) -> list[Job]:
+    """The jobs of a log that made this study's files (its own, or a shared file it reads)."""
+    shared = layout.shared()
+    return [j for j in jobs if any(layout.owns(o) or any(o.startswith(s) for s in shared) for o in j.outputs)]
+
+
+def report(layout: paths.Layout, workdir: str | Path = ".") -> str:
+    """The newest run of this study in the Snakemake logs of `workdir` (a later run of another study
+    is passed over)."""
+    with contextlib.chdir(workdir):  # the layout's paths, and the logs' own, are the working directory's
+        return _report(layout, Path(workdir))
+
+
+def _report(layout: paths.Layout, workdir: Path) -> str:
+    logs = sorted(Path(".snakemake", "log").glob("*.snakemake.log"), reverse=True)
+    runs = ((path, study_jobs(jobs, layout), cores) for path in logs for jobs, cores in [read_log(path)])
     log_path, jobs, cores = next((run for run in runs if run[1]), (None, [], 1))
     if log_path is None:
-        raise SystemExit(f"{workdir}: no log of a run with finished jobs in .snakemake/log (run the workflow first)")
+        raise SystemExit(f"{workdir}: no log of a run with finished jobs of study {layout.config['experiment']!r} "
+                         f"in .snakemake/log (run the workflow first)")
     wall = (max(j.end for j in jobs) - min(j.start for j in jobs)).total_seconds()
     busy = sum(j.threads * j.seconds for j in jobs)
-    bench = benchmark_seconds(workdir)
+    bench = benchmark_seconds(layout)
     per_rule = bench.groupby("rule")["seconds"].agg(["count", "sum", "mean", "max"]).sort_values("sum", ascending=False)
     out = [f"{log_path}: {len(jobs)} jobs on {cores} cores, {wall / 60:.1f} min of wall time",
            f"idle core-time: {cores * wall - busy:.0f} of {cores * wall:.0f} core-seconds "
            f"({1 - busy / (cores * wall):.0%}; jobs' threads x their durations from the log)", "",
-           f"job time per rule (benchmarks/, {bench['seconds'].sum():.0f} s in all):",
+           f"job time per rule ({layout.benchmarks}/ and the shared jobs', {bench['seconds'].sum():.0f} s in all):",
            per_rule.round(1).rename(columns={"count": "jobs", "sum": "seconds"}).to_string(), ""]
     path = critical_path(jobs)
     out.append(f"critical path: {len(path)} jobs, {sum(j.seconds for j in path):.0f} s of the {wall:.0f} s")
@@ -120,8 +144,10 @@ def report(workdir: str | Path = ".") -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("workdir", nargs="?", default=".", help="the run's working directory (default: here)")
-    print(report(parser.parse_args(argv).workdir))
+    parser.add_argument("config", nargs="?", default="config.yaml", help="the study's config (default: config.yaml)")
+    parser.add_argument("--workdir", default=".", help="the run's working directory (default: here)")
+    args = parser.parse_args(argv)
+    print(report(studies.load(args.config)[1], args.workdir))
 
 
 if __name__ == "__main__":
