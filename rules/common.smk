@@ -58,18 +58,8 @@ def shared_params(kind):
     """A shared job's params (what its fingerprint is made of), once its wildcards are checked to be
     this config's: a fingerprint of another config is refused, not fetched under its name.
     """
-    read = {
-        "datasets": paths.dataset_params,
-        "records": paths.records_params,
-        "models": paths.model_params,
-    }[kind]
     name = "model" if kind == "models" else "dataset"
-
-    def params(wildcards):
-        paths.check_fingerprint(kind, wildcards[name], wildcards.fingerprint)
-        return read(wildcards[name])
-
-    return params
+    return lambda wc: paths.shared_params(kind, wc[name], wc.fingerprint)
 
 
 def _alternatives(names):

@@ -33,7 +33,9 @@ def test_a_named_study_writes_under_its_own_folder_and_the_default_keeps_the_pla
 def test_a_fingerprint_of_another_config_is_refused_by_name():
     layout = paths.Layout(zconfig.load(ROOT / "config.yaml"))
     with pytest.raises(ValueError, match="resources/datasets/goat/0123456789ab belongs to another config"):
-        layout.check_fingerprint("datasets", "goat", "0123456789ab")
+        layout.shared_params("datasets", "goat", "0123456789ab")
+    mine = layout.dataset("goat", "manifest.json").split("/")[3]  # resources/datasets/goat/{fingerprint}/...
+    assert layout.shared_params("datasets", "goat", mine)["source"]["kind"] == "generator"
 
 
 def test_a_changed_local_file_moves_its_shared_paths(tmp_path, monkeypatch):

@@ -41,6 +41,8 @@ MetricKey = tuple[str, str, str, str]
 #: The folder of what studies share (by fingerprint), and the plain layout's folders (the default's).
 SHARED = "resources"
 PLAIN = "results"
+#: The shared jobs, by rule: the kind of shared file each makes.
+SHARED_JOBS = {"fetch_dataset": "datasets", "format_records": "records", "fetch_model": "models"}
 #: The plain layout's folders under results/ (other studies' trees sit beside them).
 PLAIN_FOLDERS = ("mixtures", "models", "adapters", "checkpoints", "metrics", "figures", "llamafactory")
 #: The study's own record of itself: its config's fingerprint, written when every final output is.
@@ -165,13 +167,15 @@ class Layout:
         folder = "logs" if ext == "log" else "benchmarks"
         return f"{SHARED}/{folder}/{job}/{name}/{FINGERPRINT}.{ext}"
 
-    def check_fingerprint(self, kind: str, name: str, found: str) -> None:
-        """A shared job asked for a fingerprint that is not this config's: another config's file."""
-        params = {"datasets": self.dataset_params, "records": self.records_params, "models": self.model_params}[kind]
-        expected = fingerprint(params(name))
-        if found != expected:
+    def shared_params(self, kind: str, name: str, found: str | None = None) -> dict:
+        """What the shared job of `kind` (datasets, records, models) and `name` reads, its fingerprint's
+        parts; with `found` (a fingerprint asked for), refused when it is not this config's."""
+        params = {"datasets": self.dataset_params, "records": self.records_params, "models": self.model_params}[
+            kind](name)
+        if found is not None and found != (expected := fingerprint(params)):
             raise ValueError(f"{SHARED}/{kind}/{name}/{found} belongs to another config: this config's {name} is "
                              f"{SHARED}/{kind}/{name}/{expected}")
+        return params
 
     def shared(self) -> list[str]:
         """Every shared folder or file this study reads."""
@@ -182,11 +186,9 @@ class Layout:
 
     def shared_benchmarks(self) -> list[Path]:
         """The benchmark files of the shared jobs whose fingerprint is this config's."""
-        config, found = self.config, []
-        for job, names, params in (("fetch_dataset", config["datasets"], self.dataset_params),
-                                   ("format_records", config["datasets"], self.records_params),
-                                   ("fetch_model", config["models"], self.model_params)):
-            found += [Path(f"{SHARED}/benchmarks/{job}/{name}/{fingerprint(params(name))}.tsv") for name in names]
+        found = [Path(f"{SHARED}/benchmarks/{job}/{name}/{fingerprint(self.shared_params(kind, name))}.tsv")
+                 for job, kind in SHARED_JOBS.items()
+                 for name in self.config["models" if kind == "models" else "datasets"]]
         return [path for path in found if path.is_file()]
 
     def owns(self, path: str) -> bool:
@@ -266,9 +268,6 @@ class Layout:
     def figure(self, name: str) -> str:
         return f"{self.results}/figures/{name}.png"
 
-    def report(self) -> str:
-        return f"{self.results}/report.html"
-
     def table1_metrics(self, rows: list[dict]) -> dict[MetricKey, str]:
         """The metric files of Table 1 and the MCQA table: each configured row's tasks."""
         return {(r["model"], r["variant"], "dense", t): self.task_metrics(r["model"], r["variant"], t)
@@ -290,10 +289,14 @@ class Layout:
         task = QUANTIZATION[0]
         return {(m, v, f, task): self.task_metrics(m, v, task, f) for m, v, f in quantized_forms(self.config)}
 
+    def all_metrics(self) -> dict[MetricKey, str]:
+        """Every metric file a table reads: Table 1's and MCQA's, the QLoRA table's, the quantization table's."""
+        return {**self.table1_metrics(self.config["table1"]), **self.qlora_metrics(), **self.quantization_metrics()}
+
     def findings_inputs(self) -> list[str]:
         """What the findings and pipeline checks read: every table's metric files with their item rows, and
         every trained run's history, summary and validation items."""
-        metrics = {**self.table1_metrics(self.config["table1"]), **self.qlora_metrics(), **self.quantization_metrics()}
+        metrics = self.all_metrics()
         items = [self.task_metrics(m, v, t, f, "jsonl") for m, v, f, t in metrics]
         runs = [self.adapter(m, v, f) for v, spec in self.config["variants"].items() for m in spec["models"]
                 for f in ("log_history.csv", "summary.json", VALIDATION_ITEMS)]

@@ -64,8 +64,7 @@ class Comparison:
 def read(config: dict, layout: paths.Layout) -> Results:
     """The study's metric rows, item rows, training histories, summaries and validation items: the files
     of them its tables read that it has written."""
-    found = {**layout.table1_metrics(config["table1"]), **layout.qlora_metrics(), **layout.quantization_metrics()}
-    found = {key: Path(path) for key, path in found.items() if Path(path).is_file()}
+    found = {key: Path(path) for key, path in layout.all_metrics().items() if Path(path).is_file()}
     results = Results(read_metrics(found))
     for model, variant, form, task in found:
         rows = Path(layout.task_metrics(model, variant, task, form, "jsonl"))
