@@ -13,7 +13,7 @@ from zephyr import docs
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = ["running.md", "configuration.md", "study.md", "performance.md", "measurements.md", "llamafactory.md",
          "development.md", "new_task_guide.md"]
-MARKDOWN = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+MARKDOWN = [ROOT / "README.md", ROOT / "config" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 
 
@@ -58,22 +58,37 @@ def test_readme_is_a_front_door():
     assert any("make run" in line for line in lines[:40]) and any("make test" in line for line in lines[:40])
 
 
-@pytest.mark.parametrize("page", MARKDOWN, ids=lambda p: str(p.relative_to(ROOT)))
-def test_every_relative_link_resolves(page):
+def _broken(page: Path, root: Path = ROOT) -> list[str]:
+    """The relative links of `page` that name no file, or no heading of the file they name."""
     broken = []
     for link in _links(page):
         if re.match(r"[a-z][a-z0-9+.-]*:", link):  # http(s), mailto: not this repository's to check
             continue
         target, _, anchor = link.partition("#")
         resolved = (page.parent / target).resolve() if target else page
-        if not resolved.is_relative_to(ROOT):
+        if not resolved.is_relative_to(root):
             # The report lives beside the repository (../shared/paper), not in it: a clone does not have it.
             continue
         if not resolved.exists():
             broken.append(f"{link}: no such file")
         elif anchor and (resolved.suffix != ".md" or anchor not in _anchors(resolved)):
             broken.append(f"{link}: no heading with that anchor")
-    assert not broken, f"{page.relative_to(ROOT)}: {broken}"
+    return broken
+
+
+@pytest.mark.parametrize("page", MARKDOWN, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_relative_link_resolves(page):
+    assert not _broken(page), f"{page.relative_to(ROOT)}: {_broken(page)}"
+
+
+def test_a_broken_link_or_anchor_is_found(tmp_path):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "b.md").write_text("# Running on GPUs\n")
+    page = tmp_path / "docs" / "a.md"
+    page.write_text("[ok](b.md#running-on-gpus) [file](c.md) [anchor](b.md#running) [self](#nowhere) "
+                    "[web](https://example.org/x.md) [outside](../../shared/x.md)\n# Here\n")
+    assert _broken(page, tmp_path) == ["c.md: no such file", "b.md#running: no heading with that anchor",
+                                       "#nowhere: no heading with that anchor"]
 
 
 def test_slugs_follow_githubs_rules(tmp_path):
