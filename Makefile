@@ -9,7 +9,7 @@ CORES ?= all
 MEM_MB ?= $(shell awk '/MemAvailable/ {print int($$2 / 1024 * 0.9)}' /proc/meminfo 2>/dev/null || echo 8000)
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: setup run report test dryrun plan envs lint clean clean-shared studies dag check-default timings check-config verify
+.PHONY: setup run report test dryrun plan envs lint clean clean-shared studies dag check-default timings check-config verify docs
 
 setup: $(STAMP)
 
@@ -66,6 +66,11 @@ dryrun: setup
 # Each training run in numbers (records, global batch, optimizer steps, warmup): `make plan CONFIG=config/paper.yaml`
 plan: setup
 	$(BIN)/python -m zephyr.plan $(STUDY_CONFIG)
+
+# The configuration reference, docs/configuration.md, from schemas/config.schema.yaml (after changing the schema;
+# tests/test_docs.py fails on a stale page).
+docs: setup
+	$(BIN)/python -m zephyr.docs
 
 envs: setup
 	$(BIN)/python -m zephyr.environment --write
