@@ -30,7 +30,7 @@ A hyperparameter set's `speed` mapping says, for each knob, `auto` (decided here
   an opt-in since it changes the order of the examples) pads little, and its batches stay padded.
 
 A forced value always wins. Every decision is logged and recorded in the run's summary. The LM head is
-timed once per machine and the choice kept (zephyr/devices.py); zephyr/model/lm_head.py swaps it in.
+timed once per machine and the choice kept, and swapped in, by zephyr/model/lm_head.py.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ import logging
 import math
 
 from .. import devices
+from . import lm_head as heads
 
 log = logging.getLogger("zephyr.model.training")
 
@@ -122,7 +123,7 @@ def plan(where: str, speed: dict, *, micro_batch: int, accumulation: int, device
     why = {}
     lm_head = speed["lm_head"]
     if lm_head == "auto":
-        lm_head, why["lm_head"] = devices.fastest_head(device, model_config.hidden_size, model_config.vocab_size, dtype)
+        lm_head, why["lm_head"] = heads.fastest_head(device, model_config.hidden_size, model_config.vocab_size, dtype)
 
     def need(micro: int, checkpointing: bool) -> int:
         return activation_bytes(model_config, micro * sequences_per_example * max_length, dtype,
