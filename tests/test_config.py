@@ -749,3 +749,21 @@ def test_a_warning_goes_to_standard_error_naming_file_and_line(tmp_path, capsys)
                    "rate never reaches its peak; set warmup_steps below 16",
                    f"{prefix}M0-DPO (qwen) warms up for 16 steps but trains 16 optimizer steps in all, so its learning "
                    "rate never reaches its peak; set warmup_steps below 16"]
+
+
+def test_an_error_carries_its_key_as_data(default):
+    """What places an error at its line is the key on the error, never read back from the message: from a
+    check of the config, from a check it hands a mapping to (the set's speed), and from the schema (a key
+    it does not know)."""
+    for edit, key in [
+        (lambda c: c["mixtures"]["D_S"]["components"][1].update(dataset="nope"),
+         ("mixtures", "D_S", "components", 1, "dataset")),
+        (lambda c: c["hyperparameters"]["dpo"].update(speed={"micro_batch": 3}),
+         ("hyperparameters", "dpo", "speed", "micro_batch")),
+        (lambda c: c["datasets"]["goat"].update(colour="red", size=3), ("datasets", "goat", "colour")),
+    ]:
+        config = copy.deepcopy(default)
+        edit(config)
+        with pytest.raises(zconfig.ConfigError) as err:
+            zconfig.validate(config)
+        assert err.value.key == key

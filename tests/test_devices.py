@@ -1,5 +1,5 @@
 """GPU claims of local jobs: disjoint GPUs, SLURM's choice kept, clear errors (counts given, no GPU needed);
-free memory within a booking; the LM-head timing, kept per machine."""
+free memory within a booking."""
 
 import json
 import os
@@ -117,26 +117,3 @@ def test_a_shared_job_plans_within_its_booking(tmp_path, monkeypatch):
     finally:
         devices.release_gpus()
     assert devices.booked_bytes() is None
-
-
-def test_the_head_is_timed_on_a_micro_batch_s_worth_of_tokens_on_a_gpu():
-    vocab = 151936  # Qwen's
-    assert devices.head_probe_tokens("cpu", vocab, 0) == devices.HEAD_PROBE_TOKENS
-    # an H200's free memory: a tenth of it holds 140e9 / 10 / (12 * vocab) tokens of float32 logits
-    assert devices.head_probe_tokens("cuda", vocab, 140 * 10**9) == 140 * 10**9 // 10 // (12 * vocab)
-    assert devices.head_probe_tokens("cuda", vocab, 10**15) == devices.GPU_HEAD_PROBE_TOKENS
-    assert devices.head_probe_tokens("cuda", vocab, 10**9) == devices.HEAD_PROBE_TOKENS  # never fewer than on the CPU
-
-
-def test_a_timed_choice_is_kept_per_machine(tmp_path, monkeypatch):
-    """Reruns on one machine train the same bytes: the first timing decides, later ones are not taken."""
-    monkeypatch.setenv("ZEPHYR_CACHE", str(tmp_path))
-    answers = iter([("plain", "first timing"), ("fused", "second timing")])
-    monkeypatch.setattr(devices, "time_head", lambda device, hidden, vocab, dtype: next(answers))
-    devices.fastest_head.cache_clear()
-    first = devices.fastest_head("cpu", 64, 384, "float32")
-    devices.fastest_head.cache_clear()  # a new process
-    again = devices.fastest_head("cpu", 64, 384, "float32")
-    assert first[0] == again[0] == "plain" and "first timing" in again[1]
-    assert "plain" in (tmp_path / "speed.json").read_text()
-    devices.fastest_head.cache_clear()

@@ -12,7 +12,7 @@ from transformers import AutoConfig
 import tinymodels
 from test_training import pair_records, sft_records, write
 from zephyr import devices, files
-from zephyr.model import modeldir, speed, training
+from zephyr.model import lm_head, modeldir, speed, training
 
 #: Today's settings (TRL's defaults as Zephyr used them) against the fast ones, at a changed split.
 SLOW = {"gradient_checkpointing": True, "lm_head": "fused", "micro_batch": 2,
@@ -114,24 +114,49 @@ def test_auto_keeps_the_set_s_split_on_the_cpu_and_times_only_the_head(tmp_path,
     """The head is the one timed faster: the clock is replaced, so each outcome is asked for, not accepted."""
     timed = []
 
-    def clock(step):  # devices.time_head times the fused head, then the plain one
+    def clock(step):  # lm_head.time_head times the fused head, then the plain one
         timed.append(step)
         return (fused, plain)[len(timed) - 1]
 
     monkeypatch.setenv("ZEPHYR_CACHE", str(tmp_path))  # nothing kept from an earlier timing
-    monkeypatch.setattr(devices, "_time", clock)
-    devices.fastest_head.cache_clear()
+    monkeypatch.setattr(lm_head, "_time", clock)
+    lm_head.fastest_head.cache_clear()
     try:
         plan = speed.plan("h", {}, micro_batch=4, accumulation=2, device="cpu", model_config=config_of(
             hidden_size=64, num_hidden_layers=2, vocab_size=384, intermediate_size=128), max_length=64,
             sequences_per_example=2, dtype="float32")
     finally:
-        devices.fastest_head.cache_clear()
+        lm_head.fastest_head.cache_clear()
     assert (plan.micro_batch, plan.accumulation, plan.gradient_checkpointing) == (4, 2, False)
     assert len(timed) == 2  # the two heads, and nothing else
     assert plan.lm_head == faster
     assert f"fused {fused * 1e3:.1f} ms, plain {plain * 1e3:.1f} ms" in plan.why["lm_head"]
     assert not hasattr(plan, "base_dtype")  # a dtype is the study's precision, never timed
+
+
+def test_the_head_is_timed_on_a_micro_batch_s_worth_of_tokens_on_a_gpu():
+    vocab = 151936  # Qwen's
+    assert lm_head.head_probe_tokens("cpu", vocab, 0) == lm_head.HEAD_PROBE_TOKENS
+    # an H200's free memory: a tenth of it holds 140e9 / 10 / (12 * vocab) tokens of float32 logits
+    assert lm_head.head_probe_tokens("cuda", vocab, 140 * 10**9) == 140 * 10**9 // 10 // (12 * vocab)
+    assert lm_head.head_probe_tokens("cuda", vocab, 10**15) == lm_head.GPU_HEAD_PROBE_TOKENS
+    assert lm_head.head_probe_tokens("cuda", vocab, 10**9) == lm_head.HEAD_PROBE_TOKENS  # never fewer than on the CPU
+
+
+def test_a_timed_choice_is_kept_per_machine(tmp_path, monkeypatch):
+    """Reruns on one machine train the same bytes: the first timing decides, later ones are not taken."""
+    monkeypatch.setenv("ZEPHYR_CACHE", str(tmp_path))
+    answers = iter([("plain", "first timing"), ("fused", "second timing")])
+    monkeypatch.setattr(lm_head, "time_head", lambda device, hidden, vocab, dtype: next(answers))
+    lm_head.fastest_head.cache_clear()
+    first = lm_head.fastest_head("cpu", 64, 384, "float32")
+    lm_head.fastest_head.cache_clear()  # a new process
+    again = lm_head.fastest_head("cpu", 64, 384, "float32")
+    assert first[0] == again[0] == "plain" and "first timing" in again[1]
+    # the file's format, which reruns on this machine read: one entry per machine, head size and dtype
+    assert json.loads((tmp_path / "speed.json").read_text()) == {
+        f"lm_head {lm_head._machine('cpu')} 64x384 float32": {"choice": "plain", "why": "first timing"}}
+    lm_head.fastest_head.cache_clear()
 
 
 @pytest.mark.parametrize("bad, message", [

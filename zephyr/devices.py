@@ -1,41 +1,32 @@
-"""Where models run: the device, the GPUs a job may use and its CPU threads, its free memory, and what
-was timed on this machine.
-
-A timed choice (the LM head, which moves a result by float rounding only) is made once per machine and
-kept (`$ZEPHYR_CACHE`, default ~/.cache/zephyr/speed.json), so that reruns on one machine train the same
-bytes; delete the file to time again.
-"""
+"""Where models run: the device, the GPUs a job may use and its CPU threads, and its free memory."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
-import functools
 import itertools
 import json
 import logging
 import os
-import platform
 import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
 #: Lock files that keep concurrent local jobs on different GPUs (one file per GPU index, machine-wide).
 LOCK_DIR = Path(tempfile.gettempdir()) / "zephyr-gpu-locks"
+#: How often a job waiting for GPUs tries again.
+POLL_SECONDS = 5
 _held: list = []  # the claimed GPUs' open lock files: released when the job's process exits
 _shares: list = []  # (ledger, entry, MB) of this process's shared claims: removed on release
 _entry_ids = itertools.count()
 #: Extra GPU memory a job books beyond what it plans for: the CUDA context, and an inference job's
 #: activations and KV cache.
 OVERHEAD_MB = 1536
-#: Tokens of the LM-head timing on the CPU: enough for a stable figure, well under a second.
-HEAD_PROBE_TOKENS = 256
-#: On a GPU, at most a micro-batch's worth of tokens (there 256 would time kernel launches, not the head).
-GPU_HEAD_PROBE_TOKENS = 8192
 
 
 class DeviceError(RuntimeError):
@@ -97,75 +88,101 @@ def claim_gpus(count: int, *, available: int | None = None, lock_dir: str | Path
     if len(pool) < count:
         raise DeviceError(f"the job asks for {count} GPU(s) but this machine shows {len(pool)}; "
                           "lower compute.gpus in the config")
-    Path(lock_dir).mkdir(parents=True, exist_ok=True)
+    lock_dir = Path(lock_dir)
+    lock_dir.mkdir(parents=True, exist_ok=True)
     capacity = capacity_mb if capacity_mb is not None else (gpu_memory_mb() if memory_mb else {})
     if memory_mb and count == 1 and all(gpu in capacity for gpu in pool):
-        return _claim_shared(pool, memory_mb, capacity, Path(lock_dir), wait_seconds)
+        if all(memory_mb > capacity[gpu] for gpu in pool):
+            raise DeviceError(f"the job needs {memory_mb} MB of GPU memory, more than any GPU has "
+                              f"({dict(capacity)} MB)")
+        return _wait_for(lambda: _share_one(pool, memory_mb, capacity, lock_dir), wait_seconds,
+                         f"no GPU had {memory_mb} MB free after {wait_seconds:.0f} s: other jobs hold them "
+                         f"(ledgers in {lock_dir})", f"waiting for a GPU with {memory_mb} MB free")
+    return _wait_for(lambda: _take_whole(pool, count, lock_dir), wait_seconds,
+                     f"{count} GPU(s) not free after {wait_seconds:.0f} s: other jobs hold the locks in {lock_dir}",
+                     f"waiting for {count} free GPU(s): other jobs hold the rest")
+
+
+def _wait_for(attempt: Callable[[], list[str] | None], wait_seconds: float, gave_up: str, waiting: str) -> list[str]:
+    """Make the GPUs of the first `attempt` that gets some visible, trying every POLL_SECONDS; a
+    DeviceError saying `gave_up` once `wait_seconds` have passed."""
     deadline = time.monotonic() + wait_seconds
-    while True:
-        taken = []
-        for gpu in pool:
-            handle = open(Path(lock_dir) / f"gpu{gpu}.lock", "w")
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                handle.close()
-                continue
-            taken.append((gpu, handle))
-            if len(taken) == count:
-                _held.extend(handle for _, handle in taken)
-                log.info("GPUs %s claimed (locks in %s)", ",".join(g for g, _ in taken), lock_dir)
-                return _use([g for g, _ in taken])
-        for _, handle in taken:
+    while (ids := attempt()) is None:
+        if time.monotonic() > deadline:
+            raise DeviceError(gave_up)
+        log.info(waiting)
+        time.sleep(POLL_SECONDS)
+    return _use(ids)
+
+
+def _lock(lock_dir: Path, gpu: str, mode: int):
+    """The GPU's lock file, held with `mode` (exclusive: a whole-GPU job; shared: a job booking part of it);
+    None while another job holds it the other way."""
+    handle = open(lock_dir / f"gpu{gpu}.lock", "w")
+    try:
+        fcntl.flock(handle, mode | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    return handle
+
+
+def _take_whole(pool: list[str], count: int, lock_dir: Path) -> list[str] | None:
+    """The first `count` GPUs of `pool` whose locks no other job holds, held exclusively; None if fewer are free."""
+    taken = []
+    for gpu in pool:
+        handle = _lock(lock_dir, gpu, fcntl.LOCK_EX)
+        if handle is None:
+            continue
+        taken.append((gpu, handle))
+        if len(taken) == count:
+            _held.extend(handle for _, handle in taken)
+            log.info("GPUs %s claimed (locks in %s)", ",".join(g for g, _ in taken), lock_dir)
+            return [g for g, _ in taken]
+    for _, handle in taken:
+        handle.close()
+    return None
+
+
+def _share_one(pool: list[str], memory_mb: int, capacity: Mapping[str, int], lock_dir: Path) -> list[str] | None:
+    """The first GPU of `pool` that no whole-GPU job holds and whose ledger has `memory_mb` free, its lock
+    held shared and the memory booked; None if none has."""
+    for gpu in pool:
+        handle = _lock(lock_dir, gpu, fcntl.LOCK_SH)  # fails while a whole-GPU job holds it
+        if handle is None:
+            continue
+        entry = _book(lock_dir / f"gpu{gpu}.json", memory_mb, capacity[gpu])
+        if entry is None:
             handle.close()
-        if time.monotonic() > deadline:
-            raise DeviceError(f"{count} GPU(s) not free after {wait_seconds:.0f} s: "
-                              f"other jobs hold the locks in {lock_dir}")
-        log.info("waiting for %d free GPU(s): other jobs hold the rest", count)
-        time.sleep(5)
+            continue
+        _held.append(handle)
+        _shares.append((lock_dir / f"gpu{gpu}.json", entry, memory_mb))
+        log.info("GPU %s shared: %d MB booked of its %d MB (ledger in %s)", gpu, memory_mb, capacity[gpu], lock_dir)
+        return [gpu]
+    return None
 
 
-def _claim_shared(pool: list[str], memory_mb: int, capacity: Mapping[str, int], lock_dir: Path,
-                  wait_seconds: float) -> list[str]:
-    too_big = [gpu for gpu in pool if memory_mb > capacity[gpu]]
-    if len(too_big) == len(pool):
-        raise DeviceError(f"the job needs {memory_mb} MB of GPU memory, more than any GPU has ({dict(capacity)} MB)")
-    deadline = time.monotonic() + wait_seconds
-    while True:
-        for gpu in pool:
-            handle = open(lock_dir / f"gpu{gpu}.lock", "w")
-            try:
-                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)  # fails while a whole-GPU job holds it
-            except BlockingIOError:
-                handle.close()
-                continue
-            entry = _book(lock_dir / f"gpu{gpu}.json", memory_mb, capacity[gpu])
-            if entry is None:
-                handle.close()
-                continue
-            _held.append(handle)
-            _shares.append((lock_dir / f"gpu{gpu}.json", entry, memory_mb))
-            log.info("GPU %s shared: %d MB booked of its %d MB (ledger in %s)", gpu, memory_mb, capacity[gpu],
-                     lock_dir)
-            return _use([gpu])
-        if time.monotonic() > deadline:
-            raise DeviceError(f"no GPU had {memory_mb} MB free after {wait_seconds:.0f} s: other jobs hold them "
-                              f"(ledgers in {lock_dir})")
-        log.info("waiting for a GPU with %d MB free", memory_mb)
-        time.sleep(5)
+@contextlib.contextmanager
+def _ledger(path: Path) -> Iterator[dict]:
+    """A GPU's bookings (entry → pid and MB), read under the ledger's lock and written back if changed."""
+    with open(path.with_suffix(".ledger-lock"), "w") as guard:
+        fcntl.flock(guard, fcntl.LOCK_EX)
+        booked = json.loads(path.read_text()) if path.is_file() else {}
+        before = dict(booked)
+        yield booked
+        if booked != before:
+            path.write_text(json.dumps(booked))
 
 
 def _book(ledger: Path, memory_mb: int, capacity_mb: int) -> str | None:
     """Add this job's booking to a GPU's ledger if the live bookings leave room; its entry name, else None."""
-    with open(ledger.with_suffix(".ledger-lock"), "w") as guard:
-        fcntl.flock(guard, fcntl.LOCK_EX)
-        booked = json.loads(ledger.read_text()) if ledger.is_file() else {}
-        booked = {name: b for name, b in booked.items() if _alive(b["pid"])}
-        if sum(b["mb"] for b in booked.values()) + memory_mb > capacity_mb:
+    with _ledger(ledger) as booked:
+        live = {name: b for name, b in booked.items() if _alive(b["pid"])}
+        if sum(b["mb"] for b in live.values()) + memory_mb > capacity_mb:
             return None
         entry = f"{os.getpid()}-{next(_entry_ids)}"
-        booked[entry] = {"pid": os.getpid(), "mb": memory_mb}
-        ledger.write_text(json.dumps(booked))
+        booked.clear()
+        booked.update(live, **{entry: {"pid": os.getpid(), "mb": memory_mb}})
         return entry
 
 
@@ -213,11 +230,8 @@ def release_gpus() -> None:
     """Give the claimed GPUs back before the process ends (tests; a job just exits)."""
     while _shares:
         ledger, entry, _ = _shares.pop()
-        with open(ledger.with_suffix(".ledger-lock"), "w") as guard:
-            fcntl.flock(guard, fcntl.LOCK_EX)
-            booked = json.loads(ledger.read_text()) if ledger.is_file() else {}
+        with _ledger(ledger) as booked:
             booked.pop(entry, None)
-            ledger.write_text(json.dumps(booked))
     while _held:
         _held.pop().close()
 
@@ -254,85 +268,3 @@ def free_bytes(device: str) -> int:
     import psutil
 
     return psutil.virtual_memory().available
-
-
-# ---- timings ---------------------------------------------------------------------------------------
-
-
-def _time(fn, repeats: int = 3) -> float:
-    fn()  # warm-up: first calls allocate and pick kernels
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
-def cache_path() -> Path:
-    return Path(os.environ.get("ZEPHYR_CACHE") or Path.home() / ".cache" / "zephyr") / "speed.json"
-
-
-def _machine(device: str) -> str:
-    import torch
-
-    what = torch.cuda.get_device_name() if device == "cuda" else (
-        f"{platform.machine()} {torch.backends.cpu.get_cpu_capability()} x{os.cpu_count()}")
-    return f"{device} {what}, torch {torch.__version__}"
-
-
-def _kept(key: str, measure) -> tuple[str, str]:
-    """The choice recorded for `key` on this machine, or `measure()`'s, recorded (under a file lock)."""
-    path = cache_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "w") as guard:
-        fcntl.flock(guard, fcntl.LOCK_EX)
-        kept = json.loads(path.read_text()) if path.is_file() else {}
-        if key not in kept:
-            choice, why = measure()
-            kept[key] = {"choice": choice, "why": why}
-            path.write_text(json.dumps(kept, indent=1))
-    return kept[key]["choice"], f"{kept[key]['why']} (kept in {path})"
-
-
-@functools.cache
-def fastest_head(device: str, hidden: int, vocab: int, dtype: str) -> tuple[str, str]:
-    """(head, why), decided once per machine (`time_head`)."""
-    return _kept(f"lm_head {_machine(device)} {hidden}x{vocab} {dtype}",
-                 lambda: time_head(device, hidden, vocab, dtype))
-
-
-def time_head(device: str, hidden: int, vocab: int, dtype: str) -> tuple[str, str]:
-    """(head, why): the faster of TRL's fused head and the plain head, forward and backward, on this device."""
-    import torch
-    from trl.kernels import ChunkedLogProbFunction
-
-    from .model.lm_head import PlainLogProb
-
-    torch_dtype = getattr(torch, dtype)
-    tokens = head_probe_tokens(device, vocab, free_bytes(device) if device == "cuda" else 0)
-    gen = torch.Generator().manual_seed(0)
-    weight = (torch.randn(vocab, hidden, generator=gen) * 0.02).to(device=device, dtype=torch_dtype)
-    x = torch.randn(tokens, hidden, generator=gen).to(device=device, dtype=torch_dtype).requires_grad_()
-    labels = torch.randint(0, vocab, (tokens,), generator=gen).to(device)
-    outputs = ("log_probs", "entropy", "is_top1")
-
-    def run(fn):
-        def step():
-            fn.apply(x, weight, None, labels, 1.0, 32768, None, 1.0, outputs)[0].sum().backward()
-            if device == "cuda":
-                torch.cuda.synchronize()
-        return _time(step)
-
-    times = {"fused": run(ChunkedLogProbFunction), "plain": run(PlainLogProb)}
-    best = min(times, key=times.get)
-    return best, (f"{tokens} tokens x {vocab} vocabulary, forward and backward: fused "
-                  f"{times['fused'] * 1e3:.1f} ms, plain {times['plain'] * 1e3:.1f} ms")
-
-
-def head_probe_tokens(device: str, vocab: int, free: int) -> int:
-    """Tokens of the LM-head timing: on a GPU as many as a micro-batch holds while the plain head's float32
-    logits, log-softmax and gradient (12 bytes a token and word) take at most a tenth of free memory."""
-    if device == "cpu":
-        return HEAD_PROBE_TOKENS
-    return max(HEAD_PROBE_TOKENS, min(GPU_HEAD_PROBE_TOKENS, free // 10 // (12 * vocab)))

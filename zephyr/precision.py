@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 
+from .keys import KeyedError
+
 WEIGHTS = ("float32", "bfloat16")
 COMPUTE = ("plain", "bf16-autocast")
 #: The report's "float 32 bits": float32 weights, computed in float32.
@@ -21,7 +23,7 @@ DEFAULT = {"weights": "float32", "compute": "plain"}
 TRAINER_FIELDS = ("bf16", "fp16", "tf32", "bf16_full_eval", "fp16_full_eval", "half_precision_backend")
 
 
-class PrecisionError(ValueError):
+class PrecisionError(KeyedError, ValueError):
     """A `precision` that is not one of its choices."""
 
 
@@ -33,10 +35,10 @@ def check(where: str, precision: dict | None) -> dict:
         raise PrecisionError(f"{where}: unknown key(s) {unknown}; known: {list(DEFAULT)}")
     for key, allowed in (("weights", WEIGHTS), ("compute", COMPUTE)):
         if precision[key] not in allowed:
-            raise PrecisionError(f"{where}.{key}: {precision[key]!r} is not one of {list(allowed)}")
+            raise PrecisionError(f"{where}.{key}: {precision[key]!r} is not one of {list(allowed)}", (key,))
     if precision["compute"] == "bf16-autocast" and precision["weights"] != "float32":
         raise PrecisionError(f"{where}.compute: bf16-autocast runs over float32 weights; with weights "
-                             f"{precision['weights']!r} use compute: plain")
+                             f"{precision['weights']!r} use compute: plain", ("compute",))
     return precision
 
 

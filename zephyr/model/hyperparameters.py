@@ -23,6 +23,7 @@ from pathlib import Path
 
 from .. import files
 from .. import precision as precisions
+from ..keys import KeyedError
 from . import speed
 
 #: Keys of a hyperparameter set that are not TRL config fields.
@@ -55,7 +56,7 @@ TRL_FIELDS = Path(__file__).with_name("trl_fields.json")
 CONFIG_NAMES = {"sft": "SFTConfig", "dpo": "DPOConfig"}
 
 
-class TrainingError(ValueError):
+class TrainingError(KeyedError, ValueError):
     """A run that cannot train as configured; raised before any model is loaded."""
 
 
@@ -92,7 +93,8 @@ def check_hyperparameters(where: str, hyper: dict) -> None:
     if "seed" in hyper:
         raise TrainingError(f"{where}.seed: a hyperparameter set may not set the training seed: every variant trained "
                             "with the set would take it in place of its own, and no run would record the seed it "
-                            "used; remove it and set each variant's seed (variants.NAME.seed, 0 by default)")
+                            "used; remove it and set each variant's seed (variants.NAME.seed, 0 by default)",
+                            ("seed",))
     for key, (instead, why) in DECIDED.items():
         if key in hyper:
             raise TrainingError(f"{where}: set {instead} instead of {key} ({why})")
@@ -101,11 +103,11 @@ def check_hyperparameters(where: str, hyper: dict) -> None:
             close = difflib.get_close_matches(str(hyper[key]), allowed, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise TrainingError(f"{where}.{key}: {hyper[key]!r} is not one of transformers' {CHOICES[key][1]} values "
-                                f"{allowed}{hint}")
+                                f"{allowed}{hint}", (key,))
     try:
         speed.check(where, hyper.get("speed"))
     except speed.SpeedError as err:
-        raise TrainingError(str(err)) from None
+        raise TrainingError(str(err), err.key) from None
     save, logging = hyper.get("save_steps"), hyper.get("logging_steps")
     if isinstance(save, int) and isinstance(logging, int) and save >= 1 and logging >= 1 and save % logging:
         raise TrainingError(f"{where}: save_steps {save} is not a multiple of logging_steps {logging}: a run resumed "
@@ -124,7 +126,7 @@ def check_step(where: str, hyper: dict, processes: int) -> None:
         speed.check_micro_batch(where, speed.check(where, hyper.get("speed"))["micro_batch"],
                                 micro * split.get("gradient_accumulation_steps", 1))
     except speed.SpeedError as err:
-        raise TrainingError(str(err)) from None
+        raise TrainingError(str(err), err.key) from None
 
 
 @functools.cache

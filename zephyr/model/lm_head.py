@@ -1,9 +1,28 @@
-"""The plain LM head, and the patch that makes TRL's fused head compute through it for a run whose
-`speed.lm_head` chose it (zephyr/model/speed.py says why; zephyr/devices.py times the two)."""
+"""The plain LM head, the patch that makes TRL's fused head compute through it for a run whose
+`speed.lm_head` chose it (zephyr/model/speed.py says why), and the timing that chooses.
+
+The choice moves a result by float rounding only, so it is timed once per machine and kept
+(`$ZEPHYR_CACHE`, default ~/.cache/zephyr/speed.json): reruns on one machine train the same bytes;
+delete the file to time again.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import functools
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+from .. import devices
+
+#: Tokens of the LM-head timing on the CPU: enough for a stable figure, well under a second.
+HEAD_PROBE_TOKENS = 256
+#: On a GPU, at most a micro-batch's worth of tokens (there 256 would time kernel launches, not the head).
+GPU_HEAD_PROBE_TOKENS = 8192
 
 
 class PlainLogProb:
@@ -57,3 +76,83 @@ def use(choice: str):
         yield
     finally:
         utils._ChunkedLogProbFunction, utils._use_triton = originals
+
+
+# ---- timing ----------------------------------------------------------------------------------------
+
+
+def _time(fn, repeats: int = 3) -> float:
+    fn()  # warm-up: first calls allocate and pick kernels
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def cache_path() -> Path:
+    return Path(os.environ.get("ZEPHYR_CACHE") or Path.home() / ".cache" / "zephyr") / "speed.json"
+
+
+def _machine(device: str) -> str:
+    import torch
+
+    what = torch.cuda.get_device_name() if device == "cuda" else (
+        f"{platform.machine()} {torch.backends.cpu.get_cpu_capability()} x{os.cpu_count()}")
+    return f"{device} {what}, torch {torch.__version__}"
+
+
+def _kept(key: str, measure) -> tuple[str, str]:
+    """The choice recorded for `key` on this machine, or `measure()`'s, recorded (under a file lock)."""
+    path = cache_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as guard:
+        fcntl.flock(guard, fcntl.LOCK_EX)
+        kept = json.loads(path.read_text()) if path.is_file() else {}
+        if key not in kept:
+            choice, why = measure()
+            kept[key] = {"choice": choice, "why": why}
+            path.write_text(json.dumps(kept, indent=1))
+    return kept[key]["choice"], f"{kept[key]['why']} (kept in {path})"
+
+
+@functools.cache
+def fastest_head(device: str, hidden: int, vocab: int, dtype: str) -> tuple[str, str]:
+    """(head, why), decided once per machine (`time_head`)."""
+    return _kept(f"lm_head {_machine(device)} {hidden}x{vocab} {dtype}",
+                 lambda: time_head(device, hidden, vocab, dtype))
+
+
+def time_head(device: str, hidden: int, vocab: int, dtype: str) -> tuple[str, str]:
+    """(head, why): the faster of TRL's fused head and the plain head, forward and backward, on this device."""
+    import torch
+    from trl.kernels import ChunkedLogProbFunction
+
+    torch_dtype = getattr(torch, dtype)
+    tokens = head_probe_tokens(device, vocab, devices.free_bytes(device) if device == "cuda" else 0)
+    gen = torch.Generator().manual_seed(0)
+    weight = (torch.randn(vocab, hidden, generator=gen) * 0.02).to(device=device, dtype=torch_dtype)
+    x = torch.randn(tokens, hidden, generator=gen).to(device=device, dtype=torch_dtype).requires_grad_()
+    labels = torch.randint(0, vocab, (tokens,), generator=gen).to(device)
+    outputs = ("log_probs", "entropy", "is_top1")
+
+    def run(fn):
+        def step():
+            fn.apply(x, weight, None, labels, 1.0, 32768, None, 1.0, outputs)[0].sum().backward()
+            if device == "cuda":
+                torch.cuda.synchronize()
+        return _time(step)
+
+    times = {"fused": run(ChunkedLogProbFunction), "plain": run(PlainLogProb)}
+    best = min(times, key=times.get)
+    return best, (f"{tokens} tokens x {vocab} vocabulary, forward and backward: fused "
+                  f"{times['fused'] * 1e3:.1f} ms, plain {times['plain'] * 1e3:.1f} ms")
+
+
+def head_probe_tokens(device: str, vocab: int, free: int) -> int:
+    """Tokens of the LM-head timing: on a GPU as many as a micro-batch holds while the plain head's float32
+    logits, log-softmax and gradient (12 bytes a token and word) take at most a tenth of free memory."""
+    if device == "cpu":
+        return HEAD_PROBE_TOKENS
+    return max(HEAD_PROBE_TOKENS, min(GPU_HEAD_PROBE_TOKENS, free // 10 // (12 * vocab)))

@@ -30,7 +30,7 @@ A hyperparameter set's `speed` mapping says, for each knob, `auto` (decided here
   an opt-in since it changes the order of the examples) pads little, and its batches stay padded.
 
 A forced value always wins. Every decision is logged and recorded in the run's summary. The LM head is
-timed once per machine and the choice kept (zephyr/devices.py); zephyr/model/lm_head.py swaps it in.
+timed once per machine and the choice kept, and swapped in, by zephyr/model/lm_head.py.
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ import logging
 import math
 
 from .. import devices
+from ..keys import KeyedError
+from . import lm_head as heads
 
 log = logging.getLogger("zephyr.model.training")
 
@@ -59,7 +61,7 @@ JOIN_ABOVE = 0.28
 GROUPING = ("group_by_length", "batch_rebalance")
 
 
-class SpeedError(ValueError):
+class SpeedError(KeyedError, ValueError):
     """A `speed` setting that is not one of its choices."""
 
 
@@ -86,15 +88,16 @@ def check(where: str, speed: dict | None) -> dict:
     unknown = sorted(set(speed) - set(KNOBS))
     if "base_dtype" in unknown:
         raise SpeedError(f"{where}.speed.base_dtype: a dtype changes the numbers, so it is a study setting now: "
-                         "set the config's precision.weights instead")
+                         "set the config's precision.weights instead", ("speed", "base_dtype"))
     if unknown:
-        raise SpeedError(f"{where}.speed: unknown key(s) {unknown}; known: {list(KNOBS)}")
+        raise SpeedError(f"{where}.speed: unknown key(s) {unknown}; known: {list(KNOBS)}", ("speed",))
     for knob, allowed in CHOICES.items():
         if speed[knob] not in allowed:
-            raise SpeedError(f"{where}.speed.{knob}: {speed[knob]!r} is not one of {list(allowed)}")
+            raise SpeedError(f"{where}.speed.{knob}: {speed[knob]!r} is not one of {list(allowed)}", ("speed", knob))
     micro = speed["micro_batch"]
     if micro != "auto" and (not isinstance(micro, int) or isinstance(micro, bool) or micro < 1):
-        raise SpeedError(f"{where}.speed.micro_batch: {micro!r} is neither 'auto' nor a positive integer")
+        raise SpeedError(f"{where}.speed.micro_batch: {micro!r} is neither 'auto' nor a positive integer",
+                         ("speed", "micro_batch"))
     return speed
 
 
@@ -104,7 +107,7 @@ def check_micro_batch(where: str, micro, batch: int):
     if micro != "auto" and batch % micro:
         divisors = [m for m in range(1, batch + 1) if batch % m == 0]
         raise SpeedError(f"{where}.speed.micro_batch: {micro} does not divide the batch of {batch} examples per "
-                         f"process and step; choose one of {divisors}")
+                         f"process and step; choose one of {divisors}", ("speed", "micro_batch"))
     return micro
 
 
@@ -122,7 +125,7 @@ def plan(where: str, speed: dict, *, micro_batch: int, accumulation: int, device
     why = {}
     lm_head = speed["lm_head"]
     if lm_head == "auto":
-        lm_head, why["lm_head"] = devices.fastest_head(device, model_config.hidden_size, model_config.vocab_size, dtype)
+        lm_head, why["lm_head"] = heads.fastest_head(device, model_config.hidden_size, model_config.vocab_size, dtype)
 
     def need(micro: int, checkpointing: bool) -> int:
         return activation_bytes(model_config, micro * sequences_per_example * max_length, dtype,
@@ -158,7 +161,8 @@ def _padding_free(where: str, forced, *, sft: bool, padded_to, device: str, mode
     """(join records, why) for `speed.padding_free`; a forced True where joining would change the math
     is an error."""
     if (not sft or padded_to) and forced is True:
-        raise SpeedError(f"{where}.speed.padding_free: only SFT without pad_to_multiple_of trains padding-free")
+        raise SpeedError(f"{where}.speed.padding_free: only SFT without pad_to_multiple_of trains padding-free",
+                         ("speed", "padding_free"))
     if forced is False:
         return False, None
     if not sft or padded_to:
@@ -169,7 +173,7 @@ def _padding_free(where: str, forced, *, sft: bool, padded_to, device: str, mode
     works, check_why = packs_exactly(model_config)
     if not works:
         if forced is True:
-            raise SpeedError(f"{where}.speed.padding_free: {check_why}")
+            raise SpeedError(f"{where}.speed.padding_free: {check_why}", ("speed", "padding_free"))
         return False, check_why
     if forced is True:
         return True, None
