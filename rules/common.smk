@@ -25,7 +25,11 @@ from zephyr import precision as zprecision
 from zephyr import resources as zresources
 from zephyr import study
 from zephyr.data import mixtures as zmixtures
+from zephyr.evaluation import tasks as ztasks
 
+# The task modules the config names (evaluation.include) register their tasks before the config is
+# checked against the registry.
+zconfig.for_workflow(ztasks.include, config)
 # Errors name the config file and line that set the key (CONFIG_FILES: read in the Snakefile).
 zconfig.for_workflow(
     zconfig.validate_workflow, config, CONFIG_FILES, workflow.config_settings.config
@@ -81,6 +85,8 @@ wildcard_constraints:
 PER_FORM_TASKS = _alternatives(t for t, spec in study.TASKS.items() if spec.per_form)
 #: The tasks a QLoRA variant is measured on as it was trained (rule evaluate_as_trained).
 QLORA_TASKS = _alternatives(study.qlora_tasks())
+#: The task computed from each model's pair scores (rule score_pairs).
+PAIR_SCORES_TASK = study.pair_scores_task()
 
 
 def local_source_input(wildcards):
@@ -196,8 +202,8 @@ def eval_settings(task):
 
 
 def evaluate_inputs(wildcards):
-    """The model, its task's data, and (for reward accuracy) its parent as the reference; a task computed
-    from pair scores reads the model's and its parent's (`score_pairs`) instead of the models.
+    """The model, its task's data, and (for a task scored against the parent) its parent as the reference;
+    a task computed from pair scores reads the model's and its parent's (`score_pairs`) instead of the models.
     """
     spec = study.TASKS[wildcards.task]
     inputs = {"data": paths.mixture(EVALUATION[wildcards.task]["data"])}

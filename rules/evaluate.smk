@@ -1,9 +1,10 @@
 rule score_pairs:
-    """The reward pairs' log-probabilities under one model, computed once: its own reward accuracy reads
-    them as the policy's, its children's as their reference's."""
+    """The pairs' log-probabilities under one model, computed once for the task computed from them (reward
+    accuracy): the model's own evaluation reads them as the policy's, its children's as their reference's.
+    """
     input:
         model=lambda wc: paths.variant_model(wc.model, wc.variant),
-        data=lambda wc: paths.mixture(EVALUATION["reward"]["data"]),
+        data=lambda wc: paths.mixture(EVALUATION[PAIR_SCORES_TASK]["data"]),
     output:
         paths.pair_scores("{model}", "{variant}"),
     log:
@@ -18,13 +19,14 @@ rule score_pairs:
         runtime=120,
         gpu=INFERENCE_GPUS,
     params:
-        settings=lambda wc: eval_settings("reward"),
+        settings=lambda wc: eval_settings(PAIR_SCORES_TASK),
     script:
         "../scripts/score_pairs.py"
 
 
 rule evaluate:
-    """One evaluation of one model variant: HellaSwag, GSM8K overlap, MCQA or reward accuracy."""
+    """One evaluation of one model variant on a task of the registry (HellaSwag, GSM8K overlap, MCQA,
+    reward accuracy...), measured on its dense weights."""
     input:
         unpack(evaluate_inputs),
     output:

@@ -65,7 +65,9 @@ def test_both_configs_validate_and_get_defaults():
          r"^invalid config: precision\.weights: 'float16' is not one of \['float32', 'bfloat16'\]"),
         (lambda c: c["precision"].update(weights="bfloat16", compute="bf16-autocast"),
          r"precision\.compute: bf16-autocast runs over float32 weights"),
-        (lambda c: c["evaluation"].update(dtype="fastest"), r"'dtype' was unexpected"),
+        (lambda c: c["evaluation"].update(dtype="fastest"),
+         r"^invalid config: evaluation\.dtype: 'fastest' is not of type 'object' \(allowed: the settings of a "
+         r"registered task"),
         (lambda c: c["hyperparameters"]["dpo"].update(max_steps=0),
          r"hyperparameters\.dpo\.max_steps: 0 is not allowed \(allowed: -1 \(unset: train num_train_epochs\) "
          r"or a positive"),

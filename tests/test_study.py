@@ -8,9 +8,25 @@ def test_every_task_has_a_runner_and_every_runner_a_task():
     assert tasks.RUNNERS.keys() == study.TASKS.keys()
 
 
-def test_table1_reads_metrics_its_tasks_write():
-    for column, (task, metric, _) in study.TABLE1.items():
-        assert metric in study.TASKS[task].metrics, column
+def test_every_table_reads_metrics_its_tasks_write():
+    for table in (study.TABLE1, study.MCQA, study.QLORA):
+        for column, (task, metric, _) in study.table_columns(table).items():
+            assert metric in study.TASKS[task].metrics, column
+
+
+def test_the_tables_columns_come_from_the_registry_in_its_order():
+    assert list(study.table_columns(study.TABLE1)) == ["HellaSwag", "BLEU-4", "ROUGE-1", "ROUGE-2", "ROUGE-L",
+                                                       "Reward Accuracy"]
+    assert study.table_columns(study.MCQA) == {"MCQA": ("mcqa", "acc_norm", 100)}
+    assert list(study.table_columns(study.QLORA)) == ["HellaSwag", "BLEU-4", "ROUGE-1", "ROUGE-2", "ROUGE-L", "MCQA",
+                                                      "Perplexity"]
+
+
+def test_the_paper_s_cells_are_table1_columns():
+    shown = set(study.table_columns(study.TABLE1))
+    assert all(set(row) <= shown for row in study.PAPER_TABLE1.values())
+    assert study.PAPER_TABLE1["Qwen M1 (D_S)"]["Reward Accuracy"] == 0.57
+    assert "Reward Accuracy" not in study.PAPER_TABLE1["Qwen M0"]
 
 
 def test_form_names():

@@ -1,20 +1,39 @@
-"""The study's vocabulary in one place: trainers, evaluation tasks, export precisions, how a variant's
-quantized copy is named, Table 1's columns, which models a config exports and which rows its QLoRA table has.
+"""The study's vocabulary in one place: trainers, evaluation tasks (and the table columns each fills),
+export precisions, how a variant's quantized copy is named, which models a config exports and which rows
+its QLoRA table has.
 
 The rules, the config checks, the tables and the figures read these names from here, so adding a
-task or a precision is one edit. Nothing here imports torch: the Snakefile reads it at every parse.
+task is its registry entry (`TASKS`) and its runner (`zephyr.evaluation.tasks.RUNNERS`), and adding a
+precision is one edit. Nothing here imports torch: the Snakefile reads it at every parse.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Task", "TASKS", "TRAINERS", "PRECISIONS", "FORMS", "TABLE1", "PAPER_TABLE1", "PAPER_MODELS",
-           "PAPER_DPO_VALIDATION", "AS_TRAINED", "least_items", "slot_model", "is_papers_model", "MCQA_TABLE",
-           "QLORA_TABLE",
-           "QUANTIZATION", "form_name", "table1_tasks", "row_tasks", "shows_reward", "qlora_tasks", "paper_runs",
-           "trainer_of", "exported", "quantized_forms", "qlora_rows", "qlora_exported"]
+__all__ = ["Task", "Column", "TASKS", "TRAINERS", "PRECISIONS", "FORMS", "TABLE1", "PAPER_TABLE1", "PAPER_MODELS",
+           "PAPER_DPO_VALIDATION", "AS_TRAINED", "least_items", "slot_model", "is_papers_model", "MCQA",
+           "QLORA", "table_columns",
+           "QUANTIZATION", "form_name", "table1_tasks", "row_tasks", "row_shows", "qlora_tasks", "pair_scores_task",
+           "paper_runs", "trainer_of", "exported", "quantized_forms", "qlora_rows", "qlora_exported"]
+
+#: The tables of task columns, by their file's name (`results/{table}.csv`): Table 1 and the MCQA table
+#: have the config's `table1` rows, the QLoRA table its QLoRA variants.
+TABLE1, MCQA, QLORA = "table1", "mcqa", "qlora"
+
+
+@dataclass(frozen=True)
+class Column:
+    """A table column of a task: its header, the metric it shows, that metric's scale there (HellaSwag
+    in percent) and the tables it is in."""
+
+    name: str
+    metric: str
+    scale: float = 1
+    tables: tuple[str, ...] = (TABLE1,)
+
 
 @dataclass(frozen=True)
 class Task:
@@ -25,8 +44,12 @@ class Task:
     loading the models in its own job, and the least items its score may rest on (`min_items`: fewer
     widen its standard error beyond what the study is sized for; `make check-default` holds a run to it
     and a smaller evaluation set is a warning in the report), and whether its shown metric is a fraction
-    whose standard error `make check-default` bounds (`bounded`). Its runner is
-    `zephyr.evaluation.tasks.RUNNERS[name]`."""
+    whose standard error `make check-default` bounds (`bounded`).
+
+    Its `columns` in the tables; `only_marked_rows`: shown (and evaluated) only in the Table 1 rows that
+    ask for it with a key named after it (`reward: true`). `item_score`: one item row's score of its
+    shown metric, where the rows do not carry it under the metric's name (the paired comparisons
+    read it). Its runner is `zephyr.evaluation.tasks.RUNNERS[name]`."""
 
     name: str
     reads: str
@@ -36,16 +59,41 @@ class Task:
     from_pair_scores: bool = False
     min_items: int | None = None
     bounded: bool = False
+    columns: tuple[Column, ...] = ()
+    only_marked_rows: bool = False
+    item_score: Callable[[dict], float] | None = None
+
+    @property
+    def shown(self) -> tuple[str, float]:
+        """The metric its tables show first, and its scale there (its first metric where it has no column)."""
+        return (self.columns[0].metric, self.columns[0].scale) if self.columns else (self.metrics[0], 1)
 
 
-#: The evaluation tasks, by name.
+def _pair_won(row: dict) -> float:
+    """A reward pair's own accuracy: 1 where the chosen answer's implicit reward is the larger."""
+    return float(row["chosen_reward"] > row["rejected_reward"])
+
+
+#: The evaluation tasks, by name; a module named in the config's `evaluation.include` adds its own
+#: (`zephyr.evaluation.tasks.register`). Table 1's columns are exactly the paper's: HellaSwag in percent,
+#: as in the paper; BLEU and ROUGE are already x100; reward accuracy stays a fraction, as in the paper,
+#: and only in the rows a config marks (`table1[].reward`: the paper fills three). The MCQA table (not in
+#: the paper) shows length-normalized accuracy in percent, as HellaSwag's column and lm-evaluation-harness'
+#: ARC (`acc` is in the metric CSVs too). The QLoRA table (the report's section 5) shows each QLoRA variant
+#: as Table 1 shows its rows, with MCQA and WikiText-2 perplexity beside.
 TASKS: dict[str, Task] = {task.name: task for task in (
-    Task("hellaswag", "hellaswag", ("acc", "acc_norm"), min_items=50, bounded=True),
-    Task("gsm8k", "gsm8k", ("bleu", "rouge1", "rouge2", "rougeL"), min_items=20),
-    Task("mcqa", "mcqa", ("acc", "acc_norm"), min_items=50, bounded=True),
+    Task("hellaswag", "hellaswag", ("acc", "acc_norm"), min_items=50, bounded=True,
+         columns=(Column("HellaSwag", "acc_norm", 100, (TABLE1, QLORA)),)),
+    Task("gsm8k", "gsm8k", ("bleu", "rouge1", "rouge2", "rougeL"), min_items=20,
+         columns=tuple(Column(name, metric, 1, (TABLE1, QLORA)) for name, metric in (
+             ("BLEU-4", "bleu"), ("ROUGE-1", "rouge1"), ("ROUGE-2", "rouge2"), ("ROUGE-L", "rougeL")))),
+    Task("mcqa", "mcqa", ("acc", "acc_norm"), min_items=50, bounded=True,
+         columns=(Column("MCQA", "acc_norm", 100, (MCQA, QLORA)),)),
     Task("reward", "preference", ("reward_accuracy", "reward_margin", "reward_chosen", "reward_rejected", "beta"),
-         needs_parent=True, from_pair_scores=True, min_items=50, bounded=True),
-    Task("perplexity", "text", ("perplexity", "tokens", "windows", "window", "text_tokens", "nll"), per_form=True),
+         needs_parent=True, from_pair_scores=True, min_items=50, bounded=True,
+         columns=(Column("Reward Accuracy", "reward_accuracy"),), only_marked_rows=True, item_score=_pair_won),
+    Task("perplexity", "text", ("perplexity", "tokens", "windows", "window", "text_tokens", "nll"), per_form=True,
+         columns=(Column("Perplexity", "perplexity", 1, (QLORA,)),)),
 )}
 
 def task_settings(evaluation: dict, task: str, precision: dict) -> dict:
@@ -77,27 +125,20 @@ FORMS = ("dense", *PRECISIONS)
 #: on top, unmerged (a form apart: merging into the float32 base and quantizing again is another model).
 AS_TRAINED = "as-trained"
 
-#: Table 1's columns after "Model", exactly the paper's: (task, metric, scale). HellaSwag in percent, as
-#: in the paper; BLEU and ROUGE are already x100; reward accuracy stays a fraction, as in the paper,
-#: and only in the rows a config marks (`table1[].reward`: the paper fills three).
-TABLE1 = {
-    "HellaSwag": ("hellaswag", "acc_norm", 100),
-    "BLEU-4": ("gsm8k", "bleu", 1),
-    "ROUGE-1": ("gsm8k", "rouge1", 1),
-    "ROUGE-2": ("gsm8k", "rouge2", 1),
-    "ROUGE-L": ("gsm8k", "rougeL", 1),
-    "Reward Accuracy": ("reward", "reward_accuracy", 1),
-}
-#: The paper's published Table 1 (zephyr-report, Table 1), by row label: the reproduction is set beside it.
+#: The paper's published Table 1 (zephyr-report, Table 1), by row label and column: the reproduction is
+#: set beside it (a cell the paper leaves empty is absent).
 PAPER_TABLE1 = {
-    "Qwen M0": (44.98, 28.43, 46.91, 17.02, 25.17, None),
-    "BLOOM M0": (36.84, 7.12, 20.55, 4.30, 6.58, None),
-    "Qwen M1 (D_L)": (42.15, 30.64, 50.43, 20.20, 29.01, None),
-    "Qwen M1 (D_S)": (45.33, 34.50, 52.15, 20.91, 30.21, 0.57),
-    "BLOOM M1 (D_L)": (36.00, 5.40, 23.03, 4.88, 7.33, None),
-    "BLOOM M1 (D_S)": (36.13, 6.04, 31.04, 7.42, 8.46, None),
-    "Qwen M2 (D_S)": (45.01, 19.40, 42.26, 13.06, 19.38, 0.52),
-    "Qwen M0 DPO": (45.40, 22.91, 45.14, 15.55, 22.50, 0.50),
+    "Qwen M0": {"HellaSwag": 44.98, "BLEU-4": 28.43, "ROUGE-1": 46.91, "ROUGE-2": 17.02, "ROUGE-L": 25.17},
+    "BLOOM M0": {"HellaSwag": 36.84, "BLEU-4": 7.12, "ROUGE-1": 20.55, "ROUGE-2": 4.30, "ROUGE-L": 6.58},
+    "Qwen M1 (D_L)": {"HellaSwag": 42.15, "BLEU-4": 30.64, "ROUGE-1": 50.43, "ROUGE-2": 20.20, "ROUGE-L": 29.01},
+    "Qwen M1 (D_S)": {"HellaSwag": 45.33, "BLEU-4": 34.50, "ROUGE-1": 52.15, "ROUGE-2": 20.91, "ROUGE-L": 30.21,
+                      "Reward Accuracy": 0.57},
+    "BLOOM M1 (D_L)": {"HellaSwag": 36.00, "BLEU-4": 5.40, "ROUGE-1": 23.03, "ROUGE-2": 4.88, "ROUGE-L": 7.33},
+    "BLOOM M1 (D_S)": {"HellaSwag": 36.13, "BLEU-4": 6.04, "ROUGE-1": 31.04, "ROUGE-2": 7.42, "ROUGE-L": 8.46},
+    "Qwen M2 (D_S)": {"HellaSwag": 45.01, "BLEU-4": 19.40, "ROUGE-1": 42.26, "ROUGE-2": 13.06, "ROUGE-L": 19.38,
+                      "Reward Accuracy": 0.52},
+    "Qwen M0 DPO": {"HellaSwag": 45.40, "BLEU-4": 22.91, "ROUGE-1": 45.14, "ROUGE-2": 15.55, "ROUGE-L": 22.50,
+                    "Reward Accuracy": 0.50},
 }
 #: The report's final validation reward accuracy of its DPO runs (section 4: "0.80 and 0.79" for DPO
 #: from M0 and from M1), by the variant names both configs give those runs: drawn beside Figure 4's curves.
@@ -124,16 +165,9 @@ def is_papers_model(model: str, source: dict) -> bool:
     return source["kind"] == "hub" and PAPER_MODELS.get(model) == source["id"]
 
 
-#: The MCQA table (not in the paper's Table 1), same rows: length-normalized accuracy in percent, as
-#: HellaSwag's column and lm-evaluation-harness' ARC (`acc` is in the metric CSVs too).
-MCQA_TABLE = {"MCQA": ("mcqa", "acc_norm", 100)}
 #: What the quantization table sets beside each form's size, and the QLoRA table beside each quantized
 #: form it is exported in: (task, metric), a task measured per form.
 QUANTIZATION = ("perplexity", "perplexity")
-#: The QLoRA table (the report's section 5): each QLoRA variant evaluated as Table 1's rows are, with
-#: MCQA and WikiText-2 perplexity (its dense weights) beside.
-QLORA_TABLE = {**{c: spec for c, spec in TABLE1.items() if not TASKS[spec[0]].needs_parent}, **MCQA_TABLE,
-               "Perplexity": (*QUANTIZATION, 1)}
 
 
 def form_name(variant: str, form: str) -> str:
@@ -142,31 +176,47 @@ def form_name(variant: str, form: str) -> str:
     return variant if form == "dense" else f"{variant}-{form}"
 
 
+def table_columns(table: str) -> dict[str, tuple[str, str, float]]:
+    """A table's task columns, in registry order: column → (task, metric, scale)."""
+    return {c.name: (task.name, c.metric, c.scale) for task in TASKS.values() for c in task.columns
+            if table in c.tables}
+
+
+def _tasks_of(*tables: str) -> list[str]:
+    """The tasks with a column in any of `tables`, in registry order."""
+    return [name for name, task in TASKS.items() if any(set(tables) & set(c.tables) for c in task.columns)]
+
+
 def table1_tasks(variant: str | None = None) -> list[str]:
     """The tasks Table 1 and the MCQA table read (in registry order); for `variant`, only those it can be
     evaluated on (a task scored against the parent does not apply to M0)."""
-    read = {task for task, _, _ in (*TABLE1.values(), *MCQA_TABLE.values())}
-    tasks = [t for t in TASKS if t in read]
-    if variant == "M0":
-        tasks = [t for t in tasks if not TASKS[t].needs_parent]
-    return tasks
+    return [t for t in _tasks_of(TABLE1, MCQA) if variant != "M0" or not TASKS[t].needs_parent]
 
 
 def row_tasks(row: dict) -> list[str]:
-    """The tasks one Table 1 row is evaluated on: reward accuracy only where the row shows it (`reward: true`),
-    since the rest would be computed for nothing."""
-    return [t for t in table1_tasks(row["variant"]) if t != "reward" or shows_reward(row)]
+    """The tasks one Table 1 row is evaluated on: a task shown only in marked rows (reward accuracy) only
+    where the row shows it, since it would be computed for nothing."""
+    return [t for t in table1_tasks(row["variant"]) if row_shows(row, t)]
 
 
-def shows_reward(row: dict) -> bool:
-    """Whether a Table 1 row shows reward accuracy: the paper prints it for the DPO-related rows only."""
-    return bool(row.get("reward", False))
+def row_shows(row: dict, task: str) -> bool:
+    """Whether a Table 1 row shows `task`'s columns: a task shown only in marked rows needs the row's key
+    named after it (`reward: true`; the paper prints reward accuracy for the DPO-related rows only)."""
+    return not TASKS[task].only_marked_rows or bool(row.get(task, False))
 
 
 def qlora_tasks() -> list[str]:
     """The tasks the QLoRA table reads (in registry order)."""
-    read = {task for task, _, _ in QLORA_TABLE.values()}
-    return [t for t in TASKS if t in read]
+    return _tasks_of(QLORA)
+
+
+def pair_scores_task() -> str | None:
+    """The task computed from each model's pair scores (rule score_pairs reads its data and settings), if
+    one is registered: a model has one file of pair scores, so there is at most one."""
+    found = [name for name, task in TASKS.items() if task.from_pair_scores]
+    if len(found) > 1:
+        raise ValueError(f"tasks {', '.join(found)} are all computed from pair scores: a model has one file of them")
+    return found[0] if found else None
 
 
 def paper_runs(variants: dict) -> dict:

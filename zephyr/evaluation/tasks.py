@@ -9,13 +9,14 @@ reference rationale by BLEU-4 and ROUGE), DPO reward accuracy against the parent
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from ..data import mixtures
 from ..model.prompts import mcqa_prompt, pairs_cut_equal, preference_sequences
-from ..study import TASKS, form_name
+from ..study import TASKS, Task, form_name
 from . import metrics
 from .scoring import context_length, generate, loglikelihoods, pad_token_id, score_sequences, windows
 
@@ -162,6 +163,30 @@ RUNNERS: dict[str, Callable] = {
                                                               s.get("max_length")),
     "perplexity": _perplexity,
 }
+
+
+def register(task: Task, runner: Callable) -> None:
+    """Add an evaluation task to the registry with its runner (as `RUNNERS`'): what a module named in the
+    config's `evaluation.include` does at import, so that a task is added without editing the package."""
+    if task.name in TASKS:
+        raise ValueError(f"evaluation task {task.name!r} is registered already")
+    TASKS[task.name] = task
+    RUNNERS[task.name] = runner
+
+
+def include(config: dict) -> None:
+    """Import the task modules the config's `evaluation.include` names (lm-evaluation-harness'
+    include_path): each registers its tasks. Every process that reads the registry for a config calls
+    this first: the Snakefile at parse, before the config is checked against the registry, and the jobs'
+    scripts."""
+    for name in config.get("evaluation", {}).get("include", []):
+        try:
+            importlib.import_module(name)
+        except ImportError as err:
+            from ..config import ConfigError
+
+            raise ConfigError(f"evaluation.include: cannot import {name!r} ({err}); is its folder on PYTHONPATH?") \
+                from None
 
 
 def evaluate_files(task: str, model_dir: str | Path, data_path: str | Path, out_csv: str | Path,

@@ -22,10 +22,8 @@ from .. import files, paths
 from ..evaluation.metrics import bleu, bleu_stderr, mean_stderr, rouge_items
 from ..evaluation.results import read_metrics
 from ..paths import VALIDATION_ITEMS
-from ..study import MCQA_TABLE, TABLE1, trainer_of
+from ..study import TASKS, trainer_of
 
-#: The metric the tables show first for each task, and its scale there (HellaSwag in percent).
-SHOWN = {task: (metric, scale) for task, metric, scale in reversed([*TABLE1.values(), *MCQA_TABLE.values()])}
 #: Per-item scores of a task's metric in its item rows (`{task}.jsonl`).
 ITEM_SCORE = {"hellaswag": "acc_norm", "mcqa": "acc_norm"}
 
@@ -117,11 +115,10 @@ def _paired_items(task: str, metric: str, common: list[tuple[dict, dict]], scale
         if metric == "bleu":
             return Comparison(bleu(mine, refs), bleu(base, refs), bleu_stderr(mine, refs, baseline=base), n, True)
         a, b = ([100 * item[metric] for item in rouge_items(side, refs)] for side in (mine, base))
-    elif task == "reward":
-        a, b = ([float(r["chosen_reward"] > r["rejected_reward"]) for r in side] for side in zip(*common))
     else:
         key = ITEM_SCORE.get(task, metric)
-        a, b = ([scale * r[key] for r in side] for side in zip(*common))
+        score = TASKS[task].item_score or (lambda row: row[key])
+        a, b = ([scale * score(r) for r in side] for side in zip(*common))
     return Comparison(sum(a) / n, sum(b) / n, mean_stderr([x - y for x, y in zip(a, b)]), n, True)
 
 

@@ -90,7 +90,7 @@ def check(config: dict, results: compare.Results) -> list[Check]:
     for spec in TASKS.values():
         if not spec.min_items:
             continue
-        metric = compare.SHOWN[spec.name][0]
+        metric = spec.shown[0]
         found = results.metrics[(results.metrics["task"] == spec.name) & (results.metrics["metric"] == metric)]
         if found.empty:
             continue

@@ -22,12 +22,15 @@ from dataclasses import asdict, dataclass
 import pandas as pd
 
 from ..evaluation.metrics import mean_stderr
-from ..study import PAPER_DPO_VALIDATION, TABLE1
+from ..study import PAPER_DPO_VALIDATION, PAPER_TABLE1, TABLE1, TASKS, table_columns
 from . import compare
 
 REPRODUCED, CONTRADICTED, UNRESOLVED = "reproduced", "contradicted", "not resolved"
-#: Table 1's metrics (column → task, metric, scale), and its GSM8K overlap columns.
-METRICS = {column: spec for column, spec in TABLE1.items() if spec[0] != "reward"}
+#: Table 1's columns the report prints (column → task, metric, scale): what its claims speak of.
+PAPER_COLUMNS = {column: spec for column, spec in table_columns(TABLE1).items()
+                 if any(column in row for row in PAPER_TABLE1.values())}
+#: Those of them every row shows (the claims compare rows on them), and the GSM8K overlap columns.
+METRICS = {column: spec for column, spec in PAPER_COLUMNS.items() if not TASKS[spec[0]].only_marked_rows}
 OVERLAP = [column for column, (task, _, _) in METRICS.items() if task == "gsm8k"]
 #: (claim in the report's words, its place)
 COSINE = ("the cosine learning rate scheduler consistently leads to a lower final validation loss compared to "
@@ -90,12 +93,12 @@ def findings(config: dict, results: compare.Results) -> list[Finding]:
     for claim, a, b, columns in pairs:
         if a in role and b in role:
             for column in columns:
-                task, metric, scale = TABLE1[column]
+                task, metric, scale = PAPER_COLUMNS[column]
                 got = compare.paired(results, (QWEN, role[a]), (QWEN, role[b]), task, metric, scale)
                 if got:
                     out.append(_row(claim, f"{column}: {qwen} {a} - {qwen} {b}", got))
     out += dpo_validation_findings(config, results)
-    task, metric, scale = TABLE1["HellaSwag"]
+    task, metric, scale = PAPER_COLUMNS["HellaSwag"]
     for stage in (r for r in role if r != "M0"):
         got = compare.paired(results, (QWEN, role[stage]), (QWEN, "M0"), task, metric, scale)
         if got:
@@ -162,7 +165,7 @@ def _best(role: dict[str, str], results: compare.Results, qwen: str) -> list[Fin
         return []
     out = []
     for column in OVERLAP:
-        task, metric, scale = TABLE1[column]
+        task, metric, scale = PAPER_COLUMNS[column]
         others = [(r, compare.paired(results, (QWEN, role["M1 (D_S)"]), (QWEN, v), task, metric, scale))
                   for r, v in role.items() if r != "M1 (D_S)"]
         others = [(r, got) for r, got in others if got]

@@ -13,14 +13,15 @@ from .. import files
 from ..evaluation.results import read_metrics
 from ..study import (
     AS_TRAINED,
-    MCQA_TABLE,
+    MCQA,
     PAPER_TABLE1,
-    QLORA_TABLE,
+    QLORA,
     QUANTIZATION,
     TABLE1,
     is_papers_model,
-    shows_reward,
+    row_shows,
     slot_model,
+    table_columns,
 )
 
 MISSING = "–"  # what the paper prints where a metric does not apply (M0 has no reward accuracy)
@@ -28,9 +29,9 @@ MISSING = "–"  # what the paper prints where a metric does not apply (M0 has n
 
 def table1(rows: list[dict], metrics: pd.DataFrame, decimals: int = 2, *, stderr: bool = False) -> pd.DataFrame:
     """The paper's Table 1 (or, with `stderr`, the standard error of each of its cells): one line per
-    configured row (label, model, variant), MISSING where not measured, and reward accuracy only in the
-    rows that ask for it (`reward: true`)."""
-    return _layout(rows, metrics, TABLE1, decimals, stderr)
+    configured row (label, model, variant), MISSING where not measured, and a task shown only in marked
+    rows (reward accuracy) only in the rows that ask for it (`reward: true`)."""
+    return _layout(rows, metrics, table_columns(TABLE1), decimals, stderr)
 
 
 VERSUS_COLUMNS = ["Model", "metric", "paper", "reproduction", "difference", "stderr", "ran", "report's model"]
@@ -38,14 +39,15 @@ VERSUS_COLUMNS = ["Model", "metric", "paper", "reproduction", "difference", "std
 
 def versus_paper(reproduced: pd.DataFrame, stderr: pd.DataFrame, rows: list[dict], models: dict) -> pd.DataFrame:
     """Each Table 1 cell beside the paper's published value (`study.PAPER_TABLE1`, by the report's row the
-    config's row stands for: its `paper`, else its label), with
+    config's row stands for: its `paper`, else its label, and by column), with
     the difference, the reproduction's standard error, the model that ran in the row's slot and whether
     it is the report's (`models`: the config's); rows and cells the paper does not have are left out."""
     out = []
     for spec, (_, row), (_, errors) in zip(rows, reproduced.iterrows(), stderr.iterrows(), strict=True):
-        published = PAPER_TABLE1.get(spec.get("paper") or row["Model"])
+        published = PAPER_TABLE1.get(spec.get("paper") or row["Model"], {})
         source = models[spec["model"]]["source"]
-        for column, paper in zip(TABLE1, published or ()):
+        for column in table_columns(TABLE1):
+            paper = published.get(column)
             if paper is None or row[column] == MISSING:
                 continue
             value = float(row[column])
@@ -58,8 +60,9 @@ def versus_paper(reproduced: pd.DataFrame, stderr: pd.DataFrame, rows: list[dict
 
 def mcqa(rows: list[dict], metrics: pd.DataFrame, decimals: int = 2) -> pd.DataFrame:
     """MCQA accuracy (%) of Table 1's rows, with its standard error."""
-    return _with_stderr(_layout(rows, metrics, MCQA_TABLE, decimals, False),
-                        _layout(rows, metrics, MCQA_TABLE, decimals, True), MCQA_TABLE)
+    shown = table_columns(MCQA)
+    return _with_stderr(_layout(rows, metrics, shown, decimals, False), _layout(rows, metrics, shown, decimals, True),
+                        shown)
 
 
 def qlora(rows: list[dict], metrics: pd.DataFrame, forms: Iterable[str] = (), decimals: int = 2) -> pd.DataFrame:
@@ -67,19 +70,20 @@ def qlora(rows: list[dict], metrics: pd.DataFrame, forms: Iterable[str] = (), de
     error (`±`), in two forms each: as trained (the 4-bit base with its adapter, unmerged: the model QLoRA
     trained) and merged into the dense base; and for the merge, the perplexity of each quantized form in
     `forms` (the merge quantized again) beside its own."""
-    columns = {**{column: (spec, None) for column, spec in QLORA_TABLE.items()},
-               **{f"Perplexity ({form})": (QLORA_TABLE["Perplexity"], form) for form in forms}}
+    table = table_columns(QLORA)
+    cells = {**{column: (spec, None) for column, spec in table.items()},
+             **{f"Perplexity ({form})": (table["Perplexity"], form) for form in forms}}
     frames = []
     for form, what in ((AS_TRAINED, "as trained: 4-bit base + adapter"), ("dense", "merged, dense")):
         shown = [{**r, "label": f"{r['label']} ({what})"} for r in rows]
         values, errors = [pd.DataFrame({"Model": [r["label"] for r in shown]}) for _ in range(2)]
-        for column, (spec, export) in columns.items():
+        for column, (spec, export) in cells.items():
             if export is not None and form == AS_TRAINED:  # the exports quantize the merge, not this model
                 values[column] = errors[column] = MISSING
                 continue
             values[column] = _layout(shown, metrics, {column: spec}, decimals, False, export or form)[column]
             errors[column] = _layout(shown, metrics, {column: spec}, decimals, True, export or form)[column]
-        frames.append(_with_stderr(values, errors, columns))
+        frames.append(_with_stderr(values, errors, cells))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -99,7 +103,7 @@ def _layout(rows: list[dict], metrics: pd.DataFrame, columns: dict, decimals: in
         line = {"Model": row["label"]}
         for column, (task, metric, scale) in columns.items():
             key = (row["model"], row["variant"], form, task, metric)
-            shown = key in index and pd.notna(index[key]) and (task != "reward" or shows_reward(row))
+            shown = key in index and pd.notna(index[key]) and row_shows(row, task)
             line[column] = round(float(index[key]) * scale, decimals) if shown else MISSING
         out.append(line)
     return pd.DataFrame(out, columns=["Model", *columns])
