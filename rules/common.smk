@@ -25,11 +25,7 @@ from zephyr import precision as zprecision
 from zephyr import resources as zresources
 from zephyr import study
 from zephyr.data import mixtures as zmixtures
-from zephyr.evaluation import tasks as ztasks
 
-# The task modules the config names (evaluation.include) register their tasks before the config is
-# checked against the registry.
-zconfig.for_workflow(ztasks.include, config)
 # Errors name the config file and line that set the key (CONFIG_FILES: read in the Snakefile).
 zconfig.for_workflow(
     zconfig.validate_workflow, config, CONFIG_FILES, workflow.config_settings.config

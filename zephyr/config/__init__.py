@@ -16,9 +16,9 @@ scripts run outside Snakemake.
 from .checks import check, config_warnings
 from .cli import main
 from .errors import ConfigError
-from .loading import for_workflow, load, validate, validate_workflow, warn
+from .loading import for_workflow, include_tasks, load, validate, validate_workflow, warn
 from .reading import ConfigFile, locate, read_file, read_files, read_workflow_files
 from .schema import SCHEMA
 
-__all__ = ["SCHEMA", "ConfigError", "ConfigFile", "check", "config_warnings", "for_workflow", "load", "locate", "main",
-           "read_file", "read_files", "read_workflow_files", "validate", "validate_workflow", "warn"]
+__all__ = ["SCHEMA", "ConfigError", "ConfigFile", "check", "config_warnings", "for_workflow", "include_tasks", "load",
+           "locate", "main", "read_file", "read_files", "read_workflow_files", "validate", "validate_workflow", "warn"]

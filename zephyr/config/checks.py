@@ -138,8 +138,12 @@ def _check_evaluation(config: dict) -> None:
     """Evaluation sets exist, hold the right records, and are big enough; Table 1 names built models."""
     evaluation, mixtures = config["evaluation"], config["mixtures"]
     for task, spec in evaluation.items():
-        if task not in study.TASKS:
+        if task in ("batch_size", "include"):
             continue
+        if task not in study.TASKS:
+            raise ConfigError.at(("evaluation", task), f"no evaluation task of that name (known: "
+                                 f"{', '.join(study.TASKS)}); a task of another module needs that module in "
+                                 "evaluation.include")
         where = ("evaluation", task, "data")
         data = spec["data"]
         if data not in mixtures:
@@ -157,6 +161,9 @@ def _check_evaluation(config: dict) -> None:
     for i, row in enumerate(config["table1"]):
         if needed:
             raise ConfigError.at(("table1", i), f"Table 1 needs evaluation settings for {', '.join(needed)}")
+        for name, value in row.items():
+            if isinstance(value, bool) and not (name in study.TASKS and study.TASKS[name].only_marked_rows):
+                raise ConfigError.at(("table1", i, name), "not a task shown only in the rows that ask for it")
         if row["model"] not in config["models"]:
             raise ConfigError.at(("table1", i, "model"), f"{row['model']!r} is not a key of models")
         variant = row["variant"]

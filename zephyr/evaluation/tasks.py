@@ -9,7 +9,6 @@ reference rationale by BLEU-4 and ROUGE), DPO reward accuracy against the parent
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -172,21 +171,6 @@ def register(task: Task, runner: Callable) -> None:
         raise ValueError(f"evaluation task {task.name!r} is registered already")
     TASKS[task.name] = task
     RUNNERS[task.name] = runner
-
-
-def include(config: dict) -> None:
-    """Import the task modules the config's `evaluation.include` names (lm-evaluation-harness'
-    include_path): each registers its tasks. Every process that reads the registry for a config calls
-    this first: the Snakefile at parse, before the config is checked against the registry, and the jobs'
-    scripts."""
-    for name in config.get("evaluation", {}).get("include", []):
-        try:
-            importlib.import_module(name)
-        except ImportError as err:
-            from ..config import ConfigError
-
-            raise ConfigError(f"evaluation.include: cannot import {name!r} ({err}); is its folder on PYTHONPATH?") \
-                from None
 
 
 def evaluate_files(task: str, model_dir: str | Path, data_path: str | Path, out_csv: str | Path,
