@@ -1,8 +1,9 @@
-"""The study's vocabulary in one place: trainers, evaluation tasks, export precisions, how a variant's
-quantized copy is named, Table 1's columns, which models a config exports and which rows its QLoRA table has.
+"""The study's vocabulary in one place: trainers, evaluation tasks, the formats a variant is measured in
+(dense, quantized, as trained), Table 1's columns, which models a config exports and which rows its QLoRA
+table has.
 
 The rules, the config checks, the tables and the figures read these names from here, so adding a
-task or a precision is one edit. Nothing here imports torch: the Snakefile reads it at every parse.
+task or a format is one edit. Nothing here imports torch: the Snakefile reads it at every parse.
 """
 
 from __future__ import annotations
@@ -10,11 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Task", "TASKS", "TRAINERS", "PRECISIONS", "FORMS", "TABLE1", "PAPER_TABLE1", "PAPER_MODELS",
-           "PAPER_DPO_VALIDATION", "AS_TRAINED", "least_items", "slot_model", "is_papers_model", "MCQA_TABLE",
-           "QLORA_TABLE",
-           "QUANTIZATION", "form_name", "table1_tasks", "row_tasks", "shows_reward", "qlora_tasks", "paper_runs",
-           "trainer_of", "exported", "quantized_forms", "qlora_rows", "qlora_exported"]
+__all__ = ["Task", "TASKS", "TRAINERS", "Format", "FORMATS", "DENSE", "AS_TRAINED", "QUANTIZED", "STORED",
+           "TABLE1", "PAPER_TABLE1", "PAPER_MODELS", "PAPER_DPO_VALIDATION", "least_items", "slot_model",
+           "is_papers_model", "MCQA_TABLE", "QLORA_TABLE",
+           "QUANTIZATION", "table1_tasks", "row_tasks", "shows_reward", "qlora_tasks", "paper_runs",
+           "trainer_of", "exported", "exported_formats", "qlora_rows", "qlora_exported"]
+
 
 @dataclass(frozen=True)
 class Task:
@@ -65,17 +67,35 @@ def least_items(evaluation: dict, mixture: str) -> dict[str, int]:
 #: trainer → the mixture task it learns from.
 TRAINERS = {"sft": "sft", "dpo": "preference"}
 
-#: precision → what it is; the keys are the `{precision}` of `results/models/{model}/{variant}-{precision}/`.
-PRECISIONS = {
-    "nf4": "4-bit NormalFloat (bitsandbytes NF4)",
-    "nf4-dq": "4-bit NormalFloat with double quantization of the scales",
-    "int8": "8-bit LLM.int8() (bitsandbytes)",
-}
-#: A variant's forms: its dense weights and each quantized copy.
-FORMS = ("dense", *PRECISIONS)
-#: A QLoRA variant as it was trained: its base quantized as the variant's `qlora` says, with the adapter
-#: on top, unmerged (a form apart: merging into the float32 base and quantizing again is another model).
+
+@dataclass(frozen=True)
+class Format:
+    """A format a variant is measured in: its dense weights, a bitsandbytes copy of them quantized to `bits`
+    (its quantized layers' weights), or a QLoRA variant as it was trained (`AS_TRAINED`: its base quantized as
+    the variant's `qlora` says, the adapter on top, unmerged; another model than a quantized copy of the
+    merge, so no `bits`). `stored`: a model folder of its own (`zephyr.paths.Layout.variant_model`)."""
+
+    name: str
+    description: str
+    bits: int | None = None
+    stored: bool = True
+
+
+#: The formats, by name.
+FORMATS: dict[str, Format] = {fmt.name: fmt for fmt in (
+    Format("dense", "the variant's own weights, unquantized"),
+    Format("nf4", "4-bit NormalFloat (bitsandbytes NF4)", bits=4),
+    Format("nf4-dq", "4-bit NormalFloat with double quantization of the scales", bits=4),
+    Format("int8", "8-bit LLM.int8() (bitsandbytes)", bits=8),
+    Format("as-trained", "a QLoRA variant as trained: its quantized base with the adapter on top, unmerged",
+           stored=False),
+)}
+DENSE = "dense"
 AS_TRAINED = "as-trained"
+#: The formats a dense model is quantized to: the exports (`exports.formats`) and a QLoRA variant's base (`qlora`).
+QUANTIZED = tuple(name for name, fmt in FORMATS.items() if fmt.bits)
+#: The formats a variant is stored in, each a model folder: dense and every quantized copy.
+STORED = tuple(name for name, fmt in FORMATS.items() if fmt.stored)
 
 #: Table 1's columns after "Model", exactly the paper's: (task, metric, scale). HellaSwag in percent, as
 #: in the paper; BLEU and ROUGE are already x100; reward accuracy stays a fraction, as in the paper,
@@ -127,19 +147,13 @@ def is_papers_model(model: str, source: dict) -> bool:
 #: The MCQA table (not in the paper's Table 1), same rows: length-normalized accuracy in percent, as
 #: HellaSwag's column and lm-evaluation-harness' ARC (`acc` is in the metric CSVs too).
 MCQA_TABLE = {"MCQA": ("mcqa", "acc_norm", 100)}
-#: What the quantization table sets beside each form's size, and the QLoRA table beside each quantized
-#: form it is exported in: (task, metric), a task measured per form.
+#: What the quantization table sets beside each format's size, and the QLoRA table beside each quantized
+#: format it is exported in: (task, metric), a task measured per format.
 QUANTIZATION = ("perplexity", "perplexity")
 #: The QLoRA table (the report's section 5): each QLoRA variant evaluated as Table 1's rows are, with
 #: MCQA and WikiText-2 perplexity (its dense weights) beside.
 QLORA_TABLE = {**{c: spec for c, spec in TABLE1.items() if not TASKS[spec[0]].needs_parent}, **MCQA_TABLE,
                "Perplexity": (*QUANTIZATION, 1)}
-
-
-def form_name(variant: str, form: str) -> str:
-    """A variant in one form, `M0` dense and `M0-nf4` quantized: its folder's name and the variant its
-    manifest and metric files record (wildcards give the pattern: `{variant}-{precision}`)."""
-    return variant if form == "dense" else f"{variant}-{form}"
 
 
 def table1_tasks(variant: str | None = None) -> list[str]:
@@ -184,9 +198,9 @@ def exported(config: dict) -> list[tuple[str, str]]:
             for m in (config["models"] if v == "M0" else config["variants"][v]["models"])]
 
 
-def quantized_forms(config: dict) -> list[tuple[str, str, str]]:
-    """(model, variant, form) of the quantization table: every exported pair, dense and in each precision."""
-    return [(m, v, f) for m, v in exported(config) for f in ("dense", *config["exports"]["precisions"])]
+def exported_formats(config: dict) -> list[tuple[str, str, str]]:
+    """(model, variant, format) of the quantization table: every exported pair, dense and in each exported format."""
+    return [(m, v, f) for m, v in exported(config) for f in (DENSE, *config["exports"]["formats"])]
 
 
 def qlora_rows(config: dict) -> list[dict]:
@@ -196,6 +210,6 @@ def qlora_rows(config: dict) -> list[dict]:
 
 
 def qlora_exported(config: dict) -> list[tuple[str, str]]:
-    """(model, variant) pairs of QLoRA rows that are exported (their 4-bit form, as it is served)."""
+    """(model, variant) pairs of QLoRA rows that are exported (their 4-bit format, as it is served)."""
     rows = {(row["model"], row["variant"]) for row in qlora_rows(config)}
     return [pair for pair in exported(config) if pair in rows]

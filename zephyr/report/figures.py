@@ -110,7 +110,7 @@ def versus_paper(table: pd.DataFrame, out: str | Path) -> None:
 
 
 def quantization(table: pd.DataFrame, out: str | Path) -> None:
-    """Size on disk against perplexity, one marker per precision, one line per model variant."""
+    """Size on disk against perplexity, one marker per format, one line per model variant."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for (model, variant), rows in table.groupby(["model", "variant"], sort=False):

@@ -93,7 +93,7 @@ def _with_stderr(values: pd.DataFrame, errors: pd.DataFrame, columns: Iterable[s
 
 def _layout(rows: list[dict], metrics: pd.DataFrame, columns: dict, decimals: int, stderr: bool,
             form: str = "dense") -> pd.DataFrame:
-    index = metrics.set_index(["model", "variant", "form", "task", "metric"])["stderr" if stderr else "value"]
+    index = metrics.set_index(["model", "variant", "format", "task", "metric"])["stderr" if stderr else "value"]
     out = []
     for row in rows:
         line = {"Model": row["label"]}
@@ -113,7 +113,8 @@ def quantization(perplexities: pd.DataFrame, sizes: dict[tuple[str, str, str], i
     """
     rows = []
     for (model, variant, form), size in sizes.items():
-        match = (perplexities["model"] == model) & (perplexities["variant"] == variant) & (perplexities["form"] == form)
+        match = ((perplexities["model"] == model) & (perplexities["variant"] == variant)
+                 & (perplexities["format"] == form))
         ppl = perplexities.loc[match & (perplexities["metric"] == QUANTIZATION[1])].iloc[0]
         rows.append({"model": model, "variant": variant, "precision": form,
                      "size_mb": round(size / 2**20, 2), "perplexity": float(ppl["value"]),
