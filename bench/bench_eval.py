@@ -109,7 +109,7 @@ def compare_dtypes(args) -> None:
     config, layout = args.study
     evaluation = config["evaluation"]
     names = [t for t, spec in study.TASKS.items()  # the dense tasks; those scored against a parent need --parent
-             if t in evaluation and not spec.per_form and (args.parent or not spec.needs_parent)]
+             if t in evaluation and not spec.per_format and (args.parent or not spec.needs_parent)]
     results: dict = {}
     for dtype in args.dtypes:
         model, tok = modeldir.load(args.model, dtype=dtype)

@@ -71,14 +71,13 @@ wildcard_constraints:
     mixture=_alternatives(MIXTURES),
     model=_alternatives(MODELS) or "^$",
     variant=_alternatives(["M0", *VARIANTS]),
-    precision=_alternatives(study.PRECISIONS),
-    form=_alternatives(study.FORMS),
-    task=_alternatives(t for t, spec in study.TASKS.items() if not spec.per_form),
+    format=_alternatives(study.STORED),
+    task=_alternatives(t for t, spec in study.TASKS.items() if not spec.per_format),
     fingerprint=zpaths.FINGERPRINT_PATTERN,
 
 
-#: The tasks measured on every form of a variant (rule evaluate_perplexity).
-PER_FORM_TASKS = _alternatives(t for t, spec in study.TASKS.items() if spec.per_form)
+#: The tasks measured in every stored format of a variant (rule evaluate_perplexity).
+PER_FORMAT_TASKS = _alternatives(t for t, spec in study.TASKS.items() if spec.per_format)
 #: The tasks a QLoRA variant is measured on as it was trained (rule evaluate_as_trained).
 QLORA_TASKS = _alternatives(study.qlora_tasks())
 #: The task computed from each model's pair scores (rule score_pairs).
@@ -186,9 +185,9 @@ def all_models():
         paths.merged_model(m, v) for v, spec in VARIANTS.items() for m in spec["models"]
     ]
     quantized = [
-        paths.export(m, v, p)
+        paths.export(m, v, f)
         for m, v in study.exported(config)
-        for p in EXPORTS["precisions"]
+        for f in EXPORTS["formats"]
     ]
     return merged + quantized
 
@@ -226,7 +225,7 @@ def table1_inputs():
 def quantization_inputs():
     return {
         "metrics": list(paths.quantization_metrics().values()),
-        "models": [paths.variant_model(*key) for key in study.quantized_forms(config)],
+        "models": [paths.variant_model(*key) for key in study.exported_formats(config)],
     }
 
 
@@ -248,7 +247,7 @@ def final_outputs():
     if TABLE1:
         outputs += [paths.table("table1"), paths.table("findings")]
     quantization = study.QUANTIZATION[0] in EVALUATION
-    if EXPORTS["variants"] and EXPORTS["precisions"] and quantization:
+    if EXPORTS["variants"] and EXPORTS["formats"] and quantization:
         outputs.append(paths.table("quantization"))
     if VARIANTS:
         outputs += list(figure_outputs().values())

@@ -51,19 +51,19 @@ rule evaluate:
 
 
 rule evaluate_perplexity:
-    """A task measured per form (perplexity, over the same fixed windows) of a variant, dense or quantized."""
+    """A task measured per format (perplexity, over the same fixed windows) of a variant, dense or quantized."""
     input:
-        model=lambda wc: paths.variant_model(wc.model, wc.variant, wc.form),
+        model=lambda wc: paths.variant_model(wc.model, wc.variant, wc.format),
         data=lambda wc: paths.mixture(EVALUATION[wc.task]["data"]),
     output:
-        metrics=paths.metrics("{model}", "{variant}", "{task}", "{form}"),
-        records=paths.metrics("{model}", "{variant}", "{task}", "{form}", "jsonl"),
+        metrics=paths.metrics("{model}", "{variant}", "{task}", "{format}"),
+        records=paths.metrics("{model}", "{variant}", "{task}", "{format}", "jsonl"),
     log:
-        paths.log("evaluate/{model}/{variant}/{task}-{form}"),
+        paths.log("evaluate/{model}/{variant}/{task}-{format}"),
     benchmark:
-        paths.benchmark("evaluate/{model}/{variant}/{task}-{form}")
+        paths.benchmark("evaluate/{model}/{variant}/{task}-{format}")
     wildcard_constraints:
-        task=PER_FORM_TASKS,
+        task=PER_FORMAT_TASKS,
     conda:
         "../envs/evaluate.yaml"
     # mostly start-up and file work: two such jobs side by side on 2 cores

@@ -3,11 +3,13 @@ rule export_quantized:
     input:
         lambda wc: paths.variant_model(wc.model, wc.variant),
     output:
-        manifest=paths.export("{model}", "{variant}", "{precision}"),
+        manifest=paths.export("{model}", "{variant}", "{format}"),
     log:
-        paths.log("export_quantized/{model}/{variant}-{precision}"),
+        paths.log("export_quantized/{model}/{variant}-{format}"),
     benchmark:
-        paths.benchmark("export_quantized/{model}/{variant}-{precision}")
+        paths.benchmark("export_quantized/{model}/{variant}-{format}")
+    wildcard_constraints:
+        format=_alternatives(study.QUANTIZED),
     conda:
         "../envs/train.yaml"
     # mostly start-up and file work: two such jobs side by side on 2 cores

@@ -108,7 +108,7 @@ rule qlora_table:
         "../envs/report.yaml"
     params:
         rows=study.qlora_rows(config),
-        forms=EXPORTS["precisions"] if study.qlora_exported(config) else [],
+        formats=EXPORTS["formats"] if study.qlora_exported(config) else [],
     script:
         "../scripts/qlora_table.py"
 

@@ -27,7 +27,8 @@ else:
         model=snakemake.wildcards.model,
         variant=snakemake.wildcards.variant,
         settings=snakemake.params.settings,
-        form=snakemake.wildcards.get("form", study.AS_TRAINED if "adapter" in snakemake.input.keys() else "dense"),
+        format=snakemake.wildcards.get("format", study.AS_TRAINED if "adapter" in snakemake.input.keys()
+                                       else study.DENSE),
         parent_dir=Path(parent).parent if parent else None,
         # a QLoRA variant as trained: its base (`model`) quantized as it was for training, the adapter on top
         adapter_dir=Path(snakemake.input.adapter).parent if "adapter" in snakemake.input.keys() else None,

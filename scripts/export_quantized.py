@@ -10,6 +10,6 @@ devices.for_job(snakemake.threads, snakemake.resources, devices.inference_memory
 quantize.quantize(
     Path(snakemake.input[0]).parent,
     Path(snakemake.output.manifest).parent,
-    snakemake.wildcards.precision,
+    snakemake.wildcards.format,
     snakemake.params.precision,
 )

@@ -8,4 +8,4 @@ from zephyr.report import table
 logs.setup(snakemake.log[0])
 zconfig.include_tasks(snakemake.config)
 metrics = read_metrics(paths.Layout(snakemake.config).qlora_metrics())
-table.write_csv(table.qlora(snakemake.params.rows, metrics, snakemake.params.forms), snakemake.output[0])
+table.write_csv(table.qlora(snakemake.params.rows, metrics, snakemake.params.formats), snakemake.output[0])

@@ -1,5 +1,5 @@
 """Snakemake glue for zephyr.report.table.quantization_from_files and zephyr.report.figures.quantization:
-the files of the forms the config quantizes (the rule's inputs, models in `study.quantized_forms`' order)."""
+the files of the formats the config exports (the rule's inputs, models in `study.exported_formats`' order)."""
 
 from pathlib import Path
 
@@ -10,7 +10,7 @@ logs.setup(snakemake.log[0])
 frame = table.quantization_from_files(
     paths.Layout(snakemake.config).quantization_metrics(),
     {key: str(Path(manifest).parent)
-     for key, manifest in zip(study.quantized_forms(snakemake.config), snakemake.input.models, strict=True)},
+     for key, manifest in zip(study.exported_formats(snakemake.config), snakemake.input.models, strict=True)},
 )
 table.write_csv(frame, snakemake.output.table)
 figures.quantization(frame, snakemake.output.figure)

@@ -82,7 +82,7 @@ def test_a_validation_split_holding_what_the_parent_trained_on_is_refused():
     sft = [{"id": f"s:{i}", "source": "s", "instruction": f"What is {i} plus 1?", "input": "", "output": "x"}
            for i in range(5)]
     plan = mixtures.leakage_plan(study())
-    with pytest.raises(mixtures.LeakageError, match=r"DPO\.validation \(validation split of M2\) shares 1 of its 2 "
+    with pytest.raises(mixtures.LeakageError, match=r"DPO_validation \(validation split of M2\) shares 1 of its 2 "
                                                     r"items with training mixture D_S \(trained on by M1, which M2 is "
                                                     r"trained from\).*list D_S in mixtures\.DPO\.exclude"):
         mixtures.check_leakage(plan, parts({"D_S": sft, "DPO": pairs("e", 3, offset=20), "reward_pairs": [],

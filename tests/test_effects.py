@@ -31,8 +31,8 @@ REFERENCES = [f"Step one makes {i} apples . Step two adds {i + 1} more , so {2 *
 UNRELATED = [f"Perhaps the weather will turn cold on day {i} or later" for i in range(20)]
 
 
-def metric_rows(model, variant, task, values, n, form="dense"):
-    return [{"model": model, "variant": variant, "form": form, "task": task, "metric": m, "value": v, "stderr": s,
+def metric_rows(model, variant, task, values, n, format="dense"):
+    return [{"model": model, "variant": variant, "format": format, "task": task, "metric": m, "value": v, "stderr": s,
              "n": n} for m, (v, s) in values.items()]
 
 
@@ -45,7 +45,7 @@ def windows(nlls):
 
 
 def results(m1=REFERENCES, m0=UNRELATED, dpo_final=0.75, validation_pairs=40, sft_losses=(2.0, 1.5, 1.2),
-            constant_items=None, nf4=None, int8=None, hellaswag_n=60):
+            constant_items=None, nf4=None, int8=None, hellaswag_n=60, perplexities=None):
     """A study where M1 (D_S) learned the reference style and the rest answer unrelated text."""
     rows = []
     gsm8k = {}
@@ -60,9 +60,9 @@ def results(m1=REFERENCES, m0=UNRELATED, dpo_final=0.75, validation_pairs=40, sf
                             hellaswag_n)
     dense = windows([300.0 + (i % 3) for i in range(40)])
     items = {**gsm8k, ("qwen", "M0", "dense", "perplexity"): dense}
-    for form, nlls in (("nf4", nf4), ("int8", int8)):
+    for format, nlls in {"nf4": nf4, "int8": int8, **(perplexities or {})}.items():
         if nlls is not None:
-            items[("qwen", "M0", form, "perplexity")] = windows(nlls)
+            items[("qwen", "M0", format, "perplexity")] = windows(nlls)
     history = pd.DataFrame({"step": [0, 8, 16], "eval_loss": list(sft_losses)})
     constant = pd.DataFrame({"step": [0, 8, 16], "eval_loss": [2.0, 1.6, 1.3]})
     dpo = pd.DataFrame({"step": [0, 8, 16], "eval_rewards/accuracies": [0.0, 0.6, dpo_final]})
@@ -103,6 +103,16 @@ def test_each_broken_stage_fails_its_own_check():
     same = checks(nf4=[300.0 + (i % 3) for i in range(40)], int8=[300.0 + (i % 3) + 18.3 for i in range(40)])
     assert not same["nf4 raises perplexity beyond its paired stderr: qwen M0"]
     assert not same["int8 stays within 5% of dense perplexity: qwen M0"]
+
+
+def test_each_quantized_format_is_checked_by_its_bits():
+    """nf4-dq is held to the 4-bit check as nf4 is; a QLoRA variant as trained, another model than a copy of
+    the dense weights, to none."""
+    unchanged = [300.0 + (i % 3) for i in range(40)]
+    got = checks(perplexities={"nf4-dq": [x + 3 for x in unchanged], "as-trained": unchanged})
+    assert got["nf4-dq raises perplexity beyond its paired stderr: qwen M0"]
+    assert not any("as-trained" in effect for effect in got)
+    assert not checks(perplexities={"nf4-dq": unchanged})["nf4-dq raises perplexity beyond its paired stderr: qwen M0"]
 
 
 def test_the_paired_perplexity_change_is_the_ratio_estimators():

@@ -12,7 +12,7 @@ from zephyr import devices, files
 from zephyr.evaluation import scoring
 from zephyr.model import merge, modeldir, quantize
 from zephyr.model.modeldir import ModelDirError
-from zephyr.study import PRECISIONS
+from zephyr.study import QUANTIZED
 
 CARD = {
     "model": "tiny",
@@ -250,29 +250,29 @@ def test_adapter_check_accepts_manifest_name_and_relative_path(work, base, adapt
 @pytest.fixture(scope="module")
 def exports(work, merged):
     src, _ = merged
-    return {p: (work / "models" / "tiny" / f"M1-DS-cosine-{p}", quantize.quantize(src, work / "models" / "tiny" /
-                                                                                f"M1-DS-cosine-{p}", p))
-            for p in PRECISIONS}
+    return {f: (work / "models" / "tiny" / f"M1-DS-cosine-{f}", quantize.quantize(src, work / "models" / "tiny" /
+                                                                                f"M1-DS-cosine-{f}", f))
+            for f in QUANTIZED}
 
 
-@pytest.mark.parametrize("precision", list(PRECISIONS))
-def test_quantized_exports_reload_smaller_and_close(precision, exports, merged, adapter):
+@pytest.mark.parametrize("format", QUANTIZED)
+def test_quantized_exports_reload_smaller_and_close(format, exports, merged, adapter):
     from transformers import AutoModelForCausalLM
 
     src, _ = merged
-    out, manifest = exports[precision]
+    out, manifest = exports[format]
     assert files.read_json(out / "manifest.json") == json.loads(json.dumps(manifest))
-    assert manifest["precision"] == precision and manifest["parent"]["dir"] == str(src)
+    assert manifest["format"] == format and manifest["parent"]["dir"] == str(src)
     assert manifest["parent_weights_bytes"] == files.weights_size(src)
     assert manifest["weights_bytes"] == files.weights_size(out) < files.weights_size(src)
     assert manifest["quantized_modules"] == 2 * 7  # q, k, v, o, gate, up, down in each of 2 layers
-    assert manifest["variant"] == f"M1-DS-cosine-{precision}" and manifest["model"] == "tiny"
+    assert manifest["variant"] == "M1-DS-cosine" and manifest["model"] == "tiny"  # the format apart
     assert "bitsandbytes" in manifest["versions"] and (out / "tokenizer.json").is_file()
     qconfig = files.read_json(out / "config.json")["quantization_config"]
-    assert qconfig.get("load_in_8bit" if precision == "int8" else "load_in_4bit") is True
-    if precision != "int8":
+    assert qconfig.get("load_in_8bit" if format == "int8" else "load_in_4bit") is True
+    if format != "int8":
         assert qconfig["bnb_4bit_quant_type"] == "nf4"
-        assert qconfig["bnb_4bit_use_double_quant"] is (precision == "nf4-dq")
+        assert qconfig["bnb_4bit_use_double_quant"] is (format == "nf4-dq")
 
     model = modeldir.load(out)[0]
     assert not model.training
@@ -281,9 +281,9 @@ def test_quantized_exports_reload_smaller_and_close(precision, exports, merged, 
     assert torch.isfinite(got).all()
     top1 = (got.argmax(-1) == reference.argmax(-1)).float().mean().item()
     relative = ((got - reference).abs().mean() / reference.abs().mean()).item()
-    min_top1, max_relative = CLOSENESS[precision]
-    print(f"{precision}: top-1 agreement {top1:.3f}, relative mean abs diff {relative:.4f}")
-    assert top1 >= min_top1 and relative <= max_relative, (precision, top1, relative)
+    min_top1, max_relative = CLOSENESS[format]
+    print(f"{format}: top-1 agreement {top1:.3f}, relative mean abs diff {relative:.4f}")
+    assert top1 >= min_top1 and relative <= max_relative, (format, top1, relative)
     # a second forward (after the CPU kernels may have repacked the weights) gives the same answer
     assert torch.equal(logits(model, adapter["ids"]), got)
     # what evaluation reads: each continuation's log-likelihood, close to the dense model's per token
@@ -292,16 +292,16 @@ def test_quantized_exports_reload_smaller_and_close(precision, exports, merged, 
     quantized = scoring.loglikelihoods(model, tokenizer, CONTINUATIONS)
     lengths = [n for _, n in scoring.encode_requests(tokenizer, CONTINUATIONS)]
     per_token = sum(abs(q - d) for q, d in zip(quantized, dense)) / sum(lengths)
-    print(f"{precision}: log-likelihood difference {per_token:.4f} nats a token")
-    assert per_token <= LOGLIKELIHOOD_TOLERANCE[precision], (precision, per_token)
-    if precision != "int8":  # 4-bit layers compute in the study precision's dtype (float32 by default)
+    print(f"{format}: log-likelihood difference {per_token:.4f} nats a token")
+    assert per_token <= LOGLIKELIHOOD_TOLERANCE[format], (format, per_token)
+    if format != "int8":  # 4-bit layers compute in the study precision's dtype (float32 by default)
         assert qconfig["bnb_4bit_compute_dtype"] == "float32" and manifest["study_precision"]["weights"] == "float32"
 
 
 def test_quantize_refuses_unknown_and_already_quantized(work, merged, exports):
     src, _ = merged
     out = work / "models" / "tiny" / "bad"
-    with pytest.raises(ModelDirError, match=r"unknown precision 'int4'.*'nf4', 'nf4-dq', 'int8'"):
+    with pytest.raises(ModelDirError, match=r"unknown quantized format 'int4'.*'nf4', 'nf4-dq', 'int8'"):
         quantize.quantize(src, out, "int4")
     with pytest.raises(ModelDirError, match="already quantized"):
         quantize.quantize(exports["nf4"][0], out, "int8")

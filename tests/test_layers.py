@@ -19,7 +19,8 @@ LAYERS = (
     ("zephyr.evaluation",),  # the scoring engine, the task registry, metrics
     # a study as a whole: its config checked (the checks read data and model), its runs planned, its tree
     ("zephyr.config", "zephyr.plan", "zephyr.studies"),
-    ("zephyr.report", "zephyr.verify", "zephyr.docs"),  # what a finished study's outputs say, whether they hold; its docs
+    # what a finished study's outputs say, whether they hold; its docs
+    ("zephyr.report", "zephyr.verify", "zephyr.docs"),
 )
 
 

@@ -1,5 +1,9 @@
 """The study's vocabulary (zephyr.study) agrees with the code that implements it."""
 
+from pathlib import Path
+
+import yaml
+
 from zephyr import paths, study
 from zephyr.evaluation import tasks
 
@@ -29,10 +33,24 @@ def test_the_paper_s_cells_are_table1_columns():
     assert "Reward Accuracy" not in study.PAPER_TABLE1["Qwen M0"]
 
 
-def test_form_names():
-    assert study.form_name("M1-DS-cosine", "dense") == "M1-DS-cosine"
-    assert [study.form_name("M0", p) for p in study.PRECISIONS] == ["M0-nf4", "M0-nf4-dq", "M0-int8"]
+def test_formats_and_the_paths_built_from_them():
+    assert study.QUANTIZED == ("nf4", "nf4-dq", "int8") and study.STORED == ("dense", *study.QUANTIZED)
+    assert [f for f in study.FORMATS if study.FORMATS[f].bits == 4] == ["nf4", "nf4-dq"]
+    assert study.AS_TRAINED in study.FORMATS and study.AS_TRAINED not in study.STORED  # no folder of its own
+    layout = paths.Layout({"experiment": "x", "outputs": "out"})
+    assert layout.variant_model("q", "M2-DS") == "out/models/q/M2-DS/manifest.json"
+    assert [layout.variant_model("q", "M0", f, None) for f in study.QUANTIZED] == [
+        "out/models/q/M0-nf4", "out/models/q/M0-nf4-dq", "out/models/q/M0-int8"]
+    assert layout.metrics("q", "M0", "perplexity", "int8") == "out/metrics/q/M0/perplexity-int8.csv"
+    assert layout.task_metrics("q", "M0", "gsm8k") == "out/metrics/q/M0/gsm8k.csv"
     assert "reward" in study.table1_tasks() and "reward" not in study.table1_tasks("M0")
+
+
+def test_the_schema_offers_the_quantized_formats():
+    schema = yaml.safe_load((Path(__file__).parents[1] / "schemas" / "config.schema.yaml").read_text())
+    assert schema["properties"]["exports"]["properties"]["formats"]["items"]["enum"] == list(study.QUANTIZED)
+    qlora = schema["$defs"]["variant"]["properties"]["qlora"]["enum"]
+    assert [f for f in qlora if f] == [f for f in study.QUANTIZED if study.FORMATS[f].bits == 4]
 
 
 def test_reward_accuracy_is_evaluated_only_for_rows_that_show_it():

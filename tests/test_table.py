@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from zephyr.evaluation.results import METRIC_FIELDS, read_metrics, write_metrics
+from zephyr.evaluation.results import METRIC_FIELDS, MetricsError, read_metrics, write_metrics
 from zephyr.report import figures, table
 
 COMPUTED_IN = {"dtype": "float32", "compute": "plain", "device": "cpu"}
@@ -27,10 +27,25 @@ def metrics(tmp_path):
 
 
 def test_metric_csvs_are_tidy_with_their_standard_errors(metrics):
-    assert list(metrics.columns) == [*METRIC_FIELDS, "form"]
+    assert list(metrics.columns) == METRIC_FIELDS
     row = metrics.query("task == 'gsm8k' and metric == 'bleu'").iloc[0]
     assert row["value"] == 28.43 and row["n"] == 200 and row["stderr"] == 1.5
     assert pd.isna(metrics.query("task == 'gsm8k' and metric == 'rouge1'").iloc[0]["stderr"])
+
+
+def test_a_metric_file_is_read_only_as_the_evaluation_it_is(tmp_path):
+    """A file of another evaluation, or one written before the format had its own column (the variant named
+    `M0-nf4`), is refused rather than read under the key asked for."""
+    path = tmp_path / "p.csv"
+    write_metrics(path, "qwen", "M0", "nf4", "perplexity", {"perplexity": 11.0, "n": 3}, COMPUTED_IN)
+    assert read_metrics({("qwen", "M0", "nf4", "perplexity"): path})["value"].tolist() == [11.0]
+    with pytest.raises(MetricsError, match=r"p\.csv: rows of \[\('qwen', 'M0', 'nf4', 'perplexity'\)\], not of "
+                                           r"\('qwen', 'M0', 'int8', 'perplexity'\)"):
+        read_metrics({("qwen", "M0", "int8", "perplexity"): path})
+    old = tmp_path / "old.csv"
+    pd.read_csv(path).drop(columns="format").assign(variant="M0-nf4").to_csv(old, index=False)
+    with pytest.raises(MetricsError, match=r"old\.csv: no format column; rerun its evaluation"):
+        read_metrics({("qwen", "M0", "nf4", "perplexity"): old})
 
 
 ROWS = [{"label": "Qwen M0", "model": "qwen", "variant": "M0"},
@@ -57,11 +72,11 @@ def test_table1_stderr_and_mcqa_tables(metrics):
 
 
 def test_quantization_table_change_in_percent():
-    rows = [{"model": "q", "variant": "M0", "form": f, "task": "perplexity", "metric": "perplexity", "value": p,
+    rows = [{"model": "q", "variant": "M0", "format": f, "task": "perplexity", "metric": "perplexity", "value": p,
              "stderr": se, "n": 3} for f, p, se in (("dense", 10.0, 0.2), ("nf4", 11.0, 0.25), ("int8", 10.1, 0.2001))]
     sizes = {("q", "M0", "dense"): 4 * 2**20, ("q", "M0", "nf4"): 2**20, ("q", "M0", "int8"): 2 * 2**20}
     frame = table.quantization(pd.DataFrame(rows), sizes)
-    by = frame.set_index("precision")
+    by = frame.set_index("format")
     assert by.loc["nf4", "change_pct"] == 10.0 and by.loc["int8", "change_pct"] == 1.0
     assert by.loc["dense", "change_pct"] == 0
     assert by.loc["nf4", "size_mb"] == 1.0 and by.loc["dense", "size_mb"] == 4.0
@@ -128,7 +143,8 @@ def test_the_qlora_table_shows_the_model_as_trained_and_its_merge(metrics, tmp_p
                                                                "stderr": {"perplexity": 0.4321}}, COMPUTED_IN)
     write_metrics(nf4, "qwen", "M1", "nf4", "perplexity", {"perplexity": 13.001, "tokens": 900, "n": 3,
                                                            "stderr": {"perplexity": 0.5}}, COMPUTED_IN)
-    assert pd.read_csv(nf4)["variant"].unique().tolist() == ["M1-nf4"]  # the file names the form in its variant
+    written = pd.read_csv(nf4)  # the bare variant, the format in a column of its own
+    assert written[["variant", "format"]].drop_duplicates().values.tolist() == [["M1", "nf4"]]
     trained = tmp_path / "qt.csv"
     write_metrics(trained, "qwen", "M1", "as-trained", "perplexity", {"perplexity": 12.9, "tokens": 900, "n": 3,
                                                                       "stderr": {"perplexity": 0.45}}, COMPUTED_IN)

@@ -50,13 +50,13 @@ def expected_jobs(config: dict) -> dict[str, int]:
         "fetch_model": len(config["models"]),
         "train_adapter": trained,
         "merge_adapter": trained,
-        "export_quantized": exported * len(exports["precisions"]),
+        "export_quantized": exported * len(exports["formats"]),
         # Table 1's rows on its three tasks that need no parent, reward accuracy for the rows that show
         # it (never M0), the QLoRA variants on the three
         "evaluate": len({(r["model"], r["variant"]) for r in rows}) * 3 + len(reward_rows) + 3 * len(qlora),
         # each model's pair log-probabilities once: as a reward row's policy, or as its reference
         **({"score_pairs": len(scored)} if scored else {}),
-        "evaluate_perplexity": exported * (1 + len(exports["precisions"])) + len(set(qlora) - exported_pairs),
+        "evaluate_perplexity": exported * (1 + len(exports["formats"])) + len(set(qlora) - exported_pairs),
         "table1": 1, "findings": 1, "quantization": 1, "figures": 1, "dataset_info": 1, "mixture_warnings": 1,
         "study_record": 1, "all": 1,
         **({"qlora_table": 1, "evaluate_as_trained": len(study.qlora_tasks()) * len(qlora)} if qlora else {}),
@@ -135,9 +135,9 @@ def test_tiny_study_end_to_end_to_table1_and_report(tiny_study):
     mcqa = pd.read_csv(tmp_path / "results" / "mcqa.csv")
     assert list(mcqa.columns) == ["Model", "MCQA", "MCQA ±"] and 0 <= float(mcqa.loc[2, "MCQA"]) <= 100
     quantization = pd.read_csv(tmp_path / "results" / "quantization.csv")
-    assert set(quantization["precision"]) == {"dense", "nf4"}
-    nf4 = quantization.set_index(["model", "precision"]).loc[("qwen", "nf4")]
-    assert nf4["size_mb"] < quantization.set_index(["model", "precision"]).loc[("qwen", "dense"), "size_mb"]
+    assert set(quantization["format"]) == {"dense", "nf4"}
+    nf4 = quantization.set_index(["model", "format"]).loc[("qwen", "nf4")]
+    assert nf4["size_mb"] < quantization.set_index(["model", "format"]).loc[("qwen", "dense"), "size_mb"]
     for name in ("figure1_learning_rates", "figure_sft_losses_qwen", "figure_sft_losses_bloom", "figure4_dpo",
                  "quantization"):
         assert (tmp_path / "results" / "figures" / f"{name}.png").stat().st_size > 5000
@@ -151,7 +151,8 @@ def test_tiny_study_end_to_end_to_table1_and_report(tiny_study):
     assert [m.split(" (")[1] for m in qlora["Model"]] == ["as trained: 4-bit base + adapter)", "merged, dense)"]
     assert pd.to_numeric(qlora.loc[0, ["HellaSwag", "BLEU-4", "ROUGE-L", "MCQA", "Perplexity"]]).notna().all()
     trained = pd.read_csv(tmp_path / "results" / "metrics" / "qwen" / "M1-DS-qlora" / "perplexity-as-trained.csv")
-    assert set(trained["variant"]) == {"M1-DS-qlora-as-trained"}  # the form in the variant, as exports have it
+    # the bare variant, its format in a column of its own
+    assert trained[["variant", "format"]].drop_duplicates().values.tolist() == [["M1-DS-qlora", "as-trained"]]
 
     # the report's findings from this finished study, and each DPO run's validation accuracy with its stderr
     found = pd.read_csv(tmp_path / "results" / "findings.csv")

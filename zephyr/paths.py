@@ -9,7 +9,7 @@ formatted records. A shared file is shared only when that fingerprint says it is
 file of another config sits at another path, so no study reads, reruns or overwrites another's.
 
 The rules, the scripts and the readers of results all build a path here, from the names that tell
-outputs of its kind apart (model, variant, form, task), and none parses one back. Given wildcards
+outputs of its kind apart (model, variant, format, task), and none parses one back. Given wildcards
 (`"{model}"`) a helper gives the rule's pattern. Nothing here imports torch: the Snakefile reads it at
 every parse.
 """
@@ -24,19 +24,19 @@ from pathlib import Path
 from . import files
 from .study import (
     AS_TRAINED,
+    DENSE,
     QUANTIZATION,
     TASKS,
-    form_name,
+    exported_formats,
     paper_runs,
     qlora_exported,
     qlora_rows,
     qlora_tasks,
-    quantized_forms,
     row_tasks,
     trainer_of,
 )
 
-#: A metric file's key: (model, variant, form, task).
+#: A metric file's key: (model, variant, format, task).
 MetricKey = tuple[str, str, str, str]
 #: The folder of what studies share (by fingerprint), and the plain layout's folders (the default's).
 SHARED = "resources"
@@ -211,9 +211,8 @@ class Layout:
         return f"{self.results}/{STUDY_FILE}"
 
     def mixture(self, mixture: str, part: str = "json") -> str:
-        """A drawn mixture (`json`), its held-out `validation.json`, its `stats.csv`, its `warnings.csv` or its
-        `manifest.json`."""
-        return f"{self.results}/mixtures/{mixture}.{part}"
+        """A drawn mixture's file (`mixture_file`)."""
+        return f"{self.results}/mixtures/{mixture_file(mixture, part)}"
 
     def dataset_info(self) -> str:
         return f"{self.results}/mixtures/dataset_info.json"
@@ -226,14 +225,14 @@ class Layout:
     def merged_model(self, model: str, variant: str, file: str | None = "manifest.json") -> str:
         return _file(f"{self.results}/models/{model}/{variant}", file)
 
-    def export(self, model: str, variant: str, precision: str, file: str | None = "manifest.json") -> str:
-        """A variant's quantized export."""
-        return _file(f"{self.results}/models/{model}/{form_name(variant, precision)}", file)
+    def export(self, model: str, variant: str, format: str, file: str | None = "manifest.json") -> str:
+        """A variant's quantized export: the folder `{variant}-{format}` beside its merge."""
+        return _file(f"{self.results}/models/{model}/{variant}-{format}", file)
 
-    def variant_model(self, model: str, variant: str, form: str = "dense", file: str | None = "manifest.json") -> str:
-        """A variant's model in one form: M0's dense weights are the fetched model, another's its merge."""
-        if form != "dense":
-            return self.export(model, variant, form, file)
+    def variant_model(self, model: str, variant: str, format: str = DENSE, file: str | None = "manifest.json") -> str:
+        """A variant's model in one stored format: M0's dense weights are the fetched model, another's its merge."""
+        if format != DENSE:
+            return self.export(model, variant, format, file)
         return self.base_model(model, file) if variant == "M0" else self.merged_model(model, variant, file)
 
     def adapter(self, model: str, variant: str, file: str) -> str:
@@ -249,17 +248,17 @@ class Layout:
     def pair_scores(self, model: str, variant: str) -> str:
         return f"{self.results}/metrics/{model}/{variant}/pair_scores.json"
 
-    def metrics(self, model: str, variant: str, task: str, form: str | None = None, ext: str = "csv") -> str:
-        """An evaluation's metric file (`ext` "jsonl": its rows per item); `form` as `evaluation`'s."""
-        return f"{self.results}/metrics/{model}/{variant}/{evaluation(task, form)}.{ext}"
+    def metrics(self, model: str, variant: str, task: str, format: str | None = None, ext: str = "csv") -> str:
+        """An evaluation's metric file (`ext` "jsonl": its rows per item); `format` as `evaluation`'s."""
+        return f"{self.results}/metrics/{model}/{variant}/{evaluation(task, format)}.{ext}"
 
-    def task_metrics(self, model: str, variant: str, task: str, form: str = "dense", ext: str = "csv") -> str:
-        """A registered task's metric file of one form: only a task run per form is measured on a quantized
+    def task_metrics(self, model: str, variant: str, task: str, format: str = DENSE, ext: str = "csv") -> str:
+        """A registered task's metric file in one format: only a task run per format is measured on a quantized
         one; a QLoRA variant as trained on every task of its table."""
-        if TASKS[task].per_form or form == AS_TRAINED:
-            return self.metrics(model, variant, task, form, ext)
-        if form != "dense":
-            raise ValueError(f"{task} is measured on the dense weights only, not {form}")
+        if TASKS[task].per_format or format == AS_TRAINED:
+            return self.metrics(model, variant, task, format, ext)
+        if format != DENSE:
+            raise ValueError(f"{task} is measured on the dense weights only, not {format}")
         return self.metrics(model, variant, task, ext=ext)
 
     def table(self, name: str) -> str:
@@ -270,24 +269,24 @@ class Layout:
 
     def table1_metrics(self, rows: list[dict]) -> dict[MetricKey, str]:
         """The metric files of Table 1 and the MCQA table: each configured row's tasks."""
-        return {(r["model"], r["variant"], "dense", t): self.task_metrics(r["model"], r["variant"], t)
+        return {(r["model"], r["variant"], DENSE, t): self.task_metrics(r["model"], r["variant"], t)
                 for r in rows for t in row_tasks(r)}
 
     def qlora_metrics(self) -> dict[MetricKey, str]:
         """The QLoRA table's metric files: every row's tasks as trained (the 4-bit base with its adapter)
-        and merged (dense), and the perplexity of each quantized form the merge is exported in."""
+        and merged (dense), and the perplexity of each quantized format the merge is exported in."""
         config, task = self.config, QUANTIZATION[0]
-        dense = {(r["model"], r["variant"], "dense", t): self.task_metrics(r["model"], r["variant"], t)
+        dense = {(r["model"], r["variant"], DENSE, t): self.task_metrics(r["model"], r["variant"], t)
                  for r in qlora_rows(config) for t in qlora_tasks()}
         trained = {(r["model"], r["variant"], AS_TRAINED, t): self.task_metrics(r["model"], r["variant"], t, AS_TRAINED)
                    for r in qlora_rows(config) for t in qlora_tasks()}
         return dense | trained | {(m, v, f, task): self.task_metrics(m, v, task, f)
-                                  for m, v in qlora_exported(config) for f in config["exports"]["precisions"]}
+                                  for m, v in qlora_exported(config) for f in config["exports"]["formats"]}
 
     def quantization_metrics(self) -> dict[MetricKey, str]:
         """The quantization table's metric files: every exported variant's, dense and quantized."""
         task = QUANTIZATION[0]
-        return {(m, v, f, task): self.task_metrics(m, v, task, f) for m, v, f in quantized_forms(self.config)}
+        return {(m, v, f, task): self.task_metrics(m, v, task, f) for m, v, f in exported_formats(self.config)}
 
     def all_metrics(self) -> dict[MetricKey, str]:
         """Every metric file a table reads: Table 1's and MCQA's, the QLoRA table's, the quantization table's."""
@@ -320,6 +319,18 @@ class Layout:
         return outputs
 
 
-def evaluation(task: str, form: str | None = None) -> str:
-    """The name of an evaluation's files: a task run per form names the form (`perplexity-nf4`)."""
-    return task if form is None else f"{task}-{form}"
+def evaluation(task: str, format: str | None = None) -> str:
+    """The name of an evaluation's files: a task run per format names the format (`perplexity-nf4`)."""
+    return task if format is None else f"{task}-{format}"
+
+
+def mixture_file(mixture: str, part: str = "json") -> str:
+    """The name of a drawn mixture's file: the mixture (`json`), its held-out `validation.json`, its
+    `stats.csv`, its `warnings.csv` or its `manifest.json`."""
+    return f"{mixture}.{part}"
+
+
+def validation_split(mixture: str) -> str:
+    """The name of a mixture's validation split, wherever one is named apart from its mixture: the dataset
+    LlamaFactory evaluates on (`dataset_info.json`, a run's `eval_dataset`) and the leakage check's messages."""
+    return f"{mixture}_validation"

@@ -1,10 +1,10 @@
 """The study's vocabulary in one place: trainers, evaluation tasks (and the table columns each fills),
-export precisions, how a variant's quantized copy is named, which models a config exports and which rows
-its QLoRA table has.
+the formats a variant is measured in (dense, quantized, as trained), which models a config exports and
+which rows its QLoRA table has.
 
 The rules, the config checks, the tables and the figures read these names from here, so adding a
 task is its registry entry (`TASKS`) and its runner (`zephyr.evaluation.tasks.RUNNERS`), and adding a
-precision is one edit. Nothing here imports torch: the Snakefile reads it at every parse.
+format is one entry of `FORMATS`. Nothing here imports torch: the Snakefile reads it at every parse.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Task", "Column", "TASKS", "TRAINERS", "PRECISIONS", "FORMS", "TABLE1", "PAPER_TABLE1", "PAPER_MODELS",
-           "PAPER_DPO_VALIDATION", "AS_TRAINED", "least_items", "slot_model", "is_papers_model", "MCQA",
-           "QLORA", "table_columns",
-           "QUANTIZATION", "form_name", "table1_tasks", "row_tasks", "row_shows", "qlora_tasks", "pair_scores_task",
-           "paper_runs", "trainer_of", "exported", "quantized_forms", "qlora_rows", "qlora_exported"]
+__all__ = ["Task", "Column", "TASKS", "TRAINERS", "Format", "FORMATS", "DENSE", "AS_TRAINED", "QUANTIZED", "STORED",
+           "TABLE1", "MCQA", "QLORA", "PAPER_TABLE1", "PAPER_MODELS", "PAPER_DPO_VALIDATION", "least_items",
+           "slot_model", "is_papers_model", "table_columns", "QUANTIZATION", "table1_tasks", "row_tasks", "row_shows",
+           "qlora_tasks", "pair_scores_task", "paper_runs", "trainer_of", "exported", "exported_formats", "qlora_rows",
+           "qlora_exported"]
 
 #: The tables of task columns, by their file's name (`results/{table}.csv`): Table 1 and the MCQA table
 #: have the config's `table1` rows, the QLoRA table its QLoRA variants.
@@ -55,7 +55,7 @@ class Task:
     reads: str
     metrics: tuple[str, ...]
     needs_parent: bool = False
-    per_form: bool = False
+    per_format: bool = False
     from_pair_scores: bool = False
     min_items: int | None = None
     bounded: bool = False
@@ -92,7 +92,7 @@ TASKS: dict[str, Task] = {task.name: task for task in (
     Task("reward", "preference", ("reward_accuracy", "reward_margin", "reward_chosen", "reward_rejected", "beta"),
          needs_parent=True, from_pair_scores=True, min_items=50, bounded=True,
          columns=(Column("Reward Accuracy", "reward_accuracy"),), only_marked_rows=True, item_score=_pair_won),
-    Task("perplexity", "text", ("perplexity", "tokens", "windows", "window", "text_tokens", "nll"), per_form=True,
+    Task("perplexity", "text", ("perplexity", "tokens", "windows", "window", "text_tokens", "nll"), per_format=True,
          columns=(Column("Perplexity", "perplexity", 1, (QLORA,)),)),
 )}
 
@@ -113,17 +113,35 @@ def least_items(evaluation: dict, mixture: str) -> dict[str, int]:
 #: trainer → the mixture task it learns from.
 TRAINERS = {"sft": "sft", "dpo": "preference"}
 
-#: precision → what it is; the keys are the `{precision}` of `results/models/{model}/{variant}-{precision}/`.
-PRECISIONS = {
-    "nf4": "4-bit NormalFloat (bitsandbytes NF4)",
-    "nf4-dq": "4-bit NormalFloat with double quantization of the scales",
-    "int8": "8-bit LLM.int8() (bitsandbytes)",
-}
-#: A variant's forms: its dense weights and each quantized copy.
-FORMS = ("dense", *PRECISIONS)
-#: A QLoRA variant as it was trained: its base quantized as the variant's `qlora` says, with the adapter
-#: on top, unmerged (a form apart: merging into the float32 base and quantizing again is another model).
+
+@dataclass(frozen=True)
+class Format:
+    """A format a variant is measured in: its dense weights, a bitsandbytes copy of them quantized to `bits`
+    (its quantized layers' weights), or a QLoRA variant as it was trained (`AS_TRAINED`: its base quantized as
+    the variant's `qlora` says, the adapter on top, unmerged; another model than a quantized copy of the
+    merge, so no `bits`). `stored`: a model folder of its own (`zephyr.paths.Layout.variant_model`)."""
+
+    name: str
+    description: str
+    bits: int | None = None
+    stored: bool = True
+
+
+#: The formats, by name.
+FORMATS: dict[str, Format] = {fmt.name: fmt for fmt in (
+    Format("dense", "the variant's own weights, unquantized"),
+    Format("nf4", "4-bit NormalFloat (bitsandbytes NF4)", bits=4),
+    Format("nf4-dq", "4-bit NormalFloat with double quantization of the scales", bits=4),
+    Format("int8", "8-bit LLM.int8() (bitsandbytes)", bits=8),
+    Format("as-trained", "a QLoRA variant as trained: its quantized base with the adapter on top, unmerged",
+           stored=False),
+)}
+DENSE = "dense"
 AS_TRAINED = "as-trained"
+#: The formats a dense model is quantized to: the exports (`exports.formats`) and a QLoRA variant's base (`qlora`).
+QUANTIZED = tuple(name for name, fmt in FORMATS.items() if fmt.bits)
+#: The formats a variant is stored in, each a model folder: dense and every quantized copy.
+STORED = tuple(name for name, fmt in FORMATS.items() if fmt.stored)
 
 #: The paper's published Table 1 (zephyr-report, Table 1), by row label and column: the reproduction is
 #: set beside it (a cell the paper leaves empty is absent).
@@ -165,15 +183,9 @@ def is_papers_model(model: str, source: dict) -> bool:
     return source["kind"] == "hub" and PAPER_MODELS.get(model) == source["id"]
 
 
-#: What the quantization table sets beside each form's size, and the QLoRA table beside each quantized
-#: form it is exported in: (task, metric), a task measured per form.
+#: What the quantization table sets beside each format's size, and the QLoRA table beside each quantized
+#: format it is exported in: (task, metric), a task measured per format.
 QUANTIZATION = ("perplexity", "perplexity")
-
-
-def form_name(variant: str, form: str) -> str:
-    """A variant in one form, `M0` dense and `M0-nf4` quantized: its folder's name and the variant its
-    manifest and metric files record (wildcards give the pattern: `{variant}-{precision}`)."""
-    return variant if form == "dense" else f"{variant}-{form}"
 
 
 def table_columns(table: str) -> dict[str, tuple[str, str, float]]:
@@ -234,9 +246,9 @@ def exported(config: dict) -> list[tuple[str, str]]:
             for m in (config["models"] if v == "M0" else config["variants"][v]["models"])]
 
 
-def quantized_forms(config: dict) -> list[tuple[str, str, str]]:
-    """(model, variant, form) of the quantization table: every exported pair, dense and in each precision."""
-    return [(m, v, f) for m, v in exported(config) for f in ("dense", *config["exports"]["precisions"])]
+def exported_formats(config: dict) -> list[tuple[str, str, str]]:
+    """(model, variant, format) of the quantization table: every exported pair, dense and in each exported format."""
+    return [(m, v, f) for m, v in exported(config) for f in (DENSE, *config["exports"]["formats"])]
 
 
 def qlora_rows(config: dict) -> list[dict]:
@@ -246,6 +258,6 @@ def qlora_rows(config: dict) -> list[dict]:
 
 
 def qlora_exported(config: dict) -> list[tuple[str, str]]:
-    """(model, variant) pairs of QLoRA rows that are exported (their 4-bit form, as it is served)."""
+    """(model, variant) pairs of QLoRA rows that are exported (their 4-bit format, as it is served)."""
     rows = {(row["model"], row["variant"]) for row in qlora_rows(config)}
     return [pair for pair in exported(config) if pair in rows]

@@ -52,8 +52,8 @@ def artifacts(config: dict, layout) -> Iterator[tuple[str, Path, Path, Callable[
     for model, variant in trained:
         yield folder("merged model", layout.merged_model(model, variant, None), modeldir.verify)
     for model, variant in study.exported(config):
-        for precision in config["exports"]["precisions"]:
-            yield folder("export", layout.export(model, variant, precision, None), modeldir.verify)
+        for format in config["exports"]["formats"]:
+            yield folder("export", layout.export(model, variant, format, None), modeldir.verify)
     for model, variant in [(m, "M0") for m in config["models"]] + trained:
         if Path(layout.pair_scores(model, variant)).is_file():
             yield single("pair scores", layout.pair_scores(model, variant))

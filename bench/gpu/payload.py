@@ -116,7 +116,7 @@ def tiny_study(out: Path) -> None:
     shutil.rmtree(out / "generated")
     config["variants"]["M1-DS-qlora"] = {"models": ["qwen"], "parent": "M0", "data": "D_S",
                                          "hyperparameters": "sft", "qlora": "nf4"}
-    config["exports"] = {"precisions": ["nf4", "int8"], "variants": ["M0", "M1-DS-cosine"]}
+    config["exports"] = {"formats": ["nf4", "int8"], "variants": ["M0", "M1-DS-cosine"]}
     (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
 

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .. import files
+from ..paths import mixture_file, validation_split
 from .formats import normalize
 
 log = logging.getLogger(__name__)
@@ -347,7 +348,8 @@ def dataset_info(tasks: dict[str, str], directory: str | Path) -> dict:
     for name, task in tasks.items():
         if task not in LLAMAFACTORY_COLUMNS:
             continue
-        for suffix, file_name in (("", f"{name}.json"), ("_validation", f"{name}.validation.json")):
+        for registered, file_name in ((name, mixture_file(name)),
+                                      (validation_split(name), mixture_file(name, "validation.json"))):
             records = read(Path(directory) / file_name)
             if not records:
                 log.info("%s: empty, not registered", file_name)
@@ -356,7 +358,7 @@ def dataset_info(tasks: dict[str, str], directory: str | Path) -> dict:
                      "columns": llamafactory_columns(task, records, file_name)}
             if task == "preference":
                 entry["ranking"] = True
-            info[name + suffix] = entry
+            info[registered] = entry
     return info
 
 
@@ -451,7 +453,7 @@ def check_leakage(plan: list[dict], part: Callable[[str, str], list[dict]]) -> l
         rows.append({**{k: entry[k] for k in LEAKAGE_FIELDS if k in entry}, "held_out_items": len(held),
                      "trained_items": len(read_parts[(trained, "train")]), "shared": len(shared)})
         if shared:
-            label = held_name if entry["part"] == "train" else f"{held_name}.validation"
+            label = held_name if entry["part"] == "train" else validation_split(held_name)
             record, twin, prompt = shared[0]
             text = prompt if len(prompt) <= 80 else prompt[:77] + "..."
             found.append(f"{label} ({entry['held_out_as']}) shares {len(shared)} of its {len(held)} items with "

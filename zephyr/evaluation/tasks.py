@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..data import mixtures
 from ..model.prompts import mcqa_prompt, pairs_cut_equal, preference_sequences
-from ..study import TASKS, Task, form_name
+from ..study import DENSE, TASKS, Task
 from . import metrics
 from .scoring import context_length, generate, loglikelihoods, pad_token_id, score_sequences, windows
 
@@ -174,10 +174,10 @@ def register(task: Task, runner: Callable) -> None:
 
 
 def evaluate_files(task: str, model_dir: str | Path, data_path: str | Path, out_csv: str | Path,
-                   items_path: str | Path, *, model: str, variant: str, settings: dict, form: str = "dense",
+                   items_path: str | Path, *, model: str, variant: str, settings: dict, format: str = DENSE,
                    parent_dir: str | Path | None = None, adapter_dir: str | Path | None = None,
                    qlora: str | None = None) -> dict:
-    """Evaluate one model (`variant` in `form`) on one task; write the tidy metric CSV and the per-item
+    """Evaluate one model (`variant` in `format`) on one task; write the tidy metric CSV and the per-item
     JSONL beside it.
 
     `settings`: batch_size, precision (the study's, zephyr/precision.py; float32 when absent), and the task's own
@@ -200,13 +200,13 @@ def evaluate_files(task: str, model_dir: str | Path, data_path: str | Path, out_
     policy, tokenizer = modeldir.load_as_trained(model_dir, adapter_dir, qlora, precision) if adapter_dir else \
         modeldir.load(model_dir, dtype=precision["weights"])
     reference = modeldir.load(parent_dir, dtype=precision["weights"])[0] if spec.needs_parent else None
-    where, name = policy.device.type, form_name(variant, form)
+    where, name = policy.device.type, f"{variant} ({format})"
     log.info("%s %s: %s on %d records from %s, %s on %s", model, name, task, len(records), data_path,
              precisions.label(precision), where)
     with precisions.autocast(precision, where):
         rows, summary = RUNNERS[task](policy, tokenizer, records, {"batch_size": 8, **settings}, reference)
     files.write_jsonl(items_path, rows)
-    results.write_metrics(out_csv, model, variant, form, task, summary, precisions.record(precision, where))
+    results.write_metrics(out_csv, model, variant, format, task, summary, precisions.record(precision, where))
     log.info("%s %s %s: %s", model, name, task,
              ", ".join(f"{k}={v:.4g}" for k, v in summary.items() if isinstance(v, float)))
     return summary
@@ -249,7 +249,7 @@ def reward_files(policy_scores: str | Path, reference_scores: str | Path, data_p
                          f"({reference['computed_in']}) were computed in different precisions")
     rows, summary = reward_from_scores(mixtures.read(data_path), policy, reference, settings["beta"])
     files.write_jsonl(items_path, rows)
-    results.write_metrics(out_csv, model, variant, "dense", "reward", summary, policy["computed_in"])
+    results.write_metrics(out_csv, model, variant, DENSE, "reward", summary, policy["computed_in"])
     log.info("%s %s reward: %s", model, variant,
              ", ".join(f"{k}={v:.4g}" for k, v in summary.items() if isinstance(v, float)))
     return summary

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from ..study import FORMATS
+
 CARD_FILE = "README.md"
 #: Keys of a model card dict that `render_card` lays out in their own sections.
 CARD_SECTIONS = ("model", "variant", "description", "parent", "base_source", "data", "qlora", "hyperparameters",
@@ -107,24 +109,23 @@ def render_card(card: dict, *, manifest: dict | None = None, base_manifest: dict
 def quantized_card(manifest: dict, parent_manifest: dict) -> str:
     import yaml
 
-    parent = manifest["parent"]
+    parent, bits = manifest["parent"], FORMATS[manifest["format"]].bits
     front = {"base_model": parent_manifest.get("model") or parent.get("dir"), "library_name": "transformers",
-             "tags": ["zephyr", "bitsandbytes", "8-bit" if manifest["precision"] == "int8" else "4-bit",
-                      manifest["precision"]]}
-    title = " ".join(str(x) for x in (manifest.get("model"), manifest.get("variant")) if x) or "Quantized model"
+             "tags": ["zephyr", "bitsandbytes", f"{bits}-bit", manifest["format"]]}
+    title = " ".join(str(x) for x in (manifest.get("model"), manifest.get("variant"), manifest["format"]) if x)
     return "\n".join([
         "---", yaml.safe_dump(front, sort_keys=False).rstrip(), "---", "", f"# {title}", "",
-        f"A {manifest['precision_description']} copy of `{parent.get('dir')}`, saved right after quantizing.",
+        f"A {manifest['format_description']} copy of `{parent.get('dir')}`, saved right after quantizing.",
         "Load it with `zephyr.model.modeldir.load` (or `AutoModelForCausalLM.from_pretrained`).", "",
         *_table([
-            ("precision", manifest["precision"]),
+            ("format", manifest["format"]),
             ("parent", parent.get("dir")),
             ("parent variant", parent.get("variant")),
             ("parent manifest sha256", parent.get("manifest_sha256")),
             ("quantized modules", manifest["quantized_modules"]),
             ("unquantized weights dtype", manifest["dtype_unquantized"]),
             ("4-bit compute dtype", manifest["quantization_config"].get("bnb_4bit_compute_dtype")
-             if manifest["precision"] != "int8" else None),
+             if bits == 4 else None),
             ("weights, parent (bytes)", f"{manifest['parent_weights_bytes']:,}"),
             ("weights, this copy (bytes)", f"{manifest['weights_bytes']:,}"),
             ("size ratio", manifest["size_ratio"]),

@@ -33,6 +33,7 @@ import logging
 from pathlib import Path
 
 from .. import files
+from ..paths import validation_split
 from . import lora as zlora
 
 log = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ def run_config(
     out.update(stage=trainer, do_train=True, finetuning_type="lora", lora_target=",".join(targets))
     out.update({LORA_KEYS[k]: v for k, v in lora.items()})
     out.update(dataset_dir=dataset_dir, dataset=data)
-    validation = f"{data}_validation"
+    validation = validation_split(data)
     if validation in dataset_info:
         out["eval_dataset"] = validation
     out.update(output_dir=output_dir, **_training_arguments(name, hyper, has_eval=validation in dataset_info))

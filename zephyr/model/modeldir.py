@@ -16,7 +16,7 @@ from typing import Any
 from .. import files
 from .. import precision as precisions
 from ..devices import device as current_device
-from ..study import PRECISIONS
+from ..study import FORMATS, QUANTIZED
 
 CONFIG_FILE = "config.json"
 #: What a merged or quantized folder inherits from its parent's manifest (the tokenizer is the same).
@@ -135,18 +135,18 @@ def meta_model(model_dir: Path) -> tuple[Any, dict]:
 # ---- loading ---------------------------------------------------------------------------------------
 
 
-def quantization_config(precision: str, compute_dtype: str):
-    """The BitsAndBytesConfig of a precision: the one 4-bit / 8-bit config of training and export;
+def quantization_config(format: str, compute_dtype: str):
+    """The BitsAndBytesConfig of a quantized format: the one 4-bit / 8-bit config of training and export;
     4-bit layers compute in `compute_dtype` (the study precision's, `precision.compute_dtype`)."""
     import torch
     from transformers import BitsAndBytesConfig
 
-    if precision not in PRECISIONS:
-        raise ModelDirError(f"unknown precision {precision!r}; expected one of {list(PRECISIONS)}")
-    if precision == "int8":
+    if format not in QUANTIZED:
+        raise ModelDirError(f"unknown quantized format {format!r}; expected one of {list(QUANTIZED)}")
+    if FORMATS[format].bits == 8:
         return BitsAndBytesConfig(load_in_8bit=True)
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                              bnb_4bit_use_double_quant=precision == "nf4-dq",
+                              bnb_4bit_use_double_quant=format == "nf4-dq",
                               bnb_4bit_compute_dtype=getattr(torch, compute_dtype))
 
 
@@ -169,11 +169,11 @@ def ensure_pad_token(tokenizer) -> str:
 
 
 def load_model(model_dir: str | os.PathLike, device: str | None = None, *, dtype: str = "float32",
-               precision: str | None = None, compute_dtype: str | None = None):
+               format: str | None = None, compute_dtype: str | None = None):
     """The folder's causal LM on `device` (this machine's by default), its (unquantized) weights in
     `dtype` ("float32", "bfloat16"; "auto": as stored).
 
-    `precision` quantizes dense weights while loading (QLoRA, exports), its 4-bit layers computing in
+    `format` quantizes dense weights while loading (QLoRA, exports), its 4-bit layers computing in
     `compute_dtype`; a folder that is already quantized loads as it was saved. Under a data-parallel
     launcher each process takes its own GPU (LOCAL_RANK).
     """
@@ -185,11 +185,11 @@ def load_model(model_dir: str | os.PathLike, device: str | None = None, *, dtype
     device = device or current_device()
     place = f"cuda:{os.environ['LOCAL_RANK']}" if device == "cuda" and os.environ.get("LOCAL_RANK") else device
     kwargs: dict[str, Any] = {"dtype": dtype if dtype == "auto" else getattr(torch, dtype)}
-    if precision:
+    if format:
         if compute_dtype is None:
-            raise ModelDirError(f"{model_dir}: quantizing to {precision} needs the dtype its layers compute in")
-        kwargs["quantization_config"] = quantization_config(precision, compute_dtype)
-    if precision or quantization_of(model_dir):
+            raise ModelDirError(f"{model_dir}: quantizing to {format} needs the dtype its layers compute in")
+        kwargs["quantization_config"] = quantization_config(format, compute_dtype)
+    if format or quantization_of(model_dir):
         kwargs["device_map"] = {"": place}
     model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
     if "device_map" not in kwargs:
@@ -222,7 +222,7 @@ def load_as_trained(base_dir: str | os.PathLike, adapter_dir: str | os.PathLike,
     from peft import PeftModel
 
     verify_adapter(adapter_dir)
-    base = load_model(base_dir, dtype=precision["weights"], precision=qlora,
+    base = load_model(base_dir, dtype=precision["weights"], format=qlora,
                       compute_dtype=precisions.compute_dtype(precision))
     model = PeftModel.from_pretrained(base, adapter_dir)
     model.eval()
@@ -232,7 +232,7 @@ def load_as_trained(base_dir: str | os.PathLike, adapter_dir: str | os.PathLike,
 def load_for_training(model_dir: str | os.PathLike, device: str, qlora: str | None, precision: dict):
     """The model to put LoRA on, its frozen weights in the study `precision`'s dtype: dense, or quantized
     while loading for QLoRA (prepared for k-bit training)."""
-    model = load_model(model_dir, device, dtype=precision["weights"], precision=qlora,
+    model = load_model(model_dir, device, dtype=precision["weights"], format=qlora,
                        compute_dtype=precisions.compute_dtype(precision))
     if qlora:
         from peft import prepare_model_for_kbit_training

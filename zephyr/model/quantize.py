@@ -17,7 +17,7 @@ from .. import files
 from .. import precision as precisions
 from ..devices import device
 from ..environment import installed_versions
-from ..study import PRECISIONS, form_name
+from ..study import FORMATS
 from . import cards, modeldir
 from .modeldir import ModelDirError
 
@@ -28,9 +28,9 @@ log = logging.getLogger(__name__)
 CPU_4BIT_MULTIPLE = 64
 
 
-def quantize(model_dir: str | os.PathLike, out_dir: str | os.PathLike, precision: str,
+def quantize(model_dir: str | os.PathLike, out_dir: str | os.PathLike, format: str,
              study_precision: dict | None = None) -> dict:
-    """Write a bitsandbytes `precision` copy ("nf4", "nf4-dq" or "int8") of `model_dir` to `out_dir`.
+    """Write a bitsandbytes copy of `model_dir` in `format` ("nf4", "nf4-dq" or "int8") to `out_dir`.
 
     Weights that are not quantized (embeddings, norms, the output head) are kept in the study
     precision's dtype (zephyr/precision.py; float32 when not given), and 4-bit layers compute in its
@@ -40,18 +40,18 @@ def quantize(model_dir: str | os.PathLike, out_dir: str | os.PathLike, precision
     study_precision = precisions.check("precision", study_precision)
     dev = device()
     compute = precisions.compute_dtype(study_precision)
-    qconfig = modeldir.quantization_config(precision, compute)
+    qconfig = modeldir.quantization_config(format, compute)
     existing = modeldir.quantization_of(model_dir)
     if existing:
         raise ModelDirError(f"{model_dir} is already quantized ({existing.get('quant_method', existing)}); "
                             "export from the unquantized model")
-    if precision != "int8" and dev == "cpu":
+    if FORMATS[format].bits == 4 and dev == "cpu":
         check_cpu_4bit(model_dir, qconfig)
     parent_manifest = modeldir.read_manifest(model_dir, required=False)
     parent_bytes = files.weights_size(model_dir)
 
-    log.info("quantizing %s to %s on %s → %s", model_dir, precision, dev, out_dir)
-    model = modeldir.load_model(model_dir, dev, dtype=study_precision["weights"], precision=precision,
+    log.info("quantizing %s to %s on %s → %s", model_dir, format, dev, out_dir)
+    model = modeldir.load_model(model_dir, dev, dtype=study_precision["weights"], format=format,
                                 compute_dtype=compute)
     tokenizer = modeldir.load_tokenizer(model_dir)
     quantized = sorted(n for n, m in model.named_modules() if type(m).__module__.startswith("bitsandbytes"))
@@ -63,9 +63,9 @@ def quantize(model_dir: str | os.PathLike, out_dir: str | os.PathLike, precision
         manifest = {
             "kind": "quantized",
             **{k: parent_manifest[k] for k in modeldir.INHERITED_KEYS if k in parent_manifest},
-            "variant": form_name(parent["variant"] or model_dir.name, precision),
-            "precision": precision,
-            "precision_description": PRECISIONS[precision],
+            "variant": parent["variant"],
+            "format": format,
+            "format_description": FORMATS[format].description,
             "quantization_config": _jsonable(qconfig.to_dict()),
             "device": dev,
             "study_precision": study_precision,
@@ -80,7 +80,7 @@ def quantize(model_dir: str | os.PathLike, out_dir: str | os.PathLike, precision
         with files.atomic(staged / cards.CARD_FILE) as handle:
             handle.write(cards.quantized_card(manifest, parent_manifest))
         modeldir.write_manifest(staged, manifest)
-    log.info("%s: %s, %d modules quantized, %d → %d bytes of weights (%.2fx)", out_dir, precision, len(quantized),
+    log.info("%s: %s, %d modules quantized, %d → %d bytes of weights (%.2fx)", out_dir, format, len(quantized),
              parent_bytes, export_bytes, manifest["size_ratio"] or 0)
     return manifest
 

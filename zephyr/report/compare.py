@@ -22,7 +22,7 @@ from .. import files, paths
 from ..evaluation.metrics import bleu, bleu_stderr, mean_stderr, rouge_items
 from ..evaluation.results import read_metrics
 from ..paths import VALIDATION_ITEMS
-from ..study import TASKS, trainer_of
+from ..study import DENSE, TASKS, trainer_of
 
 #: Per-item scores of a task's metric in its item rows (`{task}.jsonl`).
 ITEM_SCORE = {"hellaswag": "acc_norm", "mcqa": "acc_norm"}
@@ -64,10 +64,10 @@ def read(config: dict, layout: paths.Layout) -> Results:
     of them its tables read that it has written."""
     found = {key: Path(path) for key, path in layout.all_metrics().items() if Path(path).is_file()}
     results = Results(read_metrics(found))
-    for model, variant, form, task in found:
-        rows = Path(layout.task_metrics(model, variant, task, form, "jsonl"))
+    for model, variant, format, task in found:
+        rows = Path(layout.task_metrics(model, variant, task, format, "jsonl"))
         if rows.is_file():
-            results.items[(model, variant, form, task)] = files.read_rows(rows)
+            results.items[(model, variant, format, task)] = files.read_rows(rows)
     for name, spec in config["variants"].items():
         for model in spec["models"]:
             where = {f: Path(layout.adapter(model, name, f)) for f in ("log_history.csv", "summary.json",
@@ -83,10 +83,11 @@ def read(config: dict, layout: paths.Layout) -> Results:
     return results
 
 
-def value(results: Results, model: str, variant: str, task: str, metric: str, form: str = "dense") -> pd.Series | None:
+def value(results: Results, model: str, variant: str, task: str, metric: str,
+          format: str = DENSE) -> pd.Series | None:
     m = results.metrics
     rows = m[(m["model"] == model) & (m["variant"] == variant) & (m["task"] == task) & (m["metric"] == metric)
-             & (m["form"] == form)]
+             & (m["format"] == format)]
     return rows.iloc[0] if len(rows) else None
 
 

@@ -8,8 +8,8 @@ Pipeline checks hold whenever every stage works, whatever the study finds, and s
   standard errors above chance);
 - M1 (D_S) beats M0 on ROUGE-L by more than two paired standard errors: the SFT → generation path works
   (the model learned the answers' style); the report's per-metric claims are findings, not checks;
-- NF4 raises perplexity by more than the paired standard error of the change (both forms score the same
-  windows), and int8 stays within `INT8_BOUND` of dense (see there);
+- a 4-bit format (NF4) raises perplexity by more than the paired standard error of the change (both
+  formats score the same windows), and an 8-bit one (int8) stays within `INT8_BOUND` of dense (see there);
 - every accuracy rests on enough items (n, and a standard error at most `MAX_STDERR`).
 
 Models built from scratch (random weights: the default's BLOOM slot) are not held to these.
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from .. import studies
-from ..study import TASKS, trainer_of
+from ..study import DENSE, FORMATS, TASKS, trainer_of
 from . import compare, findings
 
 #: The largest standard error a bounded task's accuracy may have (`Task.bounded`): a 50-item accuracy's
@@ -102,19 +102,22 @@ def check(config: dict, results: compare.Results) -> list[Check]:
 
 
 def _quantization(config: dict, results: compare.Results, real: set[str]) -> list[Check]:
+    """The quantized copies' perplexity against their dense weights, by the copy's bits (a QLoRA variant as
+    trained is another model than a copy of its merge: no check)."""
     out = []
-    for model, variant, form in sorted({(m, v, f) for m, v, f, t in results.items if t == "perplexity"}):
-        dense = results.items.get((model, variant, "dense", "perplexity"))
-        if form == "dense" or model not in real or not dense:
+    for model, variant, format in sorted({(m, v, f) for m, v, f, t in results.items if t == "perplexity"}):
+        dense = results.items.get((model, variant, DENSE, "perplexity"))
+        bits = FORMATS[format].bits
+        if not bits or model not in real or not dense:
             continue
-        change, se, k = compare.log_perplexity_change(results.items[(model, variant, form, "perplexity")], dense)
+        change, se, k = compare.log_perplexity_change(results.items[(model, variant, format, "perplexity")], dense)
         measured = f"perplexity {math.exp(change) - 1:+.2%} against dense (paired stderr {se:.2%}, {k} windows)"
-        if form.startswith("nf4"):
-            out.append(Check(f"{form} raises perplexity beyond its paired stderr: {model} {variant}", measured,
+        if bits == 4:
+            out.append(Check(f"{format} raises perplexity beyond its paired stderr: {model} {variant}", measured,
                              change > se))
-        elif form == "int8":
-            out.append(Check(f"int8 stays within {INT8_BOUND:.0%} of dense perplexity: {model} {variant}", measured,
-                             abs(math.exp(change) - 1) <= INT8_BOUND))
+        elif bits == 8:
+            out.append(Check(f"{format} stays within {INT8_BOUND:.0%} of dense perplexity: {model} {variant}",
+                             measured, abs(math.exp(change) - 1) <= INT8_BOUND))
     return out
 
 

@@ -110,14 +110,14 @@ def versus_paper(table: pd.DataFrame, out: str | Path) -> None:
 
 
 def quantization(table: pd.DataFrame, out: str | Path) -> None:
-    """Size on disk against perplexity, one marker per precision, one line per model variant."""
+    """Size on disk against perplexity, one marker per format, one line per model variant."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for (model, variant), rows in table.groupby(["model", "variant"], sort=False):
         rows = rows.sort_values("size_mb")
         ax.plot(rows["size_mb"], rows["perplexity"], "o-", label=f"{model} {variant}")
         for _, row in rows.iterrows():
-            ax.annotate(row["precision"], (row["size_mb"], row["perplexity"]), fontsize=7,
+            ax.annotate(row["format"], (row["size_mb"], row["perplexity"]), fontsize=7,
                         xytext=(3, 3), textcoords="offset points")
     ax.set(xlabel="size on disk (MB)", ylabel="perplexity", title="Quantization: size against perplexity")
     ax.legend(fontsize=7)

@@ -13,6 +13,7 @@ from .. import files
 from ..evaluation.results import read_metrics
 from ..study import (
     AS_TRAINED,
+    DENSE,
     MCQA,
     PAPER_TABLE1,
     QLORA,
@@ -65,24 +66,24 @@ def mcqa(rows: list[dict], metrics: pd.DataFrame, decimals: int = 2) -> pd.DataF
                         shown)
 
 
-def qlora(rows: list[dict], metrics: pd.DataFrame, forms: Iterable[str] = (), decimals: int = 2) -> pd.DataFrame:
+def qlora(rows: list[dict], metrics: pd.DataFrame, formats: Iterable[str] = (), decimals: int = 2) -> pd.DataFrame:
     """The QLoRA variants as Table 1 shows its rows, with MCQA and perplexity, each beside its standard
-    error (`±`), in two forms each: as trained (the 4-bit base with its adapter, unmerged: the model QLoRA
-    trained) and merged into the dense base; and for the merge, the perplexity of each quantized form in
-    `forms` (the merge quantized again) beside its own."""
+    error (`±`), in two formats each: as trained (the 4-bit base with its adapter, unmerged: the model QLoRA
+    trained) and merged into the dense base; and for the merge, the perplexity of each quantized format in
+    `formats` (the merge quantized again) beside its own."""
     table = table_columns(QLORA)
     cells = {**{column: (spec, None) for column, spec in table.items()},
-             **{f"Perplexity ({form})": (table["Perplexity"], form) for form in forms}}
+             **{f"Perplexity ({format})": (table["Perplexity"], format) for format in formats}}
     frames = []
-    for form, what in ((AS_TRAINED, "as trained: 4-bit base + adapter"), ("dense", "merged, dense")):
+    for format, what in ((AS_TRAINED, "as trained: 4-bit base + adapter"), (DENSE, "merged, dense")):
         shown = [{**r, "label": f"{r['label']} ({what})"} for r in rows]
         values, errors = [pd.DataFrame({"Model": [r["label"] for r in shown]}) for _ in range(2)]
         for column, (spec, export) in cells.items():
-            if export is not None and form == AS_TRAINED:  # the exports quantize the merge, not this model
+            if export is not None and format == AS_TRAINED:  # the exports quantize the merge, not this model
                 values[column] = errors[column] = MISSING
                 continue
-            values[column] = _layout(shown, metrics, {column: spec}, decimals, False, export or form)[column]
-            errors[column] = _layout(shown, metrics, {column: spec}, decimals, True, export or form)[column]
+            values[column] = _layout(shown, metrics, {column: spec}, decimals, False, export or format)[column]
+            errors[column] = _layout(shown, metrics, {column: spec}, decimals, True, export or format)[column]
         frames.append(_with_stderr(values, errors, cells))
     return pd.concat(frames, ignore_index=True)
 
@@ -96,13 +97,13 @@ def _with_stderr(values: pd.DataFrame, errors: pd.DataFrame, columns: Iterable[s
 
 
 def _layout(rows: list[dict], metrics: pd.DataFrame, columns: dict, decimals: int, stderr: bool,
-            form: str = "dense") -> pd.DataFrame:
-    index = metrics.set_index(["model", "variant", "form", "task", "metric"])["stderr" if stderr else "value"]
+            format: str = DENSE) -> pd.DataFrame:
+    index = metrics.set_index(["model", "variant", "format", "task", "metric"])["stderr" if stderr else "value"]
     out = []
     for row in rows:
         line = {"Model": row["label"]}
         for column, (task, metric, scale) in columns.items():
-            key = (row["model"], row["variant"], form, task, metric)
+            key = (row["model"], row["variant"], format, task, metric)
             shown = key in index and pd.notna(index[key]) and row_shows(row, task)
             line[column] = round(float(index[key]) * scale, decimals) if shown else MISSING
         out.append(line)
@@ -110,20 +111,21 @@ def _layout(rows: list[dict], metrics: pd.DataFrame, columns: dict, decimals: in
 
 
 def quantization(perplexities: pd.DataFrame, sizes: dict[tuple[str, str, str], int]) -> pd.DataFrame:
-    """Variant, precision (its form), size on disk, perplexity (with its standard error) and its change
+    """Variant, format, size on disk, perplexity (with its standard error) and its change
     against the unquantized model (in %).
 
-    `perplexities` are metric rows; `sizes` maps (model, variant, form) to bytes of weights.
+    `perplexities` are metric rows; `sizes` maps (model, variant, format) to bytes of weights.
     """
     rows = []
-    for (model, variant, form), size in sizes.items():
-        match = (perplexities["model"] == model) & (perplexities["variant"] == variant) & (perplexities["form"] == form)
+    for (model, variant, format), size in sizes.items():
+        match = ((perplexities["model"] == model) & (perplexities["variant"] == variant)
+                 & (perplexities["format"] == format))
         ppl = perplexities.loc[match & (perplexities["metric"] == QUANTIZATION[1])].iloc[0]
-        rows.append({"model": model, "variant": variant, "precision": form,
+        rows.append({"model": model, "variant": variant, "format": format,
                      "size_mb": round(size / 2**20, 2), "perplexity": float(ppl["value"]),
                      "perplexity_stderr": round(float(ppl["stderr"]), 3)})
     frame = pd.DataFrame(rows)
-    dense = frame[frame["precision"] == "dense"].set_index(["model", "variant"])["perplexity"]
+    dense = frame[frame["format"] == DENSE].set_index(["model", "variant"])["perplexity"]
     frame["change_pct"] = [  # + 0.0 turns a rounded -0.0 into 0.0
         round(100 * (r.perplexity / dense[(r.model, r.variant)] - 1), 2) + 0.0 for r in frame.itertuples()
     ]
@@ -134,7 +136,7 @@ def quantization(perplexities: pd.DataFrame, sizes: dict[tuple[str, str, str], i
 def quantization_from_files(metric_files: dict[tuple[str, str, str, str], str | Path],
                             model_dirs: dict[tuple[str, str, str], str | Path]) -> pd.DataFrame:
     """`quantization` from the workflow's files: the metric files (`zephyr.paths.quantization_metrics`)
-    and the folder of each (model, variant, form), for its size on disk."""
+    and the folder of each (model, variant, format), for its size on disk."""
     sizes = {key: files.weights_size(folder) for key, folder in model_dirs.items()}
     return quantization(read_metrics(metric_files), sizes)
 
