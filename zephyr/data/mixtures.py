@@ -307,17 +307,23 @@ def write(out: dict[str, str | Path], train: list[dict], validation: list[dict],
         files.write_json(out["manifest"], {**(about or {}), **files.manifest_files(folder, [p.name for p in written])})
 
 
-def manifest_of(path: str | Path) -> Path:
-    """The manifest of a mixture's file (`NAME.json`, `NAME.validation.json`, ...): `NAME.manifest.json`."""
+def manifest_of(path: str | Path) -> Path | None:
+    """The manifest that lists a mixture's file (its training part, its validation split, ...), found by
+    what the folder's manifests list rather than parsed from the file's name; None for a file no manifest
+    lists (one a user wrote)."""
     path = Path(path)
-    return path.with_name(f"{path.name.split('.')[0]}.{files.MANIFEST_FILE}")
+    for manifest in sorted(path.parent.glob(f"*.{files.MANIFEST_FILE}")):
+        if path.name in files.read_json(manifest).get("files", {}):
+            return manifest
+    return None
 
 
 def read(path: str | Path) -> list[dict]:
     """A mixture's records (its training part or its validation split), checked against its manifest
     first (none: a file a user wrote, read as it is)."""
     manifest = manifest_of(path)
-    files.verify(Path(path).parent, files.rebuild_command(manifest), manifest=manifest)
+    if manifest is not None:
+        files.verify(Path(path).parent, files.rebuild_command(manifest), manifest=manifest)
     return files.read_json(path)
 
 
