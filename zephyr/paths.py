@@ -162,10 +162,11 @@ class Layout:
         """A fetched base model (M0); `file` None: its folder."""
         return _file(self._shared("models", model, self.model_params), file)
 
-    def shared_log(self, job: str, name: str, ext: str = "log") -> str:
-        """The log (`ext` "tsv": the benchmark) of a shared job, beside the others of its fingerprint."""
+    def shared_log(self, job: str, name: str, ext: str = "log", key: str = FINGERPRINT) -> str:
+        """The log (`ext` "tsv": the benchmark) of a shared job, beside the others of its fingerprint (`key`:
+        the wildcard, or one fingerprint)."""
         folder = "logs" if ext == "log" else "benchmarks"
-        return f"{SHARED}/{folder}/{job}/{name}/{FINGERPRINT}.{ext}"
+        return f"{SHARED}/{folder}/{job}/{name}/{key}.{ext}"
 
     def shared_params(self, kind: str, name: str, found: str | None = None) -> dict:
         """What the shared job of `kind` (datasets, records, models) and `name` reads, its fingerprint's
@@ -184,12 +185,12 @@ class Layout:
                 *(self.records(d) for d in config["datasets"]),
                 *(self.base_model(m, None) for m in config["models"])]
 
-    def shared_benchmarks(self) -> list[Path]:
-        """The benchmark files of the shared jobs whose fingerprint is this config's."""
-        found = [Path(f"{SHARED}/benchmarks/{job}/{name}/{fingerprint(self.shared_params(kind, name))}.tsv")
+    def shared_benchmarks(self) -> list[tuple[str, str, Path]]:
+        """(rule, name, file) of the benchmark files of the shared jobs whose fingerprint is this config's."""
+        found = [(job, name, Path(self.shared_log(job, name, "tsv", fingerprint(self.shared_params(kind, name)))))
                  for job, kind in SHARED_JOBS.items()
                  for name in self.config["models" if kind == "models" else "datasets"]]
-        return [path for path in found if path.is_file()]
+        return [(job, name, path) for job, name, path in found if path.is_file()]
 
     def owns(self, path: str) -> bool:
         """Whether `path` (relative to the working directory) is one of this study's own outputs."""

@@ -98,8 +98,8 @@ def benchmark_seconds(layout: paths.Layout) -> pd.DataFrame:
         for tsv in jobs:
             rows.append({"rule": entry.stem, "job": tsv.relative_to(entry).with_suffix("").as_posix() if
                          entry.is_dir() else entry.stem, "seconds": _seconds(tsv)})
-    for tsv in layout.shared_benchmarks():  # resources/benchmarks/{rule}/{name}/{fingerprint}.tsv
-        rows.append({"rule": tsv.parts[-3], "job": tsv.parts[-2], "seconds": _seconds(tsv)})
+    for rule, name, tsv in layout.shared_benchmarks():
+        rows.append({"rule": rule, "job": name, "seconds": _seconds(tsv)})
     return pd.DataFrame(rows, columns=["rule", "job", "seconds"])
 
 
