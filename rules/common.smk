@@ -77,7 +77,9 @@ wildcard_constraints:
 
 
 #: The tasks measured in every stored format of a variant (rule evaluate_perplexity).
-PER_FORMAT_TASKS = _alternatives(t for t, spec in study.TASKS.items() if spec.per_format)
+PER_FORMAT_TASKS = _alternatives(
+    t for t, spec in study.TASKS.items() if spec.per_format
+)
 #: The tasks a QLoRA variant is measured on as it was trained (rule evaluate_as_trained).
 QLORA_TASKS = _alternatives(study.qlora_tasks())
 #: The task computed from each model's pair scores (rule score_pairs).
