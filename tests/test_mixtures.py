@@ -299,7 +299,7 @@ def test_dataset_info_contract_for_every_mixture_of_the_configs(tmp_path, monkey
     assert {"D_S", "DPO", "reward_pairs"} <= set(info) and "reward_pairs_validation" not in info
 
     # an evaluation set warns exactly where it holds fewer items than a task that reads it needs
-    least = {"hellaswag": 50, "mcqa": 50, "reward": 50, "gsm8k": 20}  # README: 50 items, 20 GSM8K questions
+    least = {"hellaswag": 50, "mcqa": 50, "reward": 50, "gsm8k": 20}  # the registry's min_items (zephyr/study.py)
     for name in tasks:
         held = len(json.loads((out / f"{name}.json").read_text()))
         short = [task for task, spec in cfg["evaluation"].items()
