@@ -3,6 +3,7 @@ editing the package, is planned for Table 1's rows and shown in the table."""
 
 import json
 import os
+import sys
 
 import pandas as pd
 import pytest
@@ -51,7 +52,7 @@ def test_a_registered_task_has_its_columns_rows_and_runner(registry):
     assert list(study.table_columns(study.TABLE1))[-1] == "Toy"
     assert study.table_columns(study.QLORA)["Toy"] == ("toy", "chars", 10)
     assert "toy" in study.row_tasks({"variant": "M0"}) and "toy" in study.qlora_tasks()
-    metrics = pd.DataFrame([{"model": "q", "variant": "M0", "form": "dense", "task": "toy", "metric": "chars",
+    metrics = pd.DataFrame([{"model": "q", "variant": "M0", "format": "dense", "task": "toy", "metric": "chars",
                              "value": 1.234, "stderr": None, "n": 3}])
     shown = table.table1([{"label": "Q M0", "model": "q", "variant": "M0"}], metrics)
     assert shown.loc[0, "Toy"] == 12.34 and shown.loc[0, "HellaSwag"] == table.MISSING
@@ -71,10 +72,13 @@ def test_an_unimportable_include_names_the_module():
         zconfig.include_tasks({"evaluation": {"include": ["no_such_task_module"]}})
 
 
-def test_a_toy_task_module_reaches_the_dag_and_table1(tmp_path):
+def test_a_toy_task_module_reaches_the_dag_and_table1(tmp_path, registry, monkeypatch):
     modules = tmp_path / "modules"
     modules.mkdir()
     (modules / "toy_tasks.py").write_text(TOY)
+    # this process loads the config too (the study's paths), so it imports the module as the workflow does
+    monkeypatch.syspath_prepend(str(modules))
+    monkeypatch.delitem(sys.modules, "toy_tasks", raising=False)
     env = {"PYTHONPATH": os.pathsep.join(p for p in (str(modules), os.environ.get("PYTHONPATH")) if p)}
     workdir = tmp_path / "work"
     workdir.mkdir()
