@@ -3,12 +3,12 @@ scores (call those functions directly outside Snakemake)."""
 
 from pathlib import Path
 
-from zephyr import config as zconfig
 from zephyr import devices, logs, study
 from zephyr.evaluation import tasks
+from zephyr.includes import include_tasks
 
 logs.setup(snakemake.log[0])
-zconfig.include_tasks(snakemake.config)
+include_tasks(snakemake.config)
 task = snakemake.wildcards.task
 if study.TASKS[task].from_pair_scores:  # no model to load: the policy's and its reference's pair scores
     tasks.reward_files(snakemake.input.policy_scores, snakemake.input.reference_scores, snakemake.input.data,

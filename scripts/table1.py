@@ -1,13 +1,13 @@
 """Snakemake glue for zephyr.report.table (Table 1, its standard errors, the paper beside it, MCQA) and
 zephyr.report.figures.versus_paper."""
 
-from zephyr import config as zconfig
 from zephyr import logs, paths
 from zephyr.evaluation.results import read_metrics
+from zephyr.includes import include_tasks
 from zephyr.report import figures, table
 
 logs.setup(snakemake.log[0])
-zconfig.include_tasks(snakemake.config)
+include_tasks(snakemake.config)
 rows = snakemake.params.rows
 metrics = read_metrics(paths.Layout(snakemake.config).table1_metrics(rows))
 table1, stderr = table.table1(rows, metrics), table.table1(rows, metrics, stderr=True)

@@ -12,7 +12,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "zephyr"
 #: layer of the longest name here that is it or a package holding it.
 LAYERS = (
     # plumbing and the study's vocabulary: files, locks, logs, paths, devices, dtypes, pins, resources
-    ("zephyr", "zephyr.keys", "zephyr.files", "zephyr.lock", "zephyr.logs", "zephyr.environment", "zephyr.resources",
+    ("zephyr", "zephyr.keys", "zephyr.includes",
+     "zephyr.files", "zephyr.lock", "zephyr.logs", "zephyr.environment", "zephyr.resources",
      "zephyr.study", "zephyr.precision", "zephyr.paths", "zephyr.devices"),
     ("zephyr.data",),  # sources → formats and generators → records → mixtures
     ("zephyr.model",),  # model folders, prompts, training, merge, quantize

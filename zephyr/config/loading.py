@@ -3,10 +3,11 @@ names the config file, the line and the key; so does each warning, on standard e
 
 from __future__ import annotations
 
-import importlib
 import sys
 from pathlib import Path
 
+from ..includes import include_tasks
+from ..keys import KeyedError
 from ..model import lora
 from .checks import check, warnings_at
 from .errors import ConfigError
@@ -37,21 +38,12 @@ def validate_workflow(config: dict, files: list[ConfigFile], overrides: dict | N
     return config
 
 
-def include_tasks(config: dict) -> None:
-    """Import the task modules the config's `evaluation.include` names (lm-evaluation-harness'
-    include_path): each registers its tasks (`zephyr.evaluation.tasks.register`). Every process that reads
-    the registry for a config calls this first: `validate` does, and the jobs' scripts."""
-    for name in config.get("evaluation", {}).get("include", []):
-        try:
-            importlib.import_module(name)
-        except ImportError as err:
-            raise ConfigError.at(("evaluation", "include"),
-                                 f"cannot import {name!r} ({err}); is its folder on PYTHONPATH?") from None
-
-
 def validate(config: dict) -> dict:
     """Validate `config` in place against the schema and the cross-references; returns it."""
-    include_tasks(config)
+    try:
+        include_tasks(config)
+    except KeyedError as err:
+        raise ConfigError.below(("evaluation",), err) from None
     validate_schema(config)
     lora.complete(config["hyperparameters"])
     check(config)
