@@ -4,6 +4,7 @@ import copy
 import math
 import re
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -417,15 +418,20 @@ def test_the_config_checker_names_what_snakemake_reads_before_the_workflow(tmp_p
     assert "valid (33 datasets" in capsys.readouterr().out
 
 
-def test_an_unknown_key_is_placed_at_its_own_line(tmp_path):
-    text = (ROOT / "config.yaml").read_text().replace("    format: goat\n", "    format: goat\n    colour: red\n", 1)
+def _load_edited(tmp_path, old: str, new: str) -> tuple[Path, int, str]:
+    """config.yaml with `old` replaced by `new`, loaded: its path, the line of `new`'s last line, the error."""
+    text = (ROOT / "config.yaml").read_text().replace(old, new, 1)
     path = tmp_path / "config.yaml"
     path.write_text(text)
-    line = lines_of(text, "    colour: red")[0]
     with pytest.raises(zconfig.ConfigError) as err:
         zconfig.load(path)
-    assert str(err.value) == (f"config file {path}, line {line}: invalid config: datasets.goat: "
-                              "Additional properties are not allowed ('colour' was unexpected)")
+    return path, lines_of(text, new.rstrip("\n").splitlines()[-1])[0], str(err.value)
+
+
+def test_an_unknown_key_is_placed_at_its_own_line(tmp_path):
+    path, line, error = _load_edited(tmp_path, "    format: goat\n", "    format: goat\n    colour: red\n")
+    assert error == (f"config file {path}, line {line}: invalid config: datasets.goat: "
+                     "Additional properties are not allowed ('colour' was unexpected)")
 
 
 # ---- values: what every range check would let through, refused before any job (issue 32) ----------
@@ -457,14 +463,9 @@ def test_nan_and_infinity_are_refused_wherever_they_stand(default, edit, key, wr
 
 
 def test_a_nan_in_a_config_file_names_its_line(tmp_path):
-    text = (ROOT / "config.yaml").read_text().replace("    beta: 0.1\n", "    beta: .nan\n", 1)
-    path = tmp_path / "config.yaml"
-    path.write_text(text)
-    line = lines_of(text, "    beta: .nan")[0]
-    with pytest.raises(zconfig.ConfigError) as err:
-        zconfig.load(path)
-    assert str(err.value) == (f"config file {path}, line {line}: invalid config: hyperparameters.dpo.beta: .nan is not "
-                              "a finite number; every number of a config must be finite")
+    path, line, error = _load_edited(tmp_path, "    beta: 0.1\n", "    beta: .nan\n")
+    assert error == (f"config file {path}, line {line}: invalid config: hyperparameters.dpo.beta: .nan is not "
+                     "a finite number; every number of a config must be finite")
 
 
 @pytest.mark.parametrize("edit, key, value", [
