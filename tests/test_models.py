@@ -157,6 +157,9 @@ def test_a_literal_jinja_template_is_used(tmp_path, byte_tokenizer):
     ("change", "message"),
     [
         ({"architecture": "gpt2"}, r"architecture 'gpt2' is not one of \['bloom', 'qwen2', 'llama'\]"),
+        # a mapping or list where a name belongs was a TypeError (unhashable), not an error naming the model
+        ({"architecture": {"name": "bloom"}}, r"architecture \{'name': 'bloom'\} is not one of "),
+        ({"kind": ["scratch"]}, r"unknown source kind \['scratch'\]"),
         ({"seed": None}, r"integer seed"),
         ({"config": {**SIZES["bloom"], "hiden_dropout": 0.1}}, r"no settable key \['hiden_dropout'\]"),
         ({"config": {**SIZES["bloom"], "eos_token_id": 3}}, r"no settable key \['eos_token_id'\]"),

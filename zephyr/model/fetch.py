@@ -124,14 +124,14 @@ def check_source(model: str, source: dict, *, key: str | None = None) -> None:
     job (with `key`, the config key errors name), and fetch_model again before it loads anything."""
     where = key or f"model {model!r}"
     kind = source.get("kind")
-    if kind not in DEFAULT_DTYPE:
+    if not isinstance(kind, str) or kind not in DEFAULT_DTYPE:
         raise ModelSourceError(f"{where}: unknown source kind {kind!r}; expected one of {list(DEFAULT_DTYPE)}")
     _dtype(model, source, where)
     if kind != "scratch":
         _check_location(where, source)
         return
     architecture, seed = source.get("architecture"), source.get("seed")
-    if architecture not in SCRATCH_ARCHITECTURES:
+    if not isinstance(architecture, str) or architecture not in SCRATCH_ARCHITECTURES:
         raise ModelSourceError(
             f"{where}: scratch architecture {architecture!r} is not one of {list(SCRATCH_ARCHITECTURES)}"
         )
