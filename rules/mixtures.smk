@@ -67,26 +67,3 @@ rule dataset_info:
         tasks=llamafactory_mixtures(),
     script:
         "../scripts/dataset_info.py"
-
-
-rule mixture_warnings:
-    """What the config asks that is likely not meant (warmup past a run's steps), and what the mixtures'
-    draws gave short of what the config asked or the study needs, in one table."""
-    input:
-        [paths.mixture(m, "warnings.csv") for m in MIXTURES],
-    output:
-        report(
-            paths.table("warnings"),
-            caption="../report/warnings.rst",
-            category="Warnings",
-        ),
-    log:
-        paths.log("mixture_warnings"),
-    benchmark:
-        paths.benchmark("mixture_warnings")
-    conda:
-        "../envs/data.yaml"
-    params:
-        config_warnings=zconfig.config_warnings(config),
-    script:
-        "../scripts/mixture_warnings.py"

@@ -113,6 +113,32 @@ rule qlora_table:
         "../scripts/qlora_table.py"
 
 
+rule study_warnings:
+    """What the config asks that is likely not meant (warmup past a run's steps), what the mixtures' draws
+    gave short of what the config asked or the study needs, and what max_length cut of each run's records
+    (zephyr.model.truncation), in one table."""
+    input:
+        mixtures=[paths.mixture(m, "warnings.csv") for m in MIXTURES],
+        runs=[paths.adapter(m, v, "summary.json") for m, v in paths.runs()],
+    output:
+        report(
+            paths.table("warnings"),
+            caption="../report/warnings.rst",
+            category="Warnings",
+        ),
+    log:
+        paths.log("study_warnings"),
+    benchmark:
+        paths.benchmark("study_warnings")
+    conda:
+        "../envs/report.yaml"
+    params:
+        config_warnings=zconfig.config_warnings(config),
+        run_mixtures=[VARIANTS[v]["data"] for m, v in paths.runs()],
+    script:
+        "../scripts/study_warnings.py"
+
+
 rule findings:
     """The report's findings beside what the study measured (claim, place, measurement, stderr,
     verdict), and each DPO run's validation reward accuracy beside the report's."""

@@ -15,7 +15,7 @@ from zephyr import files, studies
 from zephyr import verify as zverify
 from zephyr.data import formats, mixtures, records
 from zephyr.evaluation import tasks
-from zephyr.model import build, cards, merge, modeldir, prompts, training
+from zephyr.model import build, cards, merge, modeldir, prompts, training, truncation
 
 # ---- leakage -----------------------------------------------------------------------------------------
 
@@ -180,14 +180,22 @@ def base(tmp_path_factory):
 
 def test_the_share_of_cut_answers_is_recorded_and_warned_above_five_percent(caplog):
     with caplog.at_level(logging.WARNING):
-        assert training.truncation("q/M1", "SFT records", 5, 100, 100, 256) == {
+        assert truncation.truncation("q/M1", "SFT records", 5, 100, 100, 256) == {
             "max_length": 256, "cut": 5, "measured": 100, "share": 0.05}
         assert not caplog.text  # 5 %: recorded, no warning
-        record = training.truncation("q/M1", "SFT records", 120, 2000, 90000, 256)
+        record = truncation.truncation("q/M1", "SFT records", 120, 2000, 90000, 256)
     assert record["share"] == 0.06
     assert ("run q/M1: 120 of 2000 SFT records, a sample of the 90000, (6.0 %) are longer than max_length=256: "
             "their answers are cut, the end and the EOS never trained; raise max_length") in caplog.text
     card = cards.render_card({"model": "q", "variant": "M1"}, training={"steps": 3, "truncation": record})
+    # the warnings table reads it from the run's summary: a row above five percent, none at five
+    summary = {"run": "q/M1", "trainer": "sft", "train_records": 90000}
+    assert truncation.summary_warnings({**summary, "truncation": record}) == [{
+        "part": "run q/M1", "count": 120,
+        "warning": "120 of 2000 SFT records, a sample of the 90000, (6.0 %) are longer than max_length=256: "
+                   "their answers are cut, the end and the EOS never trained; raise max_length"}]
+    assert truncation.summary_warnings({**summary, "truncation": {"max_length": 256, "cut": 5, "measured": 100,
+                                                                  "share": 0.05}}) == []
     assert "| records cut at max_length | 120 of 2000 (6.0%) at max_length 256 |" in card
 
 
@@ -214,6 +222,10 @@ def test_a_trained_run_records_its_cut_records_in_its_summary_and_its_adapter_ma
         summary = training.train("t/cut", hyper, base, train, None, tmp_path / "adapter", tmp_path / "ckpt")
     assert summary["truncation"] == {"max_length": prompt + 2, "cut": 8, "measured": 8, "share": 1.0}
     assert "run t/cut: 8 of 8 SFT records (100.0 %) are longer than max_length" in caplog.text
+    # the same warning, from the finished run's summary, is the study's warnings table's row for the run
+    (row,) = truncation.summary_warnings(json.loads((tmp_path / "adapter" / "summary.json").read_text()))
+    assert row["part"] == "run t/cut" and row["count"] == 8
+    assert f"run t/cut: {row['warning']}" in caplog.text
     manifest = json.loads((tmp_path / "adapter" / "manifest.json").read_text())
     assert {"adapter_model.safetensors", "adapter_config.json"} <= set(manifest["files"])
     assert not {"summary.json", "log_history.csv"} & set(manifest["files"])  # wall times: the report's alone

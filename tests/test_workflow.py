@@ -57,7 +57,7 @@ def expected_jobs(config: dict) -> dict[str, int]:
         # each model's pair log-probabilities once: as a reward row's policy, or as its reference
         **({"score_pairs": len(scored)} if scored else {}),
         "evaluate_perplexity": exported * (1 + len(exports["formats"])) + len(set(qlora) - exported_pairs),
-        "table1": 1, "findings": 1, "quantization": 1, "figures": 1, "dataset_info": 1, "mixture_warnings": 1,
+        "table1": 1, "findings": 1, "quantization": 1, "figures": 1, "dataset_info": 1, "study_warnings": 1,
         "study_record": 1, "all": 1,
         **({"qlora_table": 1, "evaluate_as_trained": len(study.qlora_tasks()) * len(qlora)} if qlora else {}),
     }
@@ -171,6 +171,12 @@ def test_tiny_study_end_to_end_to_table1_and_report(tiny_study):
     assert tiny_config["mixtures"][name]["exact"] and drawn < 50
     shown = warnings[(warnings["mixture"] == name) & (warnings["part"] == "evaluation")]
     assert shown["count"].tolist() == [drawn] and "fewer than the 50 hellaswag needs" in shown["warning"].iloc[0]
+    # and a row for each run whose max_length cut more than 5 % of its records, by the counts its summary records
+    summaries = [json.loads(p.read_text()) for p in (tmp_path / "results" / "adapters").glob("*/*/summary.json")]
+    cut = {f"run {s['run']}": s["truncation"]["cut"] for s in summaries
+           if s["truncation"]["cut"] > 0.05 * s["truncation"]["measured"]}
+    runs = warnings[warnings["part"].str.startswith("run ")]
+    assert dict(zip(runs["part"], runs["count"])) == cut
 
     config = tmp_path / "config.test.yaml"
     snakemake(tmp_path, "--report", "results/report.html", "--configfile", str(config))
@@ -182,11 +188,10 @@ def test_tiny_study_end_to_end_to_table1_and_report(tiny_study):
     config = write_config(tmp_path, tiny_config, "config.beta.yaml")  # the shared run's own config unchanged
     counts = job_counts(snakemake(tmp_path, "-n", "--quiet", "rules", "--configfile", str(config)).stdout)
     assert counts == {"train_adapter": 1, "merge_adapter": 1, "score_pairs": 1, "evaluate": 4, "table1": 1,
-                      "figures": 1, "findings": 1, "study_record": 1, "all": 1}
+                      "figures": 1, "findings": 1, "study_warnings": 1, "study_record": 1, "all": 1}
 
 
-UPSTREAM = ("fetch_dataset", "format_records", "draw_mixture", "check_leakage", "fetch_model", "dataset_info",
-            "mixture_warnings")
+UPSTREAM = ("fetch_dataset", "format_records", "draw_mixture", "check_leakage", "fetch_model", "dataset_info")
 
 
 def test_the_precision_is_recorded_and_a_changed_one_reruns_what_it_changes_and_nothing_upstream(tiny_study):

@@ -293,13 +293,17 @@ class Layout:
         """Every metric file a table reads: Table 1's and MCQA's, the QLoRA table's, the quantization table's."""
         return {**self.table1_metrics(self.config["table1"]), **self.qlora_metrics(), **self.quantization_metrics()}
 
+    def runs(self) -> list[tuple[str, str]]:
+        """Every trained run, (model, variant), in the config's order."""
+        return [(m, v) for v, spec in self.config["variants"].items() for m in spec["models"]]
+
     def findings_inputs(self) -> list[str]:
         """What the findings and pipeline checks read: every table's metric files with their item rows, and
         every trained run's history, summary and validation items."""
         metrics = self.all_metrics()
         items = [self.task_metrics(m, v, t, f, "jsonl") for m, v, f, t in metrics]
-        runs = [self.adapter(m, v, f) for v, spec in self.config["variants"].items() for m in spec["models"]
-                for f in ("log_history.csv", "summary.json", VALIDATION_ITEMS)]
+        runs = [self.adapter(m, v, f) for m, v in self.runs() for f in ("log_history.csv", "summary.json",
+                                                                         VALIDATION_ITEMS)]
         return [*metrics.values(), *items, *runs]
 
     def histories(self) -> dict[tuple[str, str], str]:

@@ -327,15 +327,17 @@ def read(path: str | Path) -> list[dict]:
     return files.read_json(path)
 
 
-def gather_warnings(paths: Iterable[str | Path], out: str | Path, config_warnings: Iterable[str] = ()) -> int:
-    """The warnings of the config (`zephyr.config.config_warnings`, part "config") and the warnings CSVs
-    of several mixtures' draws in one table at `out` (its header alone when none warns), for the report;
-    returns the number of warnings."""
+def gather_warnings(paths: Iterable[str | Path], out: str | Path, config_warnings: Iterable[str] = (),
+                    run_warnings: Iterable[dict] = ()) -> int:
+    """The warnings of the config (`zephyr.config.config_warnings`, part "config"), the warnings CSVs of
+    several mixtures' draws and the finished runs' warnings (rows of `WARNING_FIELDS`) in one table at
+    `out` (its header alone when none warns), for the report; returns the number of warnings."""
     import pandas as pd
 
     frames = [frame for p in paths if not (frame := pd.read_csv(p)).empty]
     rows = [{"mixture": "", "part": "config", "count": None, "warning": w} for w in config_warnings]
     rows += pd.concat(frames, ignore_index=True).to_dict("records") if frames else []
+    rows += list(run_warnings)
     _write_csv(out, rows, WARNING_FIELDS)
     return len(rows)
 

@@ -136,7 +136,7 @@ def quantized_card(manifest: dict, parent_manifest: dict) -> str:
 
 
 def _truncation(cut: dict | None) -> str | None:
-    """A run's `truncation` (zephyr/model/training.py) in words: records whose answer max_length cuts."""
+    """A run's `truncation` (zephyr/model/truncation.py) in words: records whose answer max_length cuts."""
     if not cut:
         return None
     return f"{cut['cut']} of {cut['measured']} ({cut['share']:.1%}) at max_length {cut['max_length']}"

@@ -45,6 +45,7 @@ from .hyperparameters import (
     trl_default,
 )
 from .prompts import examples, pairs_cut
+from .truncation import RECORDS, truncation
 
 log = logging.getLogger("zephyr.model.training")  # also when run as `python -m zephyr.model.training`
 
@@ -88,23 +89,6 @@ def check_pair_lengths(name: str, tokenizer, records: list[dict], max_length: in
         raise TrainingError(message + "; raise max_length")
     log.warning(message)
     return cut
-
-
-#: The share of a run's records cut at `max_length` above which training warns.
-CUT_WARNING = 0.05
-
-
-def truncation(name: str, what: str, cut: int, measured: int, total: int, max_length: int | None) -> dict:
-    """What `max_length` cuts of a run's records (`cut` of the `measured`, drawn from `total`): their answer
-    loses its end and its EOS, so the run never learns to stop there. Recorded in the run's summary and
-    card; above `CUT_WARNING` of them, a warning."""
-    share = cut / measured if measured else 0.0
-    if share > CUT_WARNING:
-        sample = "" if measured == total else f", a sample of the {total},"
-        log.warning("run %s: %d of %d %s%s (%.1f %%) are longer than max_length=%s: their answers are cut, the end "
-                    "and the EOS never trained; raise max_length", name, cut, measured, what, sample, 100 * share,
-                    max_length)
-    return {"max_length": max_length, "cut": cut, "measured": measured, "share": round(share, 4)}
 
 
 def trl_config(hyper: dict, output_dir: str | Path, *, device: str, seed: int, has_eval: bool, precision: dict):
@@ -191,13 +175,13 @@ def train(
     check_prompt_lengths(name, tokenizer, train_examples, max_length)
     if trainer_kind == "dpo":
         lengths = None
-        cut = truncation(name, "preference pairs", check_pair_lengths(name, tokenizer, train_records, max_length),
-                         len(train_records), len(train_records), max_length)
+        cut_count = check_pair_lengths(name, tokenizer, train_records, max_length)
+        measured = len(train_records)
     else:
         full = sft_lengths(tokenizer, train_examples, None)  # uncut: a sample of the largest sets
         lengths = [min(n, max_length) if max_length else n for n in full]
-        cut = truncation(name, "SFT records", sum(bool(max_length) and n > max_length for n in full), len(full),
-                         len(train_examples), max_length)
+        cut_count, measured = sum(bool(max_length) and n > max_length for n in full), len(full)
+    cut = truncation(name, RECORDS[trainer_kind], cut_count, measured, len(train_records), max_length)
     plan = _speed_plan(f"hyperparameters of run {name}", run_hyper, checkpoint_dir, device=device, qlora=qlora,
                        dtype=precision["weights"], model_config=AutoConfig.from_pretrained(base_dir), lengths=lengths)
     run_hyper = {**run_hyper, **plan.settings()}
