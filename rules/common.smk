@@ -183,9 +183,7 @@ def model_card(wildcards):
 
 
 def all_models():
-    merged = [
-        paths.merged_model(m, v) for v, spec in VARIANTS.items() for m in spec["models"]
-    ]
+    merged = [paths.merged_model(m, v) for m, v in study.trained(config)]
     quantized = [
         paths.export(m, v, f)
         for m, v in study.exported(config)

@@ -119,7 +119,7 @@ rule study_warnings:
     (zephyr.model.truncation), in one table."""
     input:
         mixtures=[paths.mixture(m, "warnings.csv") for m in MIXTURES],
-        runs=[paths.adapter(m, v, "summary.json") for m, v in paths.runs()],
+        runs=[paths.adapter(m, v, "summary.json") for m, v in study.trained(config)],
     output:
         report(
             paths.table("warnings"),
@@ -134,7 +134,7 @@ rule study_warnings:
         "../envs/report.yaml"
     params:
         config_warnings=zconfig.config_warnings(config),
-        run_mixtures=[VARIANTS[v]["data"] for m, v in paths.runs()],
+        run_mixtures=[VARIANTS[v]["data"] for m, v in study.trained(config)],
     script:
         "../scripts/study_warnings.py"
 

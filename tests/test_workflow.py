@@ -176,7 +176,7 @@ def test_tiny_study_end_to_end_to_table1_and_report(tiny_study):
     cut = {f"run {s['run']}": s["truncation"]["cut"] for s in summaries
            if s["truncation"]["cut"] > 0.05 * s["truncation"]["measured"]}
     runs = warnings[warnings["part"].str.startswith("run ")]
-    assert dict(zip(runs["part"], runs["count"])) == cut
+    assert cut and dict(zip(runs["part"], runs["count"])) == cut  # the tiny tokenizer's SFT records run long
 
     config = tmp_path / "config.test.yaml"
     snakemake(tmp_path, "--report", "results/report.html", "--configfile", str(config))

@@ -33,6 +33,7 @@ from .study import (
     qlora_rows,
     qlora_tasks,
     row_tasks,
+    trained,
     trainer_of,
 )
 
@@ -279,10 +280,11 @@ class Layout:
         config, task = self.config, QUANTIZATION[0]
         dense = {(r["model"], r["variant"], DENSE, t): self.task_metrics(r["model"], r["variant"], t)
                  for r in qlora_rows(config) for t in qlora_tasks()}
-        trained = {(r["model"], r["variant"], AS_TRAINED, t): self.task_metrics(r["model"], r["variant"], t, AS_TRAINED)
-                   for r in qlora_rows(config) for t in qlora_tasks()}
-        return dense | trained | {(m, v, f, task): self.task_metrics(m, v, task, f)
-                                  for m, v in qlora_exported(config) for f in config["exports"]["formats"]}
+        as_trained = {(r["model"], r["variant"], AS_TRAINED, t):
+                      self.task_metrics(r["model"], r["variant"], t, AS_TRAINED)
+                      for r in qlora_rows(config) for t in qlora_tasks()}
+        return dense | as_trained | {(m, v, f, task): self.task_metrics(m, v, task, f)
+                                     for m, v in qlora_exported(config) for f in config["exports"]["formats"]}
 
     def quantization_metrics(self) -> dict[MetricKey, str]:
         """The quantization table's metric files: every exported variant's, dense and quantized."""
@@ -293,17 +295,13 @@ class Layout:
         """Every metric file a table reads: Table 1's and MCQA's, the QLoRA table's, the quantization table's."""
         return {**self.table1_metrics(self.config["table1"]), **self.qlora_metrics(), **self.quantization_metrics()}
 
-    def runs(self) -> list[tuple[str, str]]:
-        """Every trained run, (model, variant), in the config's order."""
-        return [(m, v) for v, spec in self.config["variants"].items() for m in spec["models"]]
-
     def findings_inputs(self) -> list[str]:
         """What the findings and pipeline checks read: every table's metric files with their item rows, and
         every trained run's history, summary and validation items."""
         metrics = self.all_metrics()
         items = [self.task_metrics(m, v, t, f, "jsonl") for m, v, f, t in metrics]
-        runs = [self.adapter(m, v, f) for m, v in self.runs() for f in ("log_history.csv", "summary.json",
-                                                                         VALIDATION_ITEMS)]
+        runs = [self.adapter(m, v, f) for m, v in trained(self.config)
+                for f in ("log_history.csv", "summary.json", VALIDATION_ITEMS)]
         return [*metrics.values(), *items, *runs]
 
     def histories(self) -> dict[tuple[str, str], str]:

@@ -16,8 +16,8 @@ from pathlib import Path
 __all__ = ["Task", "Column", "TASKS", "TRAINERS", "Format", "FORMATS", "DENSE", "AS_TRAINED", "QUANTIZED", "STORED",
            "TABLE1", "MCQA", "QLORA", "PAPER_TABLE1", "PAPER_MODELS", "PAPER_DPO_VALIDATION", "least_items",
            "slot_model", "is_papers_model", "table_columns", "QUANTIZATION", "table1_tasks", "row_tasks", "row_shows",
-           "qlora_tasks", "pair_scores_task", "paper_runs", "trainer_of", "exported", "exported_formats", "qlora_rows",
-           "qlora_exported"]
+           "qlora_tasks", "pair_scores_task", "paper_runs", "trainer_of", "trained", "exported", "exported_formats",
+           "qlora_rows", "qlora_exported"]
 
 #: The tables of task columns, by their file's name (`results/{table}.csv`): Table 1 and the MCQA table
 #: have the config's `table1` rows, the QLoRA table its QLoRA variants.
@@ -238,6 +238,11 @@ def paper_runs(variants: dict) -> dict:
 
 def trainer_of(variant_spec: dict, hyperparameters: dict) -> str:
     return hyperparameters[variant_spec["hyperparameters"]]["trainer"]
+
+
+def trained(config: dict) -> list[tuple[str, str]]:
+    """(model, variant) of every training run, in the config's order."""
+    return [(m, v) for v, spec in config["variants"].items() for m in spec["models"]]
 
 
 def exported(config: dict) -> list[tuple[str, str]]:

@@ -45,7 +45,7 @@ def artifacts(config: dict, layout) -> Iterator[tuple[str, Path, Path, Callable[
         manifest = Path(layout.mixture(mixture, "manifest.json"))
         yield "mixture", Path(layout.mixture(mixture)), manifest, lambda m=manifest: files.verify(
             m.parent, files.rebuild_command(m), manifest=m)
-    trained = [(m, v) for v, spec in config["variants"].items() for m in spec["models"]]
+    trained = study.trained(config)
     for model, variant in trained:
         yield folder("adapter", Path(layout.adapter(model, variant, modeldir.ADAPTER_TARGET)).parent,
                      modeldir.verify_adapter)

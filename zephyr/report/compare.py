@@ -22,7 +22,7 @@ from .. import files, paths
 from ..evaluation.metrics import bleu, bleu_stderr, mean_stderr, rouge_items
 from ..evaluation.results import read_metrics
 from ..paths import VALIDATION_ITEMS
-from ..study import DENSE, TASKS, trainer_of
+from ..study import DENSE, TASKS, trained, trainer_of
 
 #: Per-item scores of a task's metric in its item rows (`{task}.jsonl`).
 ITEM_SCORE = {"hellaswag": "acc_norm", "mcqa": "acc_norm"}
@@ -68,18 +68,17 @@ def read(config: dict, layout: paths.Layout) -> Results:
         rows = Path(layout.task_metrics(model, variant, task, format, "jsonl"))
         if rows.is_file():
             results.items[(model, variant, format, task)] = files.read_rows(rows)
-    for name, spec in config["variants"].items():
-        for model in spec["models"]:
-            where = {f: Path(layout.adapter(model, name, f)) for f in ("log_history.csv", "summary.json",
-                                                                        VALIDATION_ITEMS)}
-            if where["log_history.csv"].is_file():
-                results.histories[(model, name)] = pd.read_csv(where["log_history.csv"])
-            if where["summary.json"].is_file():
-                results.summaries[(model, name)] = files.read_json(where["summary.json"])
-            if where[VALIDATION_ITEMS].is_file():
-                losses = pd.read_csv(where[VALIDATION_ITEMS])["eval_loss"].tolist()
-                if losses:
-                    results.validation_items[(model, name)] = losses
+    for model, name in trained(config):
+        where = {f: Path(layout.adapter(model, name, f)) for f in ("log_history.csv", "summary.json",
+                                                                    VALIDATION_ITEMS)}
+        if where["log_history.csv"].is_file():
+            results.histories[(model, name)] = pd.read_csv(where["log_history.csv"])
+        if where["summary.json"].is_file():
+            results.summaries[(model, name)] = files.read_json(where["summary.json"])
+        if where[VALIDATION_ITEMS].is_file():
+            losses = pd.read_csv(where[VALIDATION_ITEMS])["eval_loss"].tolist()
+            if losses:
+                results.validation_items[(model, name)] = losses
     return results
 
 
