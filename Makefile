@@ -20,15 +20,25 @@ $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
-# The study to run or read: CONFIG (default config.yaml); SEEDS=N its draw N (every seed moved, its own
+# The study to run or read: CONFIG (default config.yaml); SEEDS=N its replicate N (every seed moved, its own
 # outputs: `make run SEEDS=2`, then `make check-default SEEDS=2`). Each study writes under its own
 # folder (`make studies` lists them); only shared inputs (raw data, base models, records) are shared.
+# DRAWS=N (default: the config's `draws`, 1) runs the study's N draws, compared item by item in draw 1's claims:
+# draw k moves only the training seeds, in results/{experiment}-draw{k}/, and takes the base models' outputs from
+# draw 1. `make run DRAWS=3` runs draw 1 but its claims, draws 2 and 3, then draw 1's claims; the targets that read
+# a study (check-default, timings, verify, report...) read draw 1, with DRAWS=3 too.
 CONFIG ?= config.yaml
-STUDY_CONFIG = $(if $(SEEDS),$(shell $(BIN)/python -m zephyr.studies draw $(SEEDS) $(CONFIG)),$(CONFIG))
+SEEDED_CONFIG = $(if $(SEEDS),$(shell $(BIN)/python -m zephyr.studies draw $(SEEDS) $(CONFIG)),$(CONFIG))
+# every draw's config in run order, draw 1 first (`python -m zephyr.studies draws` writes 2..N): asked once
+DRAW_CONFIGS = $(eval DRAW_CONFIGS := $$(shell $(BIN)/python -m zephyr.studies draws $(DRAWS) $(SEEDED_CONFIG)))$(DRAW_CONFIGS)
+STUDY_CONFIG = $(or $(firstword $(DRAW_CONFIGS)),$(error the study's draws: see the error above))
+OTHER_DRAWS = $(wordlist 2,$(words $(DRAW_CONFIGS)),$(DRAW_CONFIGS))
 OUTPUTS = $(shell $(BIN)/python -m zephyr.studies dir $(STUDY_CONFIG))
+SNAKEMAKE_RUN = $(BIN)/snakemake --cores $(CORES) --resources mem_mb=$(MEM_MB)
 
 run: setup
-	$(BIN)/snakemake --cores $(CORES) --resources mem_mb=$(MEM_MB) --configfile $(STUDY_CONFIG)
+	$(SNAKEMAKE_RUN)$(if $(OTHER_DRAWS), draw_alone) --configfile $(STUDY_CONFIG)
+	$(if $(OTHER_DRAWS),$(foreach draw,$(OTHER_DRAWS),$(SNAKEMAKE_RUN) --configfile $(draw) &&) $(SNAKEMAKE_RUN) --configfile $(STUDY_CONFIG))
 	$(BIN)/snakemake --configfile $(STUDY_CONFIG) --report $(OUTPUTS)/report.html
 
 # Which of the study's effects the finished run shows beyond their uncertainty (after `make run`).
@@ -81,10 +91,10 @@ lint: setup
 	$(BIN)/snakemake --lint
 	$(BIN)/snakefmt --check Snakefile rules
 
-# One study's outputs, checkpoints included (the default, CONFIG=..., SEEDS=N, or STUDY=name as
-# `make studies` lists it); shared files stay.
+# One study's outputs, checkpoints included (the default, CONFIG=..., SEEDS=N, DRAWS=N: every draw, or STUDY=name
+# as `make studies` lists it); shared files stay.
 clean: setup
-	$(BIN)/python -m zephyr.studies clean $(if $(STUDY),--study $(STUDY),$(STUDY_CONFIG))
+	$(BIN)/python -m zephyr.studies clean $(if $(STUDY),--study $(STUDY),$(DRAW_CONFIGS))
 
 # What studies share (raw datasets, base models, formatted records), rebuilt by the next run that needs it.
 clean-shared:

@@ -42,6 +42,7 @@ include: "rules/training.smk"
 include: "rules/llamafactory.smk"
 include: "rules/export.smk"
 include: "rules/evaluate.smk"
+include: "rules/draws.smk"
 include: "rules/report.smk"
 
 
@@ -63,3 +64,13 @@ rule all:
         all_models(),
         final_outputs(),
         paths.study_file(),
+
+
+# Every output of a draw but what reads its other draws (the claims, and the study record written after them):
+# what `make run DRAWS=N` runs of draw 1 before draws 2..N. (Not --omit-from claims: Snakemake plans the whole
+# DAG first, and stops on the claims' missing input, the other draws' study.json.)
+rule draw_alone:
+    input:
+        all_mixtures(),
+        all_models(),
+        [f for f in final_outputs() if f not in rules.claims.output],

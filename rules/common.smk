@@ -23,6 +23,7 @@ from zephyr import lock as zlock
 from zephyr import paths as zpaths
 from zephyr import precision as zprecision
 from zephyr import resources as zresources
+from zephyr import studies as zstudies
 from zephyr import study
 from zephyr.data import mixtures as zmixtures
 
@@ -52,6 +53,26 @@ TABLE1 = config["table1"]
 LOCK_FILE = str(zlock.lock_path(CONFIG_FILES[-1].path))
 # Every path of this study: its own output tree, and the shared files its fingerprints name.
 paths = zpaths.Layout(config, LOCK_FILE)
+# A study's draws (`draws`; rules/draws.smk): draw 1's layout in draw k >= 2, once its config is proven draw 1's
+# with the training seeds moved (None in draw 1), and in draw 1 the validated configs of draws 2..N, whose
+# finished trees its claims read (none in a draw k >= 2).
+DRAW_BASE = zconfig.for_workflow(
+    zstudies.draw_base, config, CONFIG_FILES[-1].path, paths
+)
+OTHER_DRAWS = zconfig.for_workflow(
+    zstudies.other_draw_configs, config, CONFIG_FILES[-1].path
+)
+
+
+def base_evaluation_set(task):
+    """In draw k >= 2, a task's evaluation set in this draw and in draw 1, both ancient (a hard link keeps
+    draw 1's older time): the copy of draw 1's evaluation proves the two files the same (rules/draws.smk).
+    """
+    mixture = EVALUATION[task]["data"]
+    return {
+        "data": ancient(paths.mixture(mixture)),
+        "base_data": ancient(DRAW_BASE.mixture(mixture)),
+    }
 
 
 def shared_params(kind):
@@ -245,7 +266,11 @@ def figure_outputs():
 def final_outputs():
     outputs = [paths.table("warnings")]
     if TABLE1:
-        outputs += [paths.table("table1"), paths.table("findings")]
+        outputs += [
+            paths.table("table1"),
+            paths.table("findings"),
+            paths.table("claims"),
+        ]
     quantization = study.QUANTIZATION[0] in EVALUATION
     if EXPORTS["variants"] and EXPORTS["formats"] and quantization:
         outputs.append(paths.table("quantization"))

@@ -165,6 +165,37 @@ rule findings:
         "../scripts/findings.py"
 
 
+rule claims:
+    """The report's claims over every draw of the study (`draws`): each row with its draws' differences and
+    a standard error from items and seeds, then each claim once with its verdict and how many rows and draws
+    agree. Draws 2..N are read from their own finished trees (their study.json proves them current).
+    """
+    input:
+        paths.findings_inputs(),
+        [zpaths.Layout(c).study_file() for c in OTHER_DRAWS],
+    output:
+        claims=report(
+            paths.table("claims"),
+            caption="../report/claims.rst",
+            category="Findings",
+        ),
+        rows=report(
+            paths.table("claim_rows"),
+            caption="../report/claims.rst",
+            category="Findings",
+        ),
+    log:
+        paths.log("claims"),
+    benchmark:
+        paths.benchmark("claims")
+    conda:
+        "../envs/evaluate.yaml"
+    params:
+        draws=OTHER_DRAWS,
+    script:
+        "../scripts/claims.py"
+
+
 rule study_record:
     """The study's record (`study.json`: its name, config files and the config's fingerprint), written
     once every final output is: what `make studies` lists and what readers of results check.

@@ -6,6 +6,7 @@ from pathlib import Path
 from zephyr import devices, logs, study
 from zephyr.evaluation import tasks
 from zephyr.includes import include_tasks
+from zephyr.model import bnb
 
 logs.setup(snakemake.log[0])
 include_tasks(snakemake.config)
@@ -17,6 +18,7 @@ if study.TASKS[task].from_pair_scores:  # no model to load: the policy's and its
 else:
     parent = snakemake.input.get("parent")
     models = [Path(m).parent for m in (snakemake.input.model, parent) if m]
+    bnb.for_job(bnb.needed(formats=[snakemake.params.get("qlora")], model_dirs=models))  # before peft, transformers
     devices.for_job(snakemake.threads, snakemake.resources, sum(devices.inference_memory_mb(m) for m in models))
     tasks.evaluate_files(
         task,

@@ -3,9 +3,10 @@
 from pathlib import Path
 
 from zephyr import devices, logs
-from zephyr.model import merge
+from zephyr.model import bnb, merge
 
 logs.setup(snakemake.log[0])
+bnb.for_job(bnb.needed(model_dirs=[Path(snakemake.input.base).parent]))  # before peft imports it
 devices.for_job(snakemake.threads, snakemake.resources)
 merge.merge_adapter(
     Path(snakemake.input.base).parent,

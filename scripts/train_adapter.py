@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from zephyr import devices, logs
-from zephyr.model import hyperparameters, training
+from zephyr.model import bnb, hyperparameters, training
 
 logs.setup(snakemake.log[0])
 spec = dict(
@@ -19,6 +19,7 @@ spec = dict(
     qlora=snakemake.params.qlora,
     precision=snakemake.params.precision,
 )
+bnb.for_job(training.needs_bitsandbytes(spec))  # before transformers and TRL (which imports peft) are imported
 # small runs share a GPU
 booking = hyperparameters.gpu_booking_mb(spec["hyper"], spec["base_dir"], spec["precision"], spec["qlora"])
 gpus = devices.for_job(snakemake.threads, snakemake.resources, booking)

@@ -124,6 +124,30 @@ def run(cmd: list, *, timeout: float, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
 
 
+#: Runs scripts/NAME.py in a fresh process as Snakemake does, with a `snakemake` object of the job's fields
+#: (input, output, params, wildcards, log, resources: Namedlists), and prints which modules the job imported.
+SCRIPT_DRIVER = """
+import json, runpy, sys, types
+from snakemake.iocontainers import Namedlist
+script, fields, modules = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
+job = types.SimpleNamespace(**{k: Namedlist(fromdict=v) if isinstance(v, dict) else v for k, v in fields.items()})
+runpy.run_path(script, init_globals={"snakemake": job}, run_name="__main__")
+print("IMPORTED " + json.dumps({m: sys.modules.get(m) is not None for m in modules}))
+"""
+
+
+def run_script(script: str, fields: dict, modules: list[str], *, timeout: float = 300) -> dict:
+    """Run `scripts/<script>.py` as its own job (see `SCRIPT_DRIVER`; threads 1, no resources unless
+    given); {module: imported} of `modules` once it finished."""
+    import json
+
+    fields = {"threads": 1, "resources": {}, "wildcards": {}, "params": {}, **fields}
+    result = run([sys.executable, "-c", SCRIPT_DRIVER, str(ROOT / "scripts" / f"{script}.py"), json.dumps(fields),
+                  json.dumps(modules)], timeout=timeout, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return json.loads(result.stdout.rsplit("IMPORTED ", 1)[1])
+
+
 def snakemake(workdir: Path, *args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run this checkout's workflow in `workdir` (outputs land there, not in the checkout); `env` adds
     to the environment."""

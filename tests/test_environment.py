@@ -69,8 +69,8 @@ def _rule_scripts_and_envs():
     """(rule, script, env stage) of every rule, read from rules/*.smk."""
     found = []
     for path in sorted((ROOT / "rules").glob("*.smk")):
-        for block in re.split(r"\n(?=rule \w+:)", path.read_text()):
-            rule = re.match(r"rule (\w+):", block)
+        for block in re.split(r"\n(?= *rule \w+:)", path.read_text()):  # a rule under an `if` too
+            rule = re.match(r" *rule (\w+):", block)
             env = re.search(r'"\.\./envs/(\w+)\.yaml"', block)
             script = re.search(r'"\.\./(scripts/\w+\.py)"', block)
             if rule and script:

@@ -3,16 +3,18 @@
 import json
 import shutil
 import stat
+import sys
 
 import pytest
 import torch
 
 import tinymodels
+from conftest import run_script
 from zephyr import devices, files
 from zephyr.evaluation import scoring
-from zephyr.model import merge, modeldir, quantize
+from zephyr.model import bnb, merge, modeldir, quantize
 from zephyr.model.modeldir import ModelDirError
-from zephyr.study import QUANTIZED
+from zephyr.study import AS_TRAINED, DENSE, QUANTIZED
 
 CARD = {
     "model": "tiny",
@@ -318,6 +320,62 @@ def test_cpu_4bit_sizes_are_checked_up_front(work):
         with pytest.raises(ModelDirError, match=r"mlp\.down_proj \(Linear 100 → 64\)"):
             quantize.quantize(odd, out, "nf4")
         assert not out.exists()
+
+
+# ---- bitsandbytes only in the jobs that quantize (zephyr/model/bnb.py) -----------------------------------
+
+#: What a job's imports are checked for: bitsandbytes, and the torch.compile machinery it imports.
+HEAVY = ["peft", "bitsandbytes", "torch._inductor.compile_fx"]
+
+
+def test_a_merge_job_runs_without_bitsandbytes_and_writes_the_same_weights(work, base, adapter, merged):
+    """The merge job (its script, its own process) imports peft but not bitsandbytes, nor inductor, and
+    writes the weights, to the byte, of the merge this test process ran with bitsandbytes imported."""
+    out = work / "job" / "merged"
+    imported = run_script("merge_adapter", {
+        "input": {"base": str(base / "manifest.json"), "adapter": str(adapter["dir"] / "adapter_config.json")},
+        "output": {"manifest": str(out / "manifest.json")}, "log": {"log": str(work / "job" / "merge.log")},
+        "params": {"card": CARD, "precision": None}}, HEAVY)
+    assert imported == {"peft": True, "bitsandbytes": False, "torch._inductor.compile_fx": False}
+    assert "bitsandbytes" in sys.modules and sys.modules["bitsandbytes"] is not None  # here it was imported
+    for name in ("model.safetensors", "config.json"):
+        assert files.sha256(out / name) == files.sha256(merged[0] / name), name
+
+
+def test_an_export_job_imports_bitsandbytes_and_quantizes_as_before(work, merged, exports):
+    """The NF4 export job (its script, its own process) imports bitsandbytes and writes the NF4 weights,
+    to the byte, of the export this test process ran."""
+    out = work / "job" / "nf4"
+    imported = run_script("export_quantized", {
+        "input": {"model": str(merged[0] / "manifest.json")}, "output": {"manifest": str(out / "manifest.json")},
+        "log": {"log": str(work / "job" / "export.log")}, "wildcards": {"format": "nf4"},
+        "params": {"precision": None}}, HEAVY)
+    assert imported["bitsandbytes"] and imported["torch._inductor.compile_fx"]
+    assert files.sha256(out / "model.safetensors") == files.sha256(exports["nf4"][0] / "model.safetensors")
+    assert files.read_json(out / "config.json")["quantization_config"]["bnb_4bit_quant_type"] == "nf4"
+
+
+def test_what_needs_bitsandbytes(merged, exports):
+    """A quantized format, a bitsandbytes folder or optimizer needs it; dense folders and formats do not."""
+    assert bnb.needed(formats=["nf4"]) and bnb.needed(formats=[None, "int8"]) and bnb.needed(optim="paged_adamw_8bit")
+    assert bnb.needed(model_dirs=[merged[0], exports["nf4-dq"][0]])
+    assert not bnb.needed() and not bnb.needed(formats=[None, DENSE, AS_TRAINED], model_dirs=[merged[0]])
+    assert not bnb.needed(optim="adamw_torch")
+
+
+def test_a_job_started_without_bitsandbytes_refuses_what_needs_it(work, merged, exports, monkeypatch):
+    """In a process started without bitsandbytes, quantizing or loading a bitsandbytes folder fails before
+    any weights are read, naming what needs it; a dense folder loads."""
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # what bnb.for_job(False) leaves
+    out = work / "models" / "tiny" / "no-bnb"
+    with pytest.raises(bnb.BitsandbytesError, match="the nf4 format needs bitsandbytes, but this process"):
+        quantize.quantize(merged[0], out, "nf4")
+    assert not out.exists() and not leftovers(out.parent, out.name)
+    with pytest.raises(bnb.BitsandbytesError, match=r"M1-DS-cosine-int8 \(bitsandbytes weights\) needs bitsandbytes"):
+        modeldir.load(exports["int8"][0])
+    with pytest.raises(bnb.BitsandbytesError, match="this job needs bitsandbytes"):
+        bnb.for_job(True)
+    assert modeldir.load(merged[0])[0] is not None
 
 
 # ---- helpers ---------------------------------------------------------------------------------------

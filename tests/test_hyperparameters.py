@@ -53,3 +53,12 @@ def test_trl_s_gradient_checkpointing_field_points_to_speed_and_its_bf16_to_the_
         hyperparameters.check_hyperparameters("h", {"trainer": "sft", "gradient_checkpointing": True})
     with pytest.raises(hyperparameters.TrainingError, match=r"h: set the config's precision.compute instead of bf16"):
         hyperparameters.check_hyperparameters("h", {"trainer": "dpo", "bf16": True})
+
+
+def test_the_bitsandbytes_optimizers_read_from_source_are_transformers_own():
+    """What a training job decides bitsandbytes from (zephyr/model/bnb.py), read without importing transformers."""
+    from transformers.trainer_optimizer import _BITSANDBYTES_OPTIMIZERS
+
+    assert hyperparameters.bitsandbytes_optimizers() == {name.value for name in _BITSANDBYTES_OPTIMIZERS}
+    assert "paged_adamw_8bit" in hyperparameters.bitsandbytes_optimizers()
+    assert "adamw_torch" not in hyperparameters.bitsandbytes_optimizers()

@@ -8,8 +8,10 @@ import pytest
 import torch
 
 import tinymodels
-from conftest import ROOT, run
+from conftest import ROOT, run, run_script
+from zephyr import files
 from zephyr.model import modeldir, prompts, training
+from zephyr.model.bnb import BitsandbytesError
 
 SFT = {"trainer": "sft", "logging_steps": 1, "learning_rate": 1e-2, "lr_scheduler_type": "constant",
        "per_device_train_batch_size": 8, "num_train_epochs": 6, "max_length": 64, "eval_steps": 6,
@@ -275,6 +277,54 @@ def test_qlora_trains_on_after_an_evaluation_and_its_4bit_layers_keep_one_kernel
                              qlora="nf4", callbacks=[Look()])
     assert summary["steps"] == 2 and kernels == {False}
     assert len(pd.read_csv(tmp_path / "adapter" / "validation_items.csv")) == 4  # each record's final loss
+
+
+def test_a_dense_training_job_runs_without_bitsandbytes_and_trains_the_same_adapter(tmp_path, base):
+    """The LoRA SFT job (its script, its own process, one thread) imports TRL and peft but not
+    bitsandbytes, and trains the adapter, to the byte, that this process trains with bitsandbytes imported."""
+    train = write(tmp_path / "train.json", sft_records(16))
+    hyper = {**SFT, "num_train_epochs": 1, "eval_on_start": False}
+    fp32 = {"weights": "float32", "compute": "plain"}
+    imported = run_script("train_adapter", {
+        "input": {"base": str(base / "config.json"), "train": str(train), "validation": None},
+        "output": {"adapter": str(tmp_path / "job" / "adapter_config.json")}, "log": {"log": str(tmp_path / "t.log")},
+        "wildcards": {"model": "t", "variant": "sft"},
+        "params": {"hyperparameters": hyper, "seed": 0, "qlora": None, "lora_targets": None, "precision": fp32,
+                   "checkpoints": str(tmp_path / "job-ckpt")}}, ["trl", "peft", "bitsandbytes"])
+    assert imported == {"trl": True, "peft": True, "bitsandbytes": False}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the job
+    try:
+        training.train("t/sft", hyper, base, train, None, tmp_path / "here", tmp_path / "ckpt", precision=fp32)
+    finally:
+        torch.set_num_threads(threads)
+    assert sys.modules.get("bitsandbytes") is not None  # here it was imported
+    assert files.sha256(tmp_path / "job" / "adapter_model.safetensors") == \
+        files.sha256(tmp_path / "here" / "adapter_model.safetensors")
+    job, here = (pd.read_csv(tmp_path / d / "log_history.csv").filter(regex="^(?!.*(runtime|per_second))")
+                 for d in ("job", "here"))  # what the run logged, its wall times aside
+    pd.testing.assert_frame_equal(job, here)
+
+
+def test_a_run_that_needs_bitsandbytes_says_so_and_is_refused_without_it(tmp_path, base, monkeypatch):
+    """A QLoRA base or a bitsandbytes optimizer needs bitsandbytes; in a process started without it such
+    a run fails before a model is loaded, naming the optimizer."""
+    assert training.needs_bitsandbytes({"qlora": "nf4", "base_dir": base, "hyper": SFT})
+    assert training.needs_bitsandbytes({"qlora": None, "base_dir": base, "hyper": {**SFT, "optim": "adamw_8bit"}})
+    assert not training.needs_bitsandbytes({"qlora": None, "base_dir": base, "hyper": {**SFT, "optim": "adamw_torch"}})
+    import peft  # noqa: F401  # with bitsandbytes first: peft and transformers test for it once a process
+    from transformers.utils import is_bitsandbytes_available
+
+    assert is_bitsandbytes_available()
+
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # what bnb.for_job(False) leaves
+    train = write(tmp_path / "train.json", sft_records(8))
+    with pytest.raises(BitsandbytesError, match="run t/8bit: optim paged_adamw_8bit needs bitsandbytes"):
+        training.train("t/8bit", {**SFT, "optim": "paged_adamw_8bit"}, base, train, None, tmp_path / "a",
+                       tmp_path / "c")
+    with pytest.raises(BitsandbytesError, match="the nf4 format needs bitsandbytes"):
+        training.train("t/qlora", SFT, base, train, None, tmp_path / "a", tmp_path / "c", qlora="nf4")
+    assert not (tmp_path / "a").exists()
 
 
 @pytest.mark.parametrize("hyper, records", [(SFT, sft_records), (DPO, pair_records)])

@@ -3,8 +3,11 @@
 import contextlib
 import hashlib
 import json
+import math
+import os
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -12,6 +15,7 @@ import pytest
 
 from conftest import ROOT, load_yaml, run, shared_file, snakemake, study_path, write_config
 from zephyr import paths, studies, study
+from zephyr.report import findings
 
 pytestmark = pytest.mark.workflow
 
@@ -57,7 +61,8 @@ def expected_jobs(config: dict) -> dict[str, int]:
         # each model's pair log-probabilities once: as a reward row's policy, or as its reference
         **({"score_pairs": len(scored)} if scored else {}),
         "evaluate_perplexity": exported * (1 + len(exports["formats"])) + len(set(qlora) - exported_pairs),
-        "table1": 1, "findings": 1, "quantization": 1, "figures": 1, "dataset_info": 1, "study_warnings": 1,
+        "table1": 1, "findings": 1, "claims": 1, "quantization": 1, "figures": 1, "dataset_info": 1,
+        "study_warnings": 1,
         "study_record": 1, "all": 1,
         **({"qlora_table": 1, "evaluate_as_trained": len(study.qlora_tasks()) * len(qlora)} if qlora else {}),
     }
@@ -156,12 +161,17 @@ def test_tiny_study_end_to_end_to_table1_and_report(tiny_study):
 
     # the report's findings from this finished study, and each DPO run's validation accuracy with its stderr
     found = pd.read_csv(tmp_path / "results" / "findings.csv")
-    assert list(found.columns) == ["claim", "place", "compared", "measured", "difference", "stderr", "n", "verdict"]
+    assert list(found.columns) == ["claim", "place", "compared", "measured", "difference", "stderr", "low", "high",
+                                   "df", "margin", "n", "verdict", "seed_variance"]
     assert len(found) and set(found["verdict"]) <= {"reproduced", "contradicted", "not resolved"}
     dpo = pd.read_csv(tmp_path / "results" / "dpo_validation.csv").set_index("variant").loc["M2-DS"]
     validation = json.loads((tmp_path / "results" / "mixtures" / "DPO.validation.json").read_text())
     assert dpo["n"] == len(validation) and dpo["paper"] == 0.79
-    assert dpo["stderr"] == pytest.approx((dpo["accuracy"] * (1 - dpo["accuracy"]) / dpo["n"]) ** 0.5, abs=1e-6)
+    assert dpo["k"] == round(dpo["accuracy"] * dpo["n"])
+    z = 1.959964  # the Wilson interval's half-width over z, from its formula
+    center, half = (dpo["k"] + z * z / 2) / (dpo["n"] + z * z), z * (dpo["k"] * (dpo["n"] - dpo["k"]) / dpo["n"]
+                                                                       + z * z / 4) ** 0.5 / (dpo["n"] + z * z)
+    assert center - half >= 0 and dpo["stderr"] == pytest.approx(half / z, abs=1e-5)
 
     # the tiny HellaSwag set is below the items its task needs: a warning in the report's table, not a stop
     warnings = pd.read_csv(tmp_path / "results" / "warnings.csv")
@@ -188,7 +198,7 @@ def test_tiny_study_end_to_end_to_table1_and_report(tiny_study):
     config = write_config(tmp_path, tiny_config, "config.beta.yaml")  # the shared run's own config unchanged
     counts = job_counts(snakemake(tmp_path, "-n", "--quiet", "rules", "--configfile", str(config)).stdout)
     assert counts == {"train_adapter": 1, "merge_adapter": 1, "score_pairs": 1, "evaluate": 4, "table1": 1,
-                      "figures": 1, "findings": 1, "study_warnings": 1, "study_record": 1, "all": 1}
+                      "figures": 1, "findings": 1, "claims": 1, "study_warnings": 1, "study_record": 1, "all": 1}
 
 
 UPSTREAM = ("fetch_dataset", "format_records", "draw_mixture", "check_leakage", "fetch_model", "dataset_info")
@@ -336,3 +346,66 @@ def test_a_draw_moves_every_seed_into_its_own_study(tmp_path, monkeypatch):
     config, layout = studies.load(drawn)
     assert config["experiment"] == "zephyr-default-seeds2" and layout.results == "results/zephyr-default-seeds2"
     assert studies.draw(ROOT / "config.yaml", 2).stat().st_mtime_ns == drawn.stat().st_mtime_ns  # unchanged
+
+
+def test_two_draws_of_the_tiny_study_give_claims_the_test_recomputes(tiny_study, tmp_path):
+    """Draw 2 of the finished tiny study (its training seeds moved), then draw 1's claims over both: each
+    combined number recomputed here from the two trees' per-item files, with the test's own arithmetic."""
+    from scipy import stats
+
+    shutil.copytree(tiny_study, tmp_path / "run", symlinks=True)
+    workdir = tmp_path / "run"
+    written = run([sys.executable, "-m", "zephyr.studies", "draws", "2", "config.test.yaml"], timeout=120,
+                  cwd=workdir, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert written.returncode == 0, written.stderr
+    first, second = written.stdout.split()
+    counts = job_counts(snakemake(workdir, "-n", "--quiet", "rules", "--configfile", second).stdout)
+    assert counts["train_adapter"] == 4 and "fetch_model" not in counts  # every run retrained, no base refetched
+    snakemake(workdir, "--cores", "2", "--configfile", second)
+    snakemake(workdir, "--cores", "2", "--configfile", first)
+    trees = [workdir / "results", workdir / "results" / f"{load_yaml(workdir / second)['experiment']}"]
+    assert (trees[1] / "study.json").is_file()
+
+    # HellaSwag of Qwen M2 against Qwen M0: the same items in both draws (M0's the same model too)
+    def items(tree, variant):
+        return {r["id"]: r["acc_norm"] for r in map(json.loads, (tree / "metrics" / "qwen" / variant /
+                                                                 "hellaswag.jsonl").read_text().splitlines())}
+
+    per_draw = []
+    for tree in trees:
+        m2, m0 = items(tree, "M2-DS"), items(tree, "M0")
+        assert m2.keys() == m0.keys()
+        per_draw.append({i: 100 * (m2[i] - m0[i]) for i in m0})
+    assert items(trees[0], "M0") == items(trees[1], "M0")
+    ids = sorted(per_draw[0])
+    d = [sum(p.values()) / len(p) for p in per_draw]
+    mean = sum(d) / 2
+    s2 = sum((x - mean) ** 2 for x in d)  # n - 1 = 1
+    item_means = [(per_draw[0][i] + per_draw[1][i]) / 2 for i in ids]
+    m = sum(item_means) / len(ids)
+    se_items = math.sqrt(sum((x - m) ** 2 for x in item_means) / (len(ids) - 1) / len(ids))
+    se = math.sqrt(s2 / 2 + se_items ** 2)
+    rows = pd.read_csv(workdir / "results" / "claim_rows.csv")
+    row = rows[rows["compared"] == "HellaSwag: Qwen M2 - Qwen M0"].iloc[0]
+    assert row["draws"] == 2 and row["key"] == "hellaswag_flat"
+    assert row["difference"] == pytest.approx(mean, abs=1e-5)
+    assert row["stderr_seeds"] == pytest.approx(math.sqrt(s2 / 2), abs=1e-5)
+    assert row["stderr_items"] == pytest.approx(se_items, abs=1e-5)
+    assert row["stderr"] == pytest.approx(se, abs=1e-5)
+    if se > 0:
+        df = se ** 4 / ((s2 / 2) ** 2 / 1 + se_items ** 4 / (len(ids) - 1)) if s2 else len(ids) - 1
+        assert row["high"] == pytest.approx(mean + stats.t.ppf(0.975, df) * se, abs=1e-4)
+
+    # DPO validation of M2 against the report's 0.79: each draw's k of n from its own validation pairs
+    validation = [pd.read_csv(t / "dpo_validation.csv").set_index("variant").loc["M2-DS"] for t in trees]
+    got = rows[rows["key"] == "dpo_validation"].iloc[0]
+    assert got["difference"] == pytest.approx(sum(v["k"] / v["n"] - 0.79 for v in validation) / 2, abs=1e-5)
+    assert got["draw_differences"] == "; ".join(f"{v['k'] / v['n'] - 0.79:+.4g}" for v in validation)
+
+    # each claim once; its rows counted from claim_rows.csv
+    table = pd.read_csv(workdir / "results" / "claims.csv").set_index("key")
+    assert list(table.index) == [c.key for c in findings.CLAIMS]
+    for key, line in table.iterrows():
+        mine = rows[rows["key"] == key]
+        assert line["rows"] == len(mine) and line["draws"] == 2
+        assert line["rows_agreeing"] == (mine["verdict"] == line["verdict"]).sum()

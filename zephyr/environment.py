@@ -29,7 +29,7 @@ STAGES: dict[str, list[str]] = {
     ],
     "evaluate": [
         "torch", "transformers", "tokenizers", "peft", "trl", "bitsandbytes", "accelerate", "datasets", "pandas",
-        "rouge_score", "sacrebleu", "PyYAML",
+        "rouge_score", "sacrebleu", "scipy", "PyYAML",
     ],
     "report": ["pandas", "pyarrow", "matplotlib", "PyYAML"],
 }

@@ -12,6 +12,7 @@ import hashlib
 import io
 import itertools
 import json
+import logging
 import os
 import re
 import shutil
@@ -23,6 +24,8 @@ from typing import Any
 ROW_FORMATS = ("jsonl", "json", "parquet", "csv")
 #: The provenance file of every fetched or built folder (datasets and models alike).
 MANIFEST_FILE = "manifest.json"
+
+log = logging.getLogger(__name__)
 
 
 class RowError(ValueError):
@@ -70,6 +73,56 @@ def staged_dir(out_dir: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def link(source: str | os.PathLike, path: str | os.PathLike) -> None:
+    """`path` as a hard link to `source` (a file two trees share, stored once; a copy with its times kept where
+    the file system has no hard links), appearing under its name only once whole, as `atomic`'s files do. Safe:
+    every writer replaces a file (`atomic`), none writes into one, so neither tree's file changes the other's."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    os.close(fd)
+    try:
+        os.unlink(tmp)
+        try:
+            os.link(source, tmp)
+        except OSError:  # another file system, or one without hard links
+            shutil.copy2(source, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def link_tree(source: str | os.PathLike, out_dir: str | os.PathLike) -> None:
+    """`out_dir` as a folder of hard links to `source`'s files (`link`), replaced whole (`staged_dir`)."""
+    source = Path(source)
+    with staged_dir(out_dir) as staged:
+        for file in sorted(p for p in source.rglob("*") if p.is_file()):
+            link(file, staged / file.relative_to(source))
+
+
+def share(pairs: Iterable[tuple[str, str]], same: Iterable[tuple[str, str]] = (), folders: bool = False) -> None:
+    """Another tree's files (each pair's first) into this one (its second), as `link`s: a file's sidecar manifest
+    goes with it, and `folders`: each file's whole folder (a model's). First each pair of `same` (what this tree's
+    file was made from, and the other's) is proven byte-identical: what is shared was computed from the same input
+    (a draw k >= 2 takes the base models' outputs from draw 1, rules/draws.smk)."""
+    for mine, other in same:
+        if sha256(mine) != sha256(other):
+            raise IntegrityError(f"{mine} differs from {other}: the files computed from it cannot be shared; draw "
+                                 f"both again")
+    for source, target in pairs:
+        if folders:
+            source, target = Path(source).parent, Path(target).parent
+            link_tree(source, target)
+        else:
+            if sidecar(source).is_file():
+                link(sidecar(source), sidecar(target))
+            link(source, target)
+        log.info("%s: shared with %s", target, source)
 
 
 def remove_leftovers(path: str | os.PathLike) -> list[Path]:

@@ -51,6 +51,9 @@ def check(config: dict) -> None:
         raise ConfigError.below(("precision",), err) from None
     _check_models(config)
     _check_variants(config)
+    if "draw" in config and config["draws"] > 1:
+        raise ConfigError.at(("draws",), f"this config is draw {config['draw']['number']} of "
+                             f"{config['draw']['of']}: a draw runs alone, the study's draws are its draw 1's")
 
 
 def _check_models(config: dict) -> None:

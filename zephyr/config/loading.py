@@ -15,15 +15,17 @@ from .reading import ConfigFile, locate, read_file
 from .schema import validate_schema
 
 
-def load(path: str | Path) -> dict:
+def load(path: str | Path, quiet: bool = False) -> dict:
     """Read (strictly), validate and complete (with the schema's defaults) the config at `path`; its
-    warnings (`config_warnings`) go to standard error, each naming the file and line."""
+    warnings (`config_warnings`) go to standard error, each naming the file and line (`quiet`: not, for a
+    tool that only reads it for a run that will print them)."""
     found = read_file(path)
     try:
         validate(found.data)
     except ConfigError as err:
         raise locate(err, found.data, [found]) from None
-    warn(found.data, [found])
+    if not quiet:
+        warn(found.data, [found])
     return found.data
 
 

@@ -149,6 +149,21 @@ def library_choices(key: str) -> list[str]:
 
 
 @functools.cache
+def bitsandbytes_optimizers() -> frozenset[str]:
+    """The `optim` values whose optimizer is bitsandbytes' (transformers' `_BITSANDBYTES_OPTIMIZERS`), read
+    from its source (`library_class`): a training job decides from them whether to import bitsandbytes
+    (zephyr/model/bnb.py) before transformers is imported."""
+    enum = {item.targets[0].id: item.value.value for item in library_class("training_args.py", "OptimizerNames").body
+            if isinstance(item, ast.Assign) and isinstance(getattr(item.value, "value", None), str)}
+    path = Path(importlib.util.find_spec("transformers").submodule_search_locations[0]) / "trainer_optimizer.py"
+    for node in ast.parse(path.read_text(encoding="utf-8"), str(path)).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "_BITSANDBYTES_OPTIMIZERS"
+                                                for t in node.targets):
+            return frozenset(enum[item.attr] for item in node.value.elts)
+    raise TrainingError(f"{path} has no _BITSANDBYTES_OPTIMIZERS: is the pinned transformers installed?")
+
+
+@functools.cache
 def training_default(field: str):
     """TrainingArguments' default of `field`, read from its source (`library_class`): `field(default=...)`
     or a plain value."""

@@ -17,6 +17,7 @@ from .. import files
 from .. import precision as precisions
 from ..devices import device as current_device
 from ..study import FORMATS, QUANTIZED
+from . import bnb
 
 CONFIG_FILE = "config.json"
 #: What a merged or quantized folder inherits from its parent's manifest (the tokenizer is the same).
@@ -143,6 +144,7 @@ def quantization_config(format: str, compute_dtype: str):
 
     if format not in QUANTIZED:
         raise ModelDirError(f"unknown quantized format {format!r}; expected one of {list(QUANTIZED)}")
+    bnb.require(f"the {format} format")
     if FORMATS[format].bits == 8:
         return BitsAndBytesConfig(load_in_8bit=True)
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
@@ -189,6 +191,8 @@ def load_model(model_dir: str | os.PathLike, device: str | None = None, *, dtype
         if compute_dtype is None:
             raise ModelDirError(f"{model_dir}: quantizing to {format} needs the dtype its layers compute in")
         kwargs["quantization_config"] = quantization_config(format, compute_dtype)
+    elif bnb.quantized_folder(model_dir):
+        bnb.require(f"{model_dir} (bitsandbytes weights)")
     if format or quantization_of(model_dir):
         kwargs["device_map"] = {"": place}
     model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)

@@ -33,11 +33,12 @@ from .. import precision as precisions
 from ..data import mixtures
 from ..environment import installed_versions
 from ..paths import VALIDATION_ITEMS
-from . import lm_head, lora, modeldir, speed
+from . import bnb, lm_head, lora, modeldir, speed
 from .hyperparameters import (
     DEFAULTS,
     OWN_KEYS,
     TrainingError,
+    bitsandbytes_optimizers,
     check_hyperparameters,
     config_class,
     split_accumulation,
@@ -153,6 +154,8 @@ def train(
     from .. import devices
 
     check_hyperparameters(f"hyperparameters of run {name}", hyper)
+    if hyper.get("optim") in bitsandbytes_optimizers():
+        bnb.require(f"run {name}: optim {hyper['optim']}")
     precision = precisions.check(f"precision of run {name}", precision)
     processes = int(os.environ.get("WORLD_SIZE", 1))
     run_hyper = split_accumulation(f"hyperparameters of run {name}", hyper, processes)
@@ -370,6 +373,12 @@ def _peak_memory_mb(device: str) -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20, 1)
 
 
+def needs_bitsandbytes(spec: dict) -> bool:
+    """Whether a run (`train`'s arguments) uses bitsandbytes: a QLoRA base, a bitsandbytes folder as its
+    base, or a bitsandbytes optimizer (zephyr/model/bnb.py); the job decides before importing TRL."""
+    return bnb.needed(formats=[spec.get("qlora")], model_dirs=[spec["base_dir"]], optim=spec["hyper"].get("optim"))
+
+
 def launch(spec: dict, processes: int = 1, *, threads: int | None = None, log_file: str | Path | None = None) -> dict:
     """Train with `train(**spec)` here, or in `processes` data-parallel processes (one per GPU;
     gloo on a machine without one) started by `accelerate launch`, each logging to `log_file`."""
@@ -410,6 +419,7 @@ def main(argv: list[str]) -> None:
     rank = int(os.environ.get("RANK", 0))
     logs.setup(spec.pop("log_file"), level=logging.INFO if rank == 0 else logging.WARNING, append=True,
                tag=f"rank {rank}")
+    bnb.for_job(needs_bitsandbytes(spec))
     train(**spec)
 
 

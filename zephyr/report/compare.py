@@ -23,6 +23,7 @@ from ..evaluation.metrics import bleu, bleu_stderr, mean_stderr, rouge_items
 from ..evaluation.results import read_metrics
 from ..paths import VALIDATION_ITEMS
 from ..study import DENSE, TASKS, trained, trainer_of
+from .uncertainty import Measure
 
 #: Per-item scores of a task's metric in its item rows (`{task}.jsonl`).
 ITEM_SCORE = {"hellaswag": "acc_norm", "mcqa": "acc_norm"}
@@ -48,6 +49,9 @@ class Comparison:
     se: float
     n: int
     paired: bool
+    #: the ids of the items compared, and each item's difference a - b where the metric is a mean over items
+    ids: frozenset | None = None
+    items: dict | None = None
 
     @property
     def diff(self) -> float:
@@ -57,6 +61,9 @@ class Comparison:
         how = "paired" if self.paired else "unpaired"
         return (f"{self.a:.{digits}f} vs {self.b:.{digits}f}, difference {self.diff:+.{digits}f} "
                 f"({how} stderr {self.se:.{digits}f}, n {self.n})")
+
+    def measure(self) -> Measure:
+        return Measure(self.diff, self.se, self.n, self.ids, self.items)
 
 
 def read(config: dict, layout: paths.Layout) -> Results:
@@ -109,21 +116,26 @@ def paired(results: Results, a: tuple[str, str], b: tuple[str, str], task: str, 
 
 def _paired_items(task: str, metric: str, common: list[tuple[dict, dict]], scale: float) -> Comparison:
     n = len(common)
+    ids = [x["id"] for x, _ in common]
     if task == "gsm8k":
         refs = [x["reference"] for x, _ in common]
         mine, base = [x["prediction"] for x, _ in common], [y["prediction"] for _, y in common]
         if metric == "bleu":
-            return Comparison(bleu(mine, refs), bleu(base, refs), bleu_stderr(mine, refs, baseline=base), n, True)
+            return Comparison(bleu(mine, refs), bleu(base, refs), bleu_stderr(mine, refs, baseline=base), n, True,
+                              frozenset(ids))
         a, b = ([100 * item[metric] for item in rouge_items(side, refs)] for side in (mine, base))
     else:
         key = ITEM_SCORE.get(task, metric)
         score = TASKS[task].item_score or (lambda row: row[key])
         a, b = ([scale * score(r) for r in side] for side in zip(*common))
-    return Comparison(sum(a) / n, sum(b) / n, mean_stderr([x - y for x, y in zip(a, b)]), n, True)
+    diffs = [x - y for x, y in zip(a, b)]
+    return Comparison(sum(a) / n, sum(b) / n, mean_stderr(diffs), n, True, frozenset(ids), dict(zip(ids, diffs)))
 
 
-def dpo_validation(results: Results, model: str, variant: str) -> tuple[float, float, int] | None:
-    """A DPO run's final validation reward accuracy, its binomial standard error and its pairs."""
+def dpo_validation(results: Results, model: str, variant: str) -> tuple[float, int, int] | None:
+    """A DPO run's final validation reward accuracy as k of its n pairs. TRL logs the mean of per-batch means;
+    k is that times n, rounded: exact when every evaluation batch is full (the configs' n is a multiple of
+    `per_device_eval_batch_size`), within one pair otherwise."""
     history = results.histories.get((model, variant), pd.DataFrame())
     column = "eval_rewards/accuracies"
     accuracy = history.dropna(subset=[column])[column] if column in history else pd.Series(dtype=float)
@@ -131,7 +143,7 @@ def dpo_validation(results: Results, model: str, variant: str) -> tuple[float, f
     if accuracy.empty or not n:
         return None
     p = float(accuracy.iloc[-1])
-    return p, math.sqrt(p * (1 - p) / n), int(n)
+    return p, round(p * n), int(n)
 
 
 def log_perplexity_change(quantized: list[dict], dense: list[dict]) -> tuple[float, float, int]:

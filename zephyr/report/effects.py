@@ -13,7 +13,8 @@ Pipeline checks hold whenever every stage works, whatever the study finds, and s
 - every accuracy rests on enough items (n, and a standard error at most `MAX_STDERR`).
 
 Models built from scratch (random weights: the default's BLOOM slot) are not held to these.
-The report's findings (`findings`) are printed after the checks and never change the exit code.
+The checks run on every draw of the study (`draws`); the report's claims over all draws (`claims`) are
+printed after them and never change the exit code.
 
 Usage: `python -m zephyr.report.effects [CONFIG]` after the run (reads that study's tree, once its
 `study.json` proves the tree is this config's).
@@ -29,7 +30,7 @@ import pandas as pd
 
 from .. import studies
 from ..study import DENSE, FORMATS, TASKS, trainer_of
-from . import compare, findings
+from . import claims, compare, findings
 
 #: The largest standard error a bounded task's accuracy may have (`Task.bounded`): a 50-item accuracy's
 #: at worst (p = 0.5; lm-eval's sqrt(p (1 - p) / (n - 1)) = 0.0714), so that 50 items always clear it.
@@ -75,7 +76,8 @@ def check(config: dict, results: compare.Results) -> list[Check]:
         if trainer == "dpo":
             got = compare.dpo_validation(results, model, variant)
             if got is not None:
-                accuracy, se, n = got
+                accuracy, _, n = got
+                se = math.sqrt(accuracy * (1 - accuracy) / n)
                 out.append(Check(f"DPO validation reward accuracy above chance: {model} {variant}",
                                  f"{accuracy:.3f} (stderr {se:.3f}, n {n}; at least {MIN_VALIDATION_PAIRS} pairs)",
                                  n >= MIN_VALIDATION_PAIRS and accuracy - 0.5 > 2 * se))
@@ -131,23 +133,29 @@ def render(checks: list[Check]) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     config, layout = studies.load(argv[0] if argv else "config.yaml")
+    draws = [(config, layout), *(studies.load(f) for f in studies.other_draws(config))]
     try:
-        studies.check_current(config, layout)
+        for draw_config, draw_layout in draws:
+            studies.check_current(draw_config, draw_layout)
     except studies.StudyError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    results = compare.read(config, layout)
-    checks = check(config, results)
-    if not checks:
-        print("no results to check: run the workflow first (make run)")
-        return 1
-    print(f"Pipeline checks of study {config['experiment']} ({layout.results}/): they set the exit code\n")
-    print(render(checks))
-    table = findings.findings(config, results)
-    print(f"\nThe report's findings, as this study measured them ({layout.table('findings')} once the workflow "
-          "has written it; not part of the exit code):\n")
-    print(findings.render(table))
-    return 1 if any(not c.holds for c in checks) else 0
+    failed, rows = False, []
+    for number, (draw_config, draw_layout) in enumerate(draws, 1):
+        results = compare.read(draw_config, draw_layout)
+        checks = check(draw_config, results)
+        if not checks:
+            print("no results to check: run the workflow first (make run)")
+            return 1
+        print(f"Pipeline checks of study {draw_config['experiment']} ({draw_layout.results}/), draw {number} of "
+              f"{len(draws)}: they set the exit code (a check that fails on any draw fails)\n")
+        print(render(checks) + "\n")
+        failed |= any(not c.holds for c in checks)
+        rows.append(findings.findings(draw_config, results))
+    print(f"The report's claims over {len(draws)} draw(s) ({layout.table('claims')} and "
+          f"{layout.table('claim_rows')}; not part of the exit code):\n")
+    print(claims.render(claims.tables(rows)[1]))
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
